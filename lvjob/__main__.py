@@ -1,0 +1,3 @@
+from lvjob.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""The models of the study, all of one architecture (Qwen2ForCausalLM), and the one way to load them.
+
+- `qwen2.5-0.5b`: Qwen/Qwen2.5-0.5B-Instruct, from a local folder or the Hugging Face cache
+  (compute nodes have no internet: stage it once on the login node, see the README).
+- `qwen2.5-0.5b-random`: the same architecture with random weights (FLOP tests, GPU benchmarks).
+- `tiny`: the same architecture at a tiny width, the real vocabulary, built locally with a fixed seed
+  and saved once into the cache; for tests and laptop runs.
+
+Whatever the name, the model is loaded by `AutoModelForCausalLM.from_pretrained` from a folder or a
+hub id, so the tiny model exercises the real model's code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lvjob.atomic import atomic_dir
+from lvjob.paths import cache_dir
+
+QWEN25_HUB_ID = "Qwen/Qwen2.5-0.5B-Instruct"
+
+# The public config of Qwen2.5-0.5B(-Instruct): what the FLOP counter and the random model use.
+QWEN25_05B_CONFIG = dict(
+    vocab_size=151936,
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    max_position_embeddings=32768,
+    rms_norm_eps=1e-6,
+    rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"},
+    tie_word_embeddings=True,
+    hidden_act="silu",
+    bos_token_id=151643,
+    eos_token_id=151645,
+    pad_token_id=151643,
+)
+
+# Tiny: real vocabulary (so the real tokenizer works), 2 layers of width 64, grouped-query attention
+# kept (4 query heads, 2 key/value heads). Almost all of its FLOPs are in the LM head.
+TINY_CONFIG = dict(
+    QWEN25_05B_CONFIG,
+    hidden_size=64,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+)
+TINY_SEED = 1234
+
+MODEL_NAMES = ("qwen2.5-0.5b", "qwen2.5-0.5b-random", "tiny")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model a job uses; `path` overrides where the weights come from (folder or hub id)."""
+
+    name: str = "tiny"
+    path: str | None = None
+    quantize_4bit: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name not in MODEL_NAMES:
+            raise ValueError(f"model.name: unknown model {self.name!r}; valid: {', '.join(MODEL_NAMES)}")
+
+
+def model_config(name: str):
+    """The transformers `Qwen2Config` of a named model (no weights loaded)."""
+    from transformers import Qwen2Config
+
+    if name in ("qwen2.5-0.5b", "qwen2.5-0.5b-random"):
+        return Qwen2Config(**QWEN25_05B_CONFIG)
+    if name == "tiny":
+        return Qwen2Config(**TINY_CONFIG)
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
+
+
+def random_model(name: str, seed: int = 0, attn_implementation: str = "sdpa"):
+    """A model of the named architecture with seeded random weights, in float32."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = model_config(name)
+    config._attn_implementation = attn_implementation
+    return Qwen2ForCausalLM(config).eval()
+
+
+def tiny_model_dir() -> Path:
+    return cache_dir() / "tiny-qwen2"
+
+
+def ensure_tiny_model() -> Path:
+    """Build the tiny model once (seeded, so every machine builds the same weights) and return its folder."""
+    folder = tiny_model_dir()
+    if (folder / "config.json").exists():
+        return folder
+    model = random_model("tiny", seed=TINY_SEED)
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+    return folder
+
+
+def resolve_weights(choice: ModelChoice) -> str:
+    """Folder or hub id to load `choice` from."""
+    if choice.path:
+        return choice.path
+    if choice.name == "tiny":
+        return str(ensure_tiny_model())
+    if choice.name == "qwen2.5-0.5b":
+        return QWEN25_HUB_ID
+    raise ValueError(f"model {choice.name!r} has no weights to load; it is built with random_model()")
+
+
+def load_model(choice: ModelChoice, device: str = "cpu", dtype=None, attn_implementation: str = "sdpa"):
+    """Load the chosen model for training or inference.
+
+    `dtype` defaults to bfloat16 on CUDA and float32 on CPU. With `quantize_4bit` the base weights
+    are loaded as 4-bit NF4 through bitsandbytes (compute in `dtype`), the QLoRA setting.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if choice.name == "qwen2.5-0.5b-random":
+        model = random_model(choice.name, attn_implementation=attn_implementation)
+        return model.to(device=device, dtype=dtype or torch.float32)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    kwargs = dict(dtype=dtype, attn_implementation=attn_implementation)
+    if choice.quantize_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True,
+        )
+        kwargs["device_map"] = {"": device}
+    model = AutoModelForCausalLM.from_pretrained(resolve_weights(choice), **kwargs)
+    if not choice.quantize_4bit:
+        model = model.to(device)
+    return model
