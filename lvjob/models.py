@@ -67,15 +67,20 @@ class ModelChoice:
             raise ValueError(f"model.name: unknown model {self.name!r}; valid: {', '.join(MODEL_NAMES)}")
 
 
+def config_dict(name: str) -> dict:
+    """The config values of a named model, as plain values (no transformers import)."""
+    if name in ("qwen2.5-0.5b", "qwen2.5-0.5b-random"):
+        return dict(QWEN25_05B_CONFIG)
+    if name == "tiny":
+        return dict(TINY_CONFIG)
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
+
+
 def model_config(name: str):
     """The transformers `Qwen2Config` of a named model (no weights loaded)."""
     from transformers import Qwen2Config
 
-    if name in ("qwen2.5-0.5b", "qwen2.5-0.5b-random"):
-        return Qwen2Config(**QWEN25_05B_CONFIG)
-    if name == "tiny":
-        return Qwen2Config(**TINY_CONFIG)
-    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
+    return Qwen2Config(**config_dict(name))
 
 
 def random_model(name: str, seed: int = 0, attn_implementation: str = "sdpa"):

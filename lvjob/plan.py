@@ -25,7 +25,7 @@ from lvjob.study import LoraRun, Study
 @dataclass(frozen=True)
 class Item:
     experiment: str  # zero-shot, default, stage1, stage2, final
-    what: str  # e.g. "train r=4 lr=1e-05 ctx=512"
+    run: str  # e.g. "r=4 lr=1e-05 ctx=512"
     kind: str  # train, validation, evaluation
     count: int  # steps, validation passes or series x samples
     flops: int
@@ -60,15 +60,15 @@ def validation_passes(steps: int, every: int) -> int:
     return math.ceil(steps / every) if steps > 0 else 0
 
 
-def _training(study: Study, shape: flops.ModelShape, experiment: str, run: LoraRun) -> list[Item]:
+def _training(study: Study, shape: flops.ModelShape, experiment: str, run: LoraRun, what: str | None = None) -> list[Item]:
     t = study.training
-    what = f"r={run.rank} lr={run.lr:g} ctx={run.context}"
+    what = what or f"r={run.rank} lr={run.lr:g} ctx={run.context}"
     step = flops.train_step(shape, t.batch_size, run.context, run.rank).total
     passes = validation_passes(run.steps, t.val_every)
-    val = flops.forward(shape, t.val_chunks, run.context, lora_rank=run.rank).total
+    val = flops.forward(shape, t.val_chunks, run.context, lora_rank=run.rank, loss=True).total
     return [
-        Item(experiment, f"train {what}", "train", run.steps, run.steps * step),
-        Item(experiment, f"validation loss {what}", "validation", passes, passes * val),
+        Item(experiment, what, "train", run.steps, run.steps * step),
+        Item(experiment, what, "validation", passes, passes * val),
     ]
 
 
@@ -78,7 +78,7 @@ def _evaluation(study: Study, shape: flops.ModelShape, experiment: str, prompt: 
     n = forecast_tokens(d.horizon_points, study.text.decimals)
     per_series = flops.generation(shape, 1, p, n, lora_rank=rank).total
     count = e.series * e.samples
-    return Item(experiment, f"evaluate {what} ({prompt} prompt)", "evaluation", count, count * per_series)
+    return Item(experiment, what, "evaluation", count, count * per_series)
 
 
 def plan_study(study: Study) -> Plan:
@@ -86,28 +86,28 @@ def plan_study(study: Study) -> Plan:
     items: list[Item] = []
     trained = study.evaluation.trained_prompt
     for prompt in study.zero_shot_prompts:
-        items.append(_evaluation(study, shape, "zero-shot", prompt, 0, "base model"))
+        items.append(_evaluation(study, shape, "zero-shot", prompt, 0, f"{prompt} prompt"))
 
     items += _training(study, shape, "default", study.default)
-    items.append(_evaluation(study, shape, "default", trained, study.default.rank, "default fine-tune"))
+    items.append(_evaluation(study, shape, "default", trained, study.default.rank, items[-1].run))
 
     s1 = study.stage1
     for rank in s1.ranks:
         for lr in s1.lrs:
             run = LoraRun(rank=rank, lr=lr, context=s1.context, steps=s1.steps)
             items += _training(study, shape, "stage1", run)
-            items.append(_evaluation(study, shape, "stage1", trained, rank, f"r={rank} lr={lr:g}"))
+            items.append(_evaluation(study, shape, "stage1", trained, rank, items[-1].run))
 
     # Stages 2 and final take their rank (and lr) from earlier stages at run time: charge the largest.
     worst_rank, any_lr = max(s1.ranks), s1.lrs[0]
     for ctx in study.stage2.contexts:
         run = LoraRun(rank=worst_rank, lr=any_lr, context=ctx, steps=study.stage2.steps)
-        items += _training(study, shape, "stage2", run)
-        items.append(_evaluation(study, shape, "stage2", trained, worst_rank, f"ctx={ctx}"))
+        items += _training(study, shape, "stage2", run, f"stage-1 best (charged r={worst_rank}) ctx={ctx}")
+        items.append(_evaluation(study, shape, "stage2", trained, worst_rank, items[-1].run))
 
     final = LoraRun(rank=worst_rank, lr=any_lr, context=max(study.stage2.contexts), steps=study.final.steps)
-    items += _training(study, shape, "final", final)
-    items.append(_evaluation(study, shape, "final", trained, worst_rank, "final run"))
+    items += _training(study, shape, "final", final, f"stage-2 best (charged r={worst_rank} ctx={final.context})")
+    items.append(_evaluation(study, shape, "final", trained, worst_rank, items[-1].run))
     return Plan(study, tuple(items))
 
 
@@ -172,19 +172,30 @@ def fmt_flops(x: float) -> str:
 
 
 def format_plan(plan: Plan) -> str:
+    """Markdown: one row per run (training, validation losses, evaluation), totals per experiment."""
     s = plan.study
+    e = s.evaluation
     lines = [
         f"# FLOP plan: {s.name} (scale: {s.scale}, model: {s.model})",
         "",
-        "Charged by the rules of SPEC §5: training step = 3 x forward (LoRA or not); validation = forward;",
-        "evaluation = prompt + one forward per generated token with a KV cache; run-time choices at their most",
-        "expensive candidate.",
+        "Charged by the rules of SPEC §5: a training step = 3 x forward (LoRA or not); validation loss = forward of",
+        f"{s.training.val_chunks} chunks every {s.training.val_every} steps; evaluation = {e.series} series x {e.samples} sample(s),",
+        "prompt + one forward per generated token with a KV cache. Stage 2 and the final run are charged at the",
+        "largest stage-1 rank and the longest stage-2 context, whatever the stages choose.",
         "",
-        "| experiment | item | count | FLOPs | share of budget |",
-        "|---|---|---:|---:|---:|",
+        "| experiment | run | steps | training | validation | evaluation | total | share of budget |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    rows: dict[tuple[str, str], dict[str, int]] = {}
     for i in plan.items:
-        lines.append(f"| {i.experiment} | {i.what} | {i.count:,} {_unit(i.kind)} | {fmt_flops(i.flops)} | {i.flops / plan.budget:.2%} |")
+        row = rows.setdefault((i.experiment, i.run), {"steps": 0, "train": 0, "validation": 0, "evaluation": 0})
+        row[i.kind] += i.flops
+        if i.kind == "train":
+            row["steps"] = i.count
+    for (exp, run), r in rows.items():
+        total = r["train"] + r["validation"] + r["evaluation"]
+        lines.append(f"| {exp} | {run} | {r['steps']:,} | {_f(r['train'])} | {_f(r['validation'])} | "
+                     f"{_f(r['evaluation'])} | {fmt_flops(total)} | {total / plan.budget:.2%} |")
     lines += ["", "| experiment | FLOPs | share of budget |", "|---|---:|---:|"]
     for exp, total in plan.by_experiment().items():
         lines.append(f"| {exp} | {fmt_flops(total)} | {total / plan.budget:.2%} |")
@@ -195,5 +206,5 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def _unit(kind: str) -> str:
-    return {"train": "steps", "validation": "passes", "evaluation": "series"}[kind]
+def _f(x: int) -> str:
+    return fmt_flops(x) if x else "-"
