@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -15,3 +16,29 @@ def _shared_cache(tmp_path_factory):
     else:
         os.environ["LVJOB_CACHE"] = str(tmp_path_factory.mktemp("lvjob-cache"))
     yield
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """A small Lotka-Volterra file: 20 systems (16 train / 4 validation) x 30 points."""
+    from lvjob import data
+
+    path = tmp_path_factory.mktemp("data") / "lv-small.h5"
+    lv, params = data.generate(n_systems=20, n_points=30, seed=0)
+    data.write(path, lv, params)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from lvjob.tokenizer import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tiny model with its seeded random weights (never trained)."""
+    from lvjob.models import ModelChoice, load_model
+
+    return load_model(ModelChoice("tiny")).eval()

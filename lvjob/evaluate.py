@@ -1,0 +1,119 @@
+"""Forecast validation systems and score them against the truth (SPEC §4).
+
+For each series: fit the scaler on the context only, render it, prompt (plain or instruct),
+generate a constrained forecast of the horizon, parse it, map it back to population units. Metrics
+(MAE, MSE, RMSE per variable and overall) are on the original scale over the horizon, beside the
+persistence forecast (repeat the last observed point). With k samples per series the point
+forecast is their element-wise median (LLMTIME).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lvjob.grammar import Grammar
+from lvjob.llmtime import fit_scaler, parse, render
+from lvjob.prompts import instruct_prompt, plain_prompt
+
+VARIABLES = ("prey", "predator")
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    prompt: str = "plain"  # plain | instruct
+    decimals: int = 3
+    alpha: float = 0.99
+    beta: float = 0.3
+    samples: int = 1
+    temperature: float = 0.2
+    max_int_digits: int = 3
+    batch_size: int = 64  # series per generation batch (x samples)
+    seed: int = 0
+
+
+@dataclass
+class Forecasts:
+    predictions: np.ndarray  # (series, horizon, 2) in population units; NaN where a forecast is short
+    samples: np.ndarray  # (series, samples, horizon, 2)
+    texts: list[list[str]]  # generated text per series and sample
+    parsed_ok: np.ndarray  # (series, samples) bool: the text parsed to a full horizon
+    batches: list[tuple[int, int, int]]  # per generation batch: rows, padded prompt length, tokens generated
+
+    def flops(self, shape, lora_rank: int = 0) -> tuple[int, int]:
+        """(prompt processing, generation) FLOPs of what was computed, padding and finished rows included."""
+        from lvjob import flops
+
+        prompt = sum(flops.forward(shape, rows, width, lora_rank=lora_rank, logits_len=1).total for rows, width, _ in self.batches)
+        total = sum(flops.generation(shape, rows, width, new, lora_rank=lora_rank).total for rows, width, new in self.batches)
+        return prompt, total - prompt
+
+
+def build_prompt(tokenizer, context: np.ndarray, horizon_points: int, s: ForecastSettings) -> tuple[list[int], object]:
+    scaler = fit_scaler(context, s.alpha, s.beta)
+    series = render(scaler.transform(context), s.decimals)
+    if s.prompt == "plain":
+        text = plain_prompt(series)
+    elif s.prompt == "instruct":
+        text = instruct_prompt(tokenizer, series, horizon_points)
+    else:
+        raise ValueError(f"prompt: {s.prompt!r} is not valid; valid: plain, instruct")
+    return tokenizer.encode(text, add_special_tokens=False), scaler
+
+
+def forecast(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: ForecastSettings) -> Forecasts:
+    """Forecast `horizon_points` points after each context (series, context points, 2)."""
+    import torch
+
+    from lvjob.forecast import alphabet_ids, generate
+
+    g = Grammar(variables=contexts.shape[-1], decimals=s.decimals, max_int_digits=s.max_int_digits, points=horizon_points)
+    alphabet = alphabet_ids(tokenizer)
+    built = [build_prompt(tokenizer, c, horizon_points, s) for c in contexts]
+    jobs = [(i, k) for i in range(len(built)) for k in range(s.samples)]
+    texts = [[""] * s.samples for _ in built]
+    generator = torch.Generator().manual_seed(s.seed)
+    batches = []
+    per_batch = max(1, s.batch_size * s.samples)
+    for start in range(0, len(jobs), per_batch):
+        chunk = jobs[start:start + per_batch]
+        out = generate(model, [built[i][0] for i, _ in chunk], g, alphabet, tokenizer.pad_token_id,
+                       temperature=s.temperature, generator=generator)
+        batches.append((len(chunk), out.padded_prompt_len, out.steps + 1))  # the first token comes from the prompt pass
+        for (i, k), text in zip(chunk, out.texts):
+            texts[i][k] = text
+
+    n, h, v = len(built), horizon_points, contexts.shape[-1]
+    samples = np.full((n, s.samples, h, v), np.nan)
+    ok = np.zeros((n, s.samples), dtype=bool)
+    for i, (_, scaler) in enumerate(built):
+        for k in range(s.samples):
+            values = parse(texts[i][k], variables=v, decimals=s.decimals).values[:h]
+            ok[i, k] = len(values) == h
+            # A short forecast is reported as such (NaN points), never padded with made-up values.
+            samples[i, k, : len(values)] = scaler.inverse(values)
+    with np.errstate(all="ignore"):
+        predictions = np.nanmedian(samples, axis=1) if s.samples > 1 else samples[:, 0]
+    return Forecasts(predictions, samples, texts, ok, batches)
+
+
+def persistence(contexts: np.ndarray, horizon_points: int) -> np.ndarray:
+    """The floor to beat: the last observed point repeated over the horizon."""
+    return np.repeat(contexts[:, -1:, :], horizon_points, axis=1)
+
+
+def error_metrics(predictions: np.ndarray, truth: np.ndarray) -> dict:
+    """MAE, MSE, RMSE per variable and overall over the series whose forecast is complete."""
+    complete = ~np.isnan(predictions).any(axis=(1, 2))
+    err = predictions[complete] - truth[complete]
+    out: dict = {"series": int(len(predictions)), "scored_series": int(complete.sum())}
+    if not complete.any():
+        return out | {name: None for name in ("mae", "mse", "rmse")} | {v: None for v in VARIABLES}
+    for j, name in enumerate(VARIABLES):
+        e = err[..., j]
+        out[name] = {"mae": float(np.abs(e).mean()), "mse": float((e**2).mean()), "rmse": float(np.sqrt((e**2).mean()))}
+    out["mae"] = float(np.abs(err).mean())
+    out["mse"] = float((err**2).mean())
+    out["rmse"] = float(np.sqrt(out["mse"]))
+    return out

@@ -1,0 +1,99 @@
+"""A job spec: one run of the study (a zero-shot evaluation, or a LoRA training run then its evaluation).
+
+`lvjob run JOB.yaml key=value ...` loads it here. The same spec and overrides always give the same
+run id, so a restarted job finds its own run directory and resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, Sequence
+
+from lvjob.config import apply_overrides, build, read_yaml, require, to_dict
+from lvjob.models import MODEL_NAMES, ModelChoice
+from lvjob.prompts import tokens_per_point
+from lvjob.study import DataSpec, TextSpec
+
+RUNS_ROOT = Path("checkpoints")
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: Literal["train", "evaluate"] = "evaluate"
+    name: str = "job"
+    seed: int = 0
+    device: str = "auto"  # auto: cuda if available, else cpu
+    run_dir: str | None = None  # default: checkpoints/<run id>
+
+    # model
+    model: str = "tiny"
+    model_path: str | None = None  # folder or hub id; default per model (lvjob.models)
+    quantize_4bit: bool = False
+    adapter: str | None = None  # evaluate: a trained run directory (or a PEFT adapter folder)
+
+    data: DataSpec = field(default_factory=DataSpec)
+    text: TextSpec = field(default_factory=TextSpec)
+
+    # training (kind: train), SPEC §1 defaults
+    rank: int = 4
+    lora_alpha: float | None = None  # None: equal to rank
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    context: int = 512
+    steps: int = 5000
+    batch_size: int = 4
+    val_every: int = 250
+    val_chunks: int = 32
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+
+    # evaluation (both kinds)
+    prompt: Literal["plain", "instruct"] = "plain"
+    series: int = 200
+    samples: int = 1
+    temperature: float = 0.2
+    max_int_digits: int = 3
+    eval_batch_size: int = 50
+
+    def __post_init__(self) -> None:
+        require(self.model in MODEL_NAMES, "model", self.model, ", ".join(MODEL_NAMES))
+        require(self.rank >= 1, "rank", self.rank, "integers >= 1")
+        require(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha", self.lora_alpha, "a number > 0, or null for alpha = rank")
+        require(self.lr > 0, "lr", self.lr, "lr > 0")
+        require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "weight_decay >= 0")
+        two_points = 2 * tokens_per_point(2, self.text.decimals)
+        require(self.context >= two_points, "context", self.context,
+                f"at least {two_points} tokens: too short for one forecast, a window must hold two points")
+        require(self.steps >= 1, "steps", self.steps, "integers >= 1")
+        for key in ("batch_size", "val_every", "val_chunks", "checkpoint_every", "keep_checkpoints", "series", "samples", "eval_batch_size"):
+            require(getattr(self, key) >= 1, key, getattr(self, key), "integers >= 1")
+        require(self.series <= self.data.val_systems, "series", self.series,
+                f"at most the {self.data.val_systems} validation systems of the data")
+        require(self.temperature >= 0, "temperature", self.temperature, "temperature >= 0 (0 = greedy)")
+        require(1 <= self.max_int_digits <= 6, "max_int_digits", self.max_int_digits, "integers 1..6")
+        require(self.kind == "evaluate" or self.adapter is None, "adapter", self.adapter, "null for a training job")
+
+    @property
+    def alpha(self) -> float:
+        return float(self.rank if self.lora_alpha is None else self.lora_alpha)
+
+    @property
+    def model_choice(self) -> ModelChoice:
+        return ModelChoice(name=self.model, path=self.model_path, quantize_4bit=self.quantize_4bit)
+
+    def run_id(self) -> str:
+        """`<name>-<hash>`: the hash covers every setting but `run_dir` and `device`, which do not change the result's meaning."""
+        settings = to_dict(replace(self, run_dir=None, device="auto"))
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.name}-{digest}"
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else RUNS_ROOT / self.run_id()
+
+
+def load_job(path: str | Path, overrides: Sequence[str] = ()) -> Job:
+    raw = apply_overrides(read_yaml(path), overrides)
+    return build(Job, raw, where=str(path))

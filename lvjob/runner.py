@@ -1,0 +1,204 @@
+"""Run one job into its run directory; what the cluster starts, preempts and restarts.
+
+Run directory (`checkpoints/<run id>/` unless `run_dir` is given):
+
+    job.yaml         the job as resolved (spec + overrides)
+    run.json         status (running | preempted | failed | complete), attempts, timestamps
+    metrics.jsonl    training: one row per step (loss; val_loss on validation steps)
+    checkpoints/     training: step-NNNNNNN/ folders (see lvjob.checkpoint)
+    adapter/         training: the final LoRA adapter, standard PEFT layout
+    eval.json        metrics of the forecasts beside the persistence forecast, parse rate, settings
+    forecasts.npz    forecasts, samples, truth, contexts, systems, generated text
+    ledger.json      FLOPs spent (lvjob.ledger)
+    preemptions.jsonl  training: resumes and the steps they discarded (lvjob.ledger)
+
+Every file is written atomically. Starting a run whose directory is complete does nothing; one
+with checkpoints resumes from the newest valid one; a trained run whose evaluation was cut off only
+re-runs the evaluation.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from lvjob import atomic
+from lvjob.config import to_dict
+from lvjob.job import Job
+from lvjob.ledger import Ledger
+
+EXIT_PREEMPTED = 3  # the job stopped on request after a checkpoint; run it again to resume
+
+
+def read_status(run_dir: Path) -> dict:
+    path = Path(run_dir) / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_status(run_dir: Path, **fields) -> dict:
+    status = read_status(run_dir) | fields | {"updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic.write_text(run_dir / "run.json", json.dumps(status, indent=1, sort_keys=True))
+    return status
+
+
+@contextmanager
+def stop_on_signals(flag, signals=(signal.SIGUSR2, signal.SIGTERM)):
+    """Turn SIGUSR2 (SLURM/submitit preemption and time limit) and SIGTERM into a stop request."""
+    def handler(signum, frame):
+        flag.signal = signum
+        print(f"received signal {signal.Signals(signum).name}: checkpointing at the end of this step", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run(job: Job, log=print) -> int:
+    """Run `job` to completion (or to a requested stop). Returns the process exit code."""
+    from lvjob.train import Preempted, StopFlag
+
+    run_dir = job.resolved_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    status = read_status(run_dir)
+    if status.get("status") == "complete":
+        log(f"{run_dir}: already complete, nothing to do")
+        return 0
+    atomic.write_text(run_dir / "job.yaml", yaml.safe_dump(to_dict(job), sort_keys=False))
+    attempt = status.get("attempts", 0) + 1
+    _write_status(run_dir, status="running", run_id=job.run_id(), kind=job.kind, name=job.name, attempts=attempt, host=socket.gethostname(),
+                  slurm_job_id=os.environ.get("SLURM_JOB_ID"), started=status.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))
+    log(f"run {job.run_id()} ({job.kind}) in {run_dir}")
+    try:
+        with stop_on_signals(StopFlag()) as stop:
+            _run(job, run_dir, stop, attempt, log)
+    except Preempted as e:
+        _write_status(run_dir, status="preempted", step=e.step)
+        log(f"{run_dir}: {e}; run the same command again to resume")
+        return EXIT_PREEMPTED
+    except BaseException as e:
+        _write_status(run_dir, status="failed", error=f"{type(e).__name__}: {e}")
+        raise
+    _write_status(run_dir, status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    log(f"{run_dir}: complete")
+    return 0
+
+
+def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
+    from lvjob import data, flops
+    from lvjob.tokenizer import load_tokenizer
+
+    device = pick_device(job.device)
+    tokenizer = load_tokenizer()
+    lv = data.ensure(job.data)
+    train_systems, val_systems = data.split_systems(lv.n_systems, job.data.val_fraction, job.data.seed)
+    ledger_path = run_dir / "ledger.json"
+
+    if job.kind == "train":
+        adapter_dir = run_dir / "adapter"
+        if (adapter_dir / "adapter_config.json").exists():
+            model, ledger = _load_trained(job, adapter_dir, device), Ledger.read(ledger_path)
+            log("training already finished; evaluating the saved adapter")
+        else:
+            from lvjob.train import build_corpus, train
+
+            corpus = build_corpus(job, tokenizer, lv.trajectories, train_systems, val_systems)
+            log(f"corpus: {len(corpus.train)} training chunks, {len(corpus.val)} validation chunks of <= {job.context} tokens")
+            model, ledger = train(job, run_dir, corpus, tokenizer.pad_token_id, device, stop, attempt, log)
+            with atomic.atomic_dir(adapter_dir) as tmp:
+                model.save_pretrained(tmp)
+            ledger.write(ledger_path)
+        rank = job.rank
+    else:
+        from lvjob.models import load_model
+
+        model = load_model(job.model_choice, device=device)
+        if job.adapter:
+            model = _attach_adapter(model, job.adapter)
+        ledger, rank = Ledger(), _adapter_rank(job.adapter)
+
+    result = evaluate_model(job, model.eval(), tokenizer, lv.trajectories, val_systems, run_dir)
+    prompt, generation = result.flops(flops.shape_of(job.model), rank)
+    ledger.prompt, ledger.generation = prompt, generation
+    ledger.write(ledger_path)
+
+
+def evaluate_model(job: Job, model, tokenizer, trajectories: np.ndarray, val_systems, run_dir: Path):
+    """Forecast the first `series` validation systems; write eval.json and forecasts.npz."""
+    from lvjob.data import context_length
+    from lvjob.evaluate import ForecastSettings, error_metrics, forecast, persistence
+
+    systems = np.asarray(val_systems)[: job.series]
+    series = trajectories[systems]
+    n_ctx = context_length(series.shape[1], job.data.horizon_fraction)
+    contexts, truth = series[:, :n_ctx], series[:, n_ctx:]
+    settings = ForecastSettings(prompt=job.prompt, decimals=job.text.decimals, alpha=job.text.alpha, beta=job.text.beta,
+                                samples=job.samples, temperature=job.temperature, max_int_digits=job.max_int_digits,
+                                batch_size=job.eval_batch_size, seed=job.seed)
+    t0 = time.perf_counter()
+    result = forecast(model, tokenizer, contexts, truth.shape[1], settings)
+    seconds = time.perf_counter() - t0
+    report = {
+        "run_id": job.run_id(),
+        "prompt": job.prompt,
+        "series": int(len(systems)),
+        "parse_rate": float(result.parsed_ok.mean()),
+        "model": error_metrics(result.predictions, truth),
+        "persistence": error_metrics(persistence(contexts, truth.shape[1]), truth),
+        "settings": to_dict(settings),
+        "seconds": round(seconds, 3),
+    }
+    atomic.write_text(run_dir / "eval.json", json.dumps(report, indent=1))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, predictions=result.predictions, samples=result.samples, truth=truth, contexts=contexts,
+                        systems=systems, parsed_ok=result.parsed_ok, texts=np.array(result.texts, dtype=str))
+    atomic.write_bytes(run_dir / "forecasts.npz", buf.getvalue())
+    return result
+
+
+def _attach_adapter(model, adapter: str):
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(_adapter_folder(adapter)))
+
+
+def _adapter_folder(adapter: str) -> Path:
+    """A run directory's `adapter/`, or a PEFT adapter folder itself."""
+    path = Path(adapter)
+    if (path / "adapter" / "adapter_config.json").exists():
+        return path / "adapter"
+    if (path / "adapter_config.json").exists():
+        return path
+    raise FileNotFoundError(f"adapter: {adapter} holds no PEFT adapter (no adapter_config.json in it or in its adapter/)")
+
+
+def _adapter_rank(adapter: str | None) -> int:
+    if not adapter:
+        return 0
+    return int(json.loads((_adapter_folder(adapter) / "adapter_config.json").read_text())["r"])
+
+
+def _load_trained(job: Job, adapter_dir: Path, device: str):
+    from lvjob.models import load_model
+
+    return _attach_adapter(load_model(job.model_choice, device=device), str(adapter_dir))

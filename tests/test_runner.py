@@ -1,0 +1,157 @@
+"""The runner: job specs, run directories, what a finished run leaves behind."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lvjob.config import ConfigError
+from lvjob.job import Job, load_job
+from lvjob.runner import run
+from lvjob.study import DataSpec
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+
+
+def small_job(small_data, run_dir, **kw) -> Job:
+    base = dict(kind="train", name="t", model="tiny", data=DataSpec(path=str(small_data), systems=20, points=30),
+                context=48, steps=6, batch_size=2, lr=1e-3, rank=2, val_every=3, val_chunks=4, checkpoint_every=3,
+                series=3, eval_batch_size=3, temperature=0.0, run_dir=str(run_dir))
+    return Job(**(base | kw))
+
+
+# --- job specs --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["zero_shot_plain", "zero_shot_instruct", "default_lora", "grid_stage1", "grid_stage2", "final"])
+def test_every_job_spec_in_jobs_loads(name):
+    assert load_job(JOBS / f"{name}.yaml").name
+
+
+def test_default_lora_spec_has_the_spec_defaults():
+    j = load_job(JOBS / "default_lora.yaml")
+    assert (j.rank, j.alpha, j.lr, j.context, j.batch_size, j.steps, j.checkpoint_every) == (4, 4.0, 1e-5, 512, 4, 5000, 250)
+
+
+def test_same_spec_and_overrides_map_to_the_same_run_id():
+    a = load_job(JOBS / "default_lora.yaml", ["steps=60", "checkpoint_every=20"])
+    b = load_job(JOBS / "default_lora.yaml", ["checkpoint_every=20", "steps=60"])
+    assert a.run_id() == b.run_id()
+    assert a.resolved_run_dir() == Path("checkpoints") / a.run_id()
+    assert a.run_id() != load_job(JOBS / "default_lora.yaml", ["steps=61", "checkpoint_every=20"]).run_id()
+
+
+def test_run_dir_override_places_the_run_elsewhere_without_changing_its_id(tmp_path):
+    a = load_job(JOBS / "default_lora.yaml", [f"run_dir={tmp_path}"])
+    assert a.resolved_run_dir() == tmp_path and a.run_id() == load_job(JOBS / "default_lora.yaml").run_id()
+
+
+@pytest.mark.parametrize(
+    "override, key, valid",
+    [
+        ("rank=0", "rank", "integers >= 1"),
+        ("lr=0", "lr", "lr > 0"),
+        ("lr=-1e-4", "lr", "lr > 0"),
+        ("context=10", "context", "too short for one forecast"),
+        ("steps=0", "steps", "integers >= 1"),
+        ("prompt=chat", "prompt", "'plain', 'instruct'"),
+        ("series=999", "series", "validation systems"),
+        ("temperature=-1", "temperature", ">= 0"),
+        ("rank=two", "rank", "expected an integer"),
+        ("ranks=4", "ranks", "unknown key"),
+    ],
+)
+def test_bad_values_are_refused_before_any_work_naming_the_key(override, key, valid):
+    with pytest.raises(ConfigError) as e:
+        load_job(JOBS / "default_lora.yaml", [override])
+    assert "default_lora.yaml" in str(e.value) and key in str(e.value) and valid in str(e.value)
+
+
+# --- a training run end to end --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, small_data):
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    job = small_job(small_data, run_dir)
+    assert run(job, log=lambda m: None) == 0
+    return job, run_dir
+
+
+def test_training_run_leaves_metrics_forecasts_ledger_and_adapter(trained):
+    _, run_dir = trained
+    for name in ("job.yaml", "run.json", "metrics.jsonl", "eval.json", "forecasts.npz", "ledger.json", "adapter/adapter_config.json"):
+        assert (run_dir / name).exists(), name
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+
+
+def test_metrics_have_one_row_per_step_with_validation_at_the_interval(trained):
+    _, run_dir = trained
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows if "val_loss" in r] == [3, 6]
+    assert all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_checkpoints_keep_only_the_newest_two(trained):
+    _, run_dir = trained
+    assert [p.name for p in sorted((run_dir / "checkpoints").iterdir())] == ["step-0000003", "step-0000006"]
+
+
+def test_final_adapter_loads_with_peft_alone(trained, tiny_model):
+    from peft import PeftModel
+
+    _, run_dir = trained
+    from lvjob.models import ModelChoice, load_model
+
+    model = PeftModel.from_pretrained(load_model(ModelChoice("tiny")), str(run_dir / "adapter"))
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+def test_evaluation_reports_model_and_persistence_with_full_parse_rate(trained):
+    _, run_dir = trained
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert report["parse_rate"] == 1.0 and report["series"] == 3
+    for who in ("model", "persistence"):
+        assert set(report[who]) >= {"mae", "mse", "rmse", "prey", "predator", "series"}
+    saved = np.load(run_dir / "forecasts.npz")
+    assert saved["predictions"].shape == saved["truth"].shape == (3, 6, 2)
+
+
+def test_ledger_counts_training_validation_prompt_and_generation(trained):
+    from lvjob import flops
+
+    job, run_dir = trained
+    ledger = json.loads((run_dir / "ledger.json").read_text())
+    shape = flops.shape_of("tiny")
+    assert ledger["train"] == 6 * flops.train_step(shape, 2, 48, 2).total
+    assert ledger["validation"] == 2 * flops.forward(shape, 4, 48, lora_rank=2, loss=True).total
+    assert ledger["prompt"] > 0 and ledger["generation"] > 0
+    assert ledger["lost_to_preemption"] == 0 and ledger["total"] == sum(ledger[k] for k in ("train", "validation", "prompt", "generation"))
+
+
+def test_a_complete_run_is_not_run_again(trained):
+    job, run_dir = trained
+    before = (run_dir / "metrics.jsonl").stat().st_mtime_ns
+    messages = []
+    assert run(job, log=messages.append) == 0
+    assert "already complete" in messages[0]
+    assert (run_dir / "metrics.jsonl").stat().st_mtime_ns == before
+
+
+def test_zero_shot_job_evaluates_the_untrained_model(tmp_path, small_data):
+    job = small_job(small_data, tmp_path / "zs", kind="evaluate", prompt="instruct")
+    assert run(job, log=lambda m: None) == 0
+    report = json.loads((tmp_path / "zs" / "eval.json").read_text())
+    assert report["parse_rate"] == 1.0 and report["prompt"] == "instruct"
+    assert not (tmp_path / "zs" / "checkpoints").exists()
+
+
+def test_evaluate_job_with_an_adapter_from_a_trained_run(tmp_path, small_data, trained):
+    _, run_dir = trained
+    job = small_job(small_data, tmp_path / "ev", kind="evaluate", adapter=str(run_dir))
+    assert run(job, log=lambda m: None) == 0
+    a = np.load(tmp_path / "ev" / "forecasts.npz")["predictions"]
+    b = np.load(run_dir / "forecasts.npz")["predictions"]
+    assert np.array_equal(a, b)  # greedy: the same model gives the same forecasts
