@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 .PHONY: install study data plan flops test test-slow test-all clean help
 
 help:
-	@echo "make study      generate data, plan the budget, run the study at the demo scale (SCALE=full for all of it)"
+	@echo "make study      generate data, plan the budget, run zero-shot and the default fine-tune (tiny model, demo scale)"
 	@echo "make test       run the test suite (make test-slow: the slow tests; make test-all: both)"
 	@echo "make plan       FLOP plan of STUDY at SCALE;  make flops: per-step FLOP table of Qwen2.5-0.5B"
 	@echo "make install    create .venv with pinned dependencies (CPU torch here; CUDA torch on GPU machines)"
@@ -44,9 +44,18 @@ plan: install
 flops: install
 	$(LVJOB) flops --model qwen2.5-0.5b --context 512 --batch 4 --rank 4
 
+# For now the study runs what exists, in order, on the tiny model at the demo scale of jobs/study.yaml:
+# zero-shot with both prompts, then the default LoRA fine-tune and its evaluation. The cluster issue
+# replaces this with the whole DAG (`lvjob submit`).
+DEMO_EVAL := series=20
+DEMO_TRAIN := steps=60 context=128 lr=3e-3 checkpoint_every=20 val_every=20 val_chunks=8 $(DEMO_EVAL)
+
 study: install data/lv.h5
 	$(LVJOB) data check data/lv.h5
 	$(LVJOB) plan $(STUDY) --scale $(SCALE)
+	$(LVJOB) run jobs/zero_shot_plain.yaml $(DEMO_EVAL)
+	$(LVJOB) run jobs/zero_shot_instruct.yaml $(DEMO_EVAL)
+	$(LVJOB) run jobs/default_lora.yaml $(DEMO_TRAIN)
 
 test: install
 	$(PY) -m pytest -q -m "not slow"

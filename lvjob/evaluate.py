@@ -39,14 +39,16 @@ class Forecasts:
     samples: np.ndarray  # (series, samples, horizon, 2)
     texts: list[list[str]]  # generated text per series and sample
     parsed_ok: np.ndarray  # (series, samples) bool: the text parsed to a full horizon
-    batches: list[tuple[int, int, int]]  # per generation batch: rows, padded prompt length, tokens generated
+    batches: list[tuple[int, int, int, int]]  # per generation batch: rows, padded prompt length, tokens generated, LM-head rows
 
     def flops(self, shape, lora_rank: int = 0) -> tuple[int, int]:
         """(prompt processing, generation) FLOPs of what was computed, padding and finished rows included."""
         from lvjob import flops
 
-        prompt = sum(flops.forward(shape, rows, width, lora_rank=lora_rank, logits_len=1).total for rows, width, _ in self.batches)
-        total = sum(flops.generation(shape, rows, width, new, lora_rank=lora_rank).total for rows, width, new in self.batches)
+        prompt = sum(flops.forward(shape, rows, width, lora_rank=lora_rank, logits_len=1, logits_vocab=vocab).total
+                     for rows, width, _, vocab in self.batches)
+        total = sum(flops.generation(shape, rows, width, new, lora_rank=lora_rank, logits_vocab=vocab).total
+                    for rows, width, new, vocab in self.batches)
         return prompt, total - prompt
 
 
@@ -80,7 +82,8 @@ def forecast(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: For
         chunk = jobs[start:start + per_batch]
         out = generate(model, [built[i][0] for i, _ in chunk], g, alphabet, tokenizer.pad_token_id,
                        temperature=s.temperature, generator=generator)
-        batches.append((len(chunk), out.padded_prompt_len, out.steps + 1))  # the first token comes from the prompt pass
+        # The first token comes from the prompt pass, each further one from a decode step.
+        batches.append((len(chunk), out.padded_prompt_len, out.steps + 1, out.logits_vocab))
         for (i, k), text in zip(chunk, out.texts):
             texts[i][k] = text
 

@@ -223,7 +223,7 @@ def cross_entropy(vocab: int) -> int:
 
 
 def _forward(t: _Tally, s: ModelShape, batch: int, q_len: int, kv_len: int, targets, r: int,
-             logits_len: int, loss: bool) -> None:
+             logits_len: int, loss: bool, logits_vocab: int) -> None:
     T, d, H, Hkv, hd = batch * q_len, s.hidden, s.heads, s.kv_heads, s.head_dim
     lin = _linears(s)
 
@@ -260,19 +260,21 @@ def _forward(t: _Tally, s: ModelShape, batch: int, q_len: int, kv_len: int, targ
         t.ew("mlp", T * d)  # residual add
     t.ew("norms", T * rmsnorm(d))  # final norm, on every position
     rows = batch * logits_len
-    t.mm("lm_head", rows, d, s.vocab)
+    t.mm("lm_head", rows, d, logits_vocab)
     if loss:
         t.ew("lm_head", rows * cross_entropy(s.vocab))
 
 
 def forward(shape: ModelShape, batch: int, q_len: int, kv_len: int | None = None, lora_rank: int = 0,
             lora_targets=DEFAULT_LORA_TARGETS, logits_len: int | None = None, loss: bool = False,
-            part: str = "all") -> Flops:
+            part: str = "all", logits_vocab: int | None = None) -> Flops:
     """FLOPs of one forward pass of `batch` sequences of `q_len` new tokens by the rules.
 
     kv_len: keys/values attended to (default q_len; kv_len > q_len is decoding against a KV cache).
     logits_len: positions the LM head is applied to (default q_len; generation computes only the last).
     loss: also count the cross-entropy over the logits (training and validation losses).
+    logits_vocab: vocabulary rows the LM head computes (default all; constrained decoding needs only
+    the grammar's tokens).
     lora_rank: 0 for no adapters; else unmerged adapters of that rank on `lora_targets`.
     part: "all" (default), "matmul" (the matrix products alone) or "outputs" (see `matmul_flops`).
     """
@@ -282,8 +284,12 @@ def forward(shape: ModelShape, batch: int, q_len: int, kv_len: int | None = None
         raise ValueError(f"kv_len ({kv_len}) must be >= q_len ({q_len})")
     if not 0 <= logits_len <= q_len:
         raise ValueError(f"logits_len ({logits_len}) must be within 0..q_len ({q_len})")
+    logits_vocab = shape.vocab if logits_vocab is None else logits_vocab
+    if loss and logits_vocab != shape.vocab:
+        raise ValueError("a loss needs the logits of the whole vocabulary")
     t = _Tally(part)
-    _forward(t, shape, batch, q_len, kv_len, _check_targets(lora_rank, lora_targets), lora_rank, logits_len, loss)
+    _forward(t, shape, batch, q_len, kv_len, _check_targets(lora_rank, lora_targets), lora_rank, logits_len, loss,
+             logits_vocab)
     return t.result()
 
 
@@ -409,17 +415,19 @@ def from_2mnp(flops_2mnp, outputs):
 
 
 def generation(shape: ModelShape, batch: int, prompt_len: int, new_tokens: int, lora_rank: int = 0,
-               lora_targets=DEFAULT_LORA_TARGETS) -> Flops:
+               lora_targets=DEFAULT_LORA_TARGETS, logits_vocab: int | None = None) -> Flops:
     """Generating `new_tokens` tokens after a prompt, with a KV cache.
 
     The prefill processes the prompt and computes logits at its last position only; that gives the
     first new token. Each further token costs one forward of q_len 1 against the cache, whose length
     grows from prompt_len + 1 to prompt_len + new_tokens - 1: new_tokens - 1 decode forwards (the
     last token generated is never fed back). Sampling from the logits is not counted.
+    logits_vocab: vocabulary rows of the LM head (default all; the runner's constrained decoding
+    computes only the grammar's 13 tokens).
     """
     if new_tokens < 1:
         raise ValueError(f"new_tokens must be >= 1, not {new_tokens}")
-    kw = dict(lora_rank=lora_rank, lora_targets=lora_targets)
+    kw = dict(lora_rank=lora_rank, lora_targets=lora_targets, logits_vocab=logits_vocab)
     total = forward(shape, batch, prompt_len, logits_len=1, **kw)
     n = new_tokens - 1
     if n:

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+from transformers.cache_utils import Cache, DynamicLayer
 
 from lvjob import grammar
-from lvjob.grammar import DECIMAL_POINT, DIGITS, POINT_SEP, VALUE_SEP, Grammar
-
-ALPHABET = DIGITS + DECIMAL_POINT + VALUE_SEP + POINT_SEP
+from lvjob.grammar import ALPHABET, Grammar
 
 
 def alphabet_ids(tokenizer) -> list[int]:
@@ -40,12 +39,51 @@ def _allowed_mask(g: Grammar, s: grammar.State) -> tuple[bool, ...]:
     return tuple(ch in allowed for ch in ALPHABET)
 
 
+class PreallocatedLayer(DynamicLayer):
+    """A KV-cache layer whose buffers are allocated once for the whole generation.
+
+    transformers' DynamicLayer grows by concatenation, copying the whole cache at every step
+    (quadratic in the forecast length); this one writes each step in place and hands attention a
+    view of exactly the filled part, so what is computed is unchanged.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.filled = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        b, h, _, d = key_states.shape
+        self._keys = key_states.new_empty((b, h, self.capacity, d))
+        self._values = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+        self.keys, self.values = self._keys[:, :, :0], self._values[:, :, :0]
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.filled + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache capacity {self.capacity} exceeded")
+        self._keys[:, :, self.filled:end] = key_states
+        self._values[:, :, self.filled:end] = value_states
+        self.filled = end
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+
 @dataclass
 class Generated:
     texts: list[str]  # one per prompt, the generated characters (decoded tokens)
-    prompt_tokens: int  # prompt positions processed, padding included (what was computed)
     padded_prompt_len: int
     steps: int  # decode forwards after the prompt
+    logits_vocab: int  # vocabulary rows the LM head computed per position
+
+
+def _causal_lm(model):
+    """The Qwen2ForCausalLM inside a PeftModel (adapters are injected into its layers) or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 @torch.no_grad()
@@ -60,16 +98,21 @@ def generate(
     constrained: bool = True,
     max_new_tokens: int | None = None,
     decode=None,
+    full_head: bool = False,
 ) -> Generated:
     """Generate one forecast per prompt, all prompts in one batch.
 
-    Constrained: stops when every row has written `g.points` points. Unconstrained: samples from the
-    whole vocabulary for `max_new_tokens` tokens and `decode` (the tokenizer's decode) turns ids
-    into text.
+    Constrained: stops when every row has written `g.points` points. Only the logits of the
+    grammar's tokens are computed (the hidden state times those rows of the LM head): a choice
+    among the allowed tokens depends on their logits alone, so this is exact and saves the
+    full-vocabulary product (`full_head=True` computes it anyway, for comparison).
+    Unconstrained: samples from the whole vocabulary for `max_new_tokens` tokens; `decode` (the
+    tokenizer's decode) turns ids into text.
     """
     if g.points is None:
         raise ValueError("generation needs a grammar with a fixed number of points (the horizon)")
-    device = next(model.parameters()).device
+    lm = _causal_lm(model)
+    device = lm.lm_head.weight.device
     n = len(prompts)
     width = max(len(p) for p in prompts)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -81,26 +124,37 @@ def generate(
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     alphabet_t = torch.tensor(alphabet, device=device)
 
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out.cache
-    logits = out.logits[:, -1, :]
+    if constrained:
+        limit = grammar_max_tokens(g)
+    else:
+        limit = max_new_tokens if max_new_tokens is not None else 10**9
+    cache = Cache(layers=[PreallocatedLayer(width + min(limit, 4096)) for _ in range(lm.config.num_hidden_layers)])
+    restricted = constrained and not full_head
+    head = lm.lm_head.weight[alphabet_t] if restricted else None
+
+    def next_logits(input_ids, attention_mask, position_ids):
+        hidden = lm.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          cache=cache, use_cache=True).last_hidden_state[:, -1]
+        if restricted:
+            return hidden @ head.T  # (rows, len(alphabet)), in ALPHABET order
+        return lm.lm_head(hidden)
+
+    logits = next_logits(ids, mask, positions)
     states = [grammar.START] * n
     done = [False] * n
     chosen: list[list[int]] = [[] for _ in range(n)]
-    limit = max_new_tokens if max_new_tokens is not None else 10**9
     steps = 0
     while True:
         if constrained:
             # A finished row's choice is discarded; let it choose freely so its row is never all -inf.
             allowed = torch.tensor([ANY if d else _allowed_mask(g, s) for s, d in zip(states, done)], device=device)
-            sub = logits.index_select(-1, alphabet_t).float().masked_fill(~allowed, float("-inf"))
-            pick = alphabet_t[_choose(sub, temperature, generator)]
+            sub = logits if restricted else logits.index_select(-1, alphabet_t)
+            pick = alphabet_t[_choose(sub.float().masked_fill(~allowed, float("-inf")), temperature, generator)]
         else:
             pick = _choose(logits.float(), temperature, generator)
-        for i in range(n):
+        for i, tok in enumerate(pick.tolist()):
             if done[i]:
                 continue
-            tok = int(pick[i])
             chosen[i].append(tok)
             if constrained:
                 states[i] = grammar.step(g, states[i], ALPHABET[alphabet.index(tok)])
@@ -112,16 +166,21 @@ def generate(
         nxt = torch.where(torch.tensor(done, device=device), torch.full_like(pick, pad_id), pick)
         mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
         positions = positions[:, -1:] + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
-        cache = out.cache
-        logits = out.logits[:, -1, :]
+        logits = next_logits(nxt[:, None], mask, positions)
         steps += 1
 
     if constrained:
         texts = ["".join(ALPHABET[alphabet.index(t)] for t in row) for row in chosen]
     else:
         texts = [decode(row) for row in chosen]
-    return Generated(texts=texts, prompt_tokens=n * width, padded_prompt_len=width, steps=steps)
+    return Generated(texts=texts, padded_prompt_len=width, steps=steps,
+                     logits_vocab=len(alphabet) if restricted else lm.config.vocab_size)
+
+
+def grammar_max_tokens(g: Grammar) -> int:
+    """The longest forecast the grammar allows, in tokens (every value at its most integer digits)."""
+    per_point = g.variables * (g.max_int_digits + 1 + g.decimals) + g.variables - 1
+    return g.points * (per_point + 1) - 1
 
 
 def _choose(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:

@@ -22,6 +22,7 @@ DIGITS = "0123456789"
 VALUE_SEP = ","
 POINT_SEP = ";"
 DECIMAL_POINT = "."
+ALPHABET = DIGITS + DECIMAL_POINT + VALUE_SEP + POINT_SEP  # every character a forecast can hold
 
 
 @dataclass(frozen=True)

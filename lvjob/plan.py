@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from lvjob import flops
+from lvjob.grammar import ALPHABET
 from lvjob.prompts import forecast_tokens, prompt_tokens
 from lvjob.study import LoraRun, Study
 
@@ -76,7 +77,8 @@ def _evaluation(study: Study, shape: flops.ModelShape, experiment: str, prompt: 
     d, e = study.data, study.evaluation
     p = prompt_tokens(prompt, d.context_points, d.horizon_points, study.text.decimals)
     n = forecast_tokens(d.horizon_points, study.text.decimals)
-    per_series = flops.generation(shape, 1, p, n, lora_rank=rank).total
+    # Constrained decoding computes only the grammar's rows of the LM head (lvjob.forecast).
+    per_series = flops.generation(shape, 1, p, n, lora_rank=rank, logits_vocab=len(ALPHABET)).total
     count = e.series * e.samples
     return Item(experiment, what, "evaluation", count, count * per_series)
 
@@ -180,7 +182,8 @@ def format_plan(plan: Plan) -> str:
         "",
         "Charged by the rules of SPEC §5: a training step = 3 x forward (LoRA or not); validation loss = forward of",
         f"{s.training.val_chunks} chunks every {s.training.val_every} steps; evaluation = {e.series} series x {e.samples} sample(s),",
-        "prompt + one forward per generated token with a KV cache. Stage 2 and the final run are charged at the",
+        "prompt + one forward per generated token with a KV cache, the LM head computing only the grammar's 13",
+        "tokens (as constrained decoding does). Stage 2 and the final run are charged at the",
         "largest stage-1 rank and the longest stage-2 context, whatever the stages choose.",
         "",
         "| experiment | run | steps | training | validation | evaluation | total | share of budget |",

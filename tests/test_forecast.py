@@ -97,3 +97,22 @@ def test_a_short_forecast_is_not_scored_and_not_padded():
     pred = np.array([[[1.0, 1.0], [1.0, 1.0]], [[1.0, 1.0], [np.nan, np.nan]]])
     m = error_metrics(pred, truth)
     assert m["series"] == 2 and m["scored_series"] == 1 and m["mae"] == 1.0
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_grammar_rows_of_the_lm_head_choose_as_the_full_head_does(tiny_model, tokenizer, temperature):
+    prompts = [tokenizer.encode("0.512,0.300;0.498,0.310;", add_special_tokens=False), tokenizer.encode("1.0,2.0;", add_special_tokens=False)]
+    g, alphabet = Grammar(points=6), alphabet_ids(tokenizer)
+    runs = [generate(tiny_model, prompts, g, alphabet, tokenizer.pad_token_id, temperature=temperature,
+                     generator=torch.Generator().manual_seed(0), full_head=full) for full in (False, True)]
+    assert runs[0].texts == runs[1].texts
+    assert (runs[0].logits_vocab, runs[1].logits_vocab) == (13, 151936)
+
+
+def test_a_forecast_stops_within_the_grammars_longest_text(tiny_model, tokenizer):
+    from lvjob.forecast import grammar_max_tokens
+
+    g = Grammar(points=3, max_int_digits=3)
+    out = generate(tiny_model, [tokenizer.encode("5.0,5.0;", add_special_tokens=False)], g, alphabet_ids(tokenizer),
+                   tokenizer.pad_token_id, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert len(out.texts[0]) <= grammar_max_tokens(g) == 3 * 16 - 1

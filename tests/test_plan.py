@@ -71,7 +71,8 @@ def test_evaluation_is_charged_prompt_plus_generated_tokens_per_series():
     study = _small_study()
     item = next(i for i in plan_study(study).items if i.experiment == "zero-shot" and "instruct" in i.run)
     d = study.data
-    per = flops.generation(QWEN, 1, prompt_tokens("instruct", d.context_points, d.horizon_points), forecast_tokens(d.horizon_points)).total
+    per = flops.generation(QWEN, 1, prompt_tokens("instruct", d.context_points, d.horizon_points), forecast_tokens(d.horizon_points),
+                           logits_vocab=13).total
     assert item.flops == study.evaluation.series * per
 
 
