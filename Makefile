@@ -10,12 +10,13 @@ SCALE ?= demo
 export LVJOB_CACHE ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install study data plan flops test test-slow test-all clean help
+.PHONY: install study data plan flops bench test test-slow test-all clean help
 
 help:
 	@echo "make study      generate data, plan the budget, run zero-shot and the default fine-tune (tiny model, demo scale)"
 	@echo "make test       run the test suite (make test-slow: the slow tests; make test-all: both)"
 	@echo "make plan       FLOP plan of STUDY at SCALE;  make flops: per-step FLOP table of Qwen2.5-0.5B"
+	@echo "make bench      runner benchmarks (batched eval, constrained decoding, checkpoints); see benchmarks/README.md"
 	@echo "make install    create .venv with pinned dependencies (CPU torch here; CUDA torch on GPU machines)"
 
 install: $(VENV)/.installed
@@ -56,6 +57,9 @@ study: install data/lv.h5
 	$(LVJOB) run jobs/zero_shot_plain.yaml $(DEMO_EVAL)
 	$(LVJOB) run jobs/zero_shot_instruct.yaml $(DEMO_EVAL)
 	$(LVJOB) run jobs/default_lora.yaml $(DEMO_TRAIN)
+
+bench: install
+	$(PY) benchmarks/runner_bench.py
 
 test: install
 	$(PY) -m pytest -q -m "not slow"

@@ -56,7 +56,7 @@ class Job:
     samples: int = 1
     temperature: float = 0.2
     max_int_digits: int = 3
-    eval_batch_size: int = 50
+    eval_batch_size: int = 200  # series per generation batch; all 200 at once by default
 
     def __post_init__(self) -> None:
         require(self.model in MODEL_NAMES, "model", self.model, ", ".join(MODEL_NAMES))
