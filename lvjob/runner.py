@@ -86,14 +86,16 @@ def run(job: Job, log=print) -> int:
         return 0
     atomic.write_text(run_dir / "job.yaml", yaml.safe_dump(to_dict(job), sort_keys=False))
     attempt = status.get("attempts", 0) + 1
-    _write_status(run_dir, status="running", run_id=job.run_id(), kind=job.kind, name=job.name, attempts=attempt, host=socket.gethostname(),
+    _write_status(run_dir, status="running", error=None, signal=None, run_id=job.run_id(), kind=job.kind, name=job.name, attempts=attempt, host=socket.gethostname(),
                   slurm_job_id=os.environ.get("SLURM_JOB_ID"), started=status.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))
     log(f"run {job.run_id()} ({job.kind}) in {run_dir}")
+    stop = StopFlag()
     try:
-        with stop_on_signals(StopFlag()) as stop:
+        with stop_on_signals(stop):
             _run(job, run_dir, stop, attempt, log)
     except Preempted as e:
-        _write_status(run_dir, status="preempted", step=e.step)
+        # The signal tells a cluster wrapper what to do next: USR2 asks for a requeue (lvjob.cluster).
+        _write_status(run_dir, status="preempted", step=e.step, signal=signal.Signals(stop.signal).name)
         log(f"{run_dir}: {e}; run the same command again to resume")
         return EXIT_PREEMPTED
     except BaseException as e:

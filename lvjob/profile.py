@@ -1,0 +1,138 @@
+"""Cluster profiles (SPEC §7): where and how a study's jobs run, in a YAML file, never in code.
+
+`slurm/<name>.yaml` (or any path) is loaded here like a job spec: an unknown key, a wrong type or an
+out-of-range value is refused before anything is submitted, naming the key and what is valid.
+
+A profile chooses the executor (submitit's `local` or `slurm`), the study's scale and model, the
+SLURM resources, and optionally an Apptainer image. With an image, every job runs as
+
+    apptainer exec --nv --bind <binds> IMAGE python -u -m submitit.core._submit ...
+
+which is what `exec_command` builds (as a list; submitit gets it quoted with shlex).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+from lvjob.config import ConfigError, apply_overrides, build, read_yaml, require
+from lvjob.models import MODEL_NAMES
+
+PROFILES_DIR = Path("slurm")
+
+
+@dataclass(frozen=True)
+class Pull:
+    """Where `make pull` copies results from (rsync over ssh)."""
+
+    host: str | None = None  # e.g. login.cluster.example.org (an ssh alias works too)
+    path: str | None = None  # the project folder on the cluster, holding checkpoints/ and results/
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str = "local"
+    executor: Literal["local", "slurm"] = "local"
+
+    # the study as this profile runs it
+    scale: str | None = None  # a named scale of the study file (e.g. demo); None = full
+    model: str | None = None  # overrides the study's model (e.g. tiny)
+    model_path: str | None = None  # folder holding the staged Qwen2.5 weights (compute nodes have no internet)
+    quantize_4bit: bool = False
+    device: str = "auto"
+    runs_root: str = "checkpoints"  # run directories, the study's records and submitit's logs
+    results_dir: str = "results"
+
+    # resources per job
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+    mem_gb: float | None = None
+    timeout_min: int = 60  # one time-limit window; training spans several through requeues
+    max_num_timeout: int = 50  # requeues after a time limit before submitit gives up
+    max_parallel: int = 2  # local: jobs running at once (each uses cpus_per_task threads)
+
+    # SLURM only
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    signal_delay_s: int = 120  # USR2 this long before the time limit: time to write a checkpoint
+    array_parallelism: int = 16
+    sbatch: dict[str, str] = field(default_factory=dict)  # any other sbatch option, e.g. {exclude: node3}
+
+    # Apptainer
+    image: str | None = None  # .sif file; None runs the project's own Python directly
+    binds: tuple[str, ...] = ()  # extra --bind entries: "/scratch", "/data:/data:ro"
+    env: dict[str, str] = field(default_factory=dict)  # environment of every job, e.g. HF_HOME
+
+    pull: Pull = field(default_factory=Pull)
+
+    def __post_init__(self) -> None:
+        require(self.model is None or self.model in MODEL_NAMES, "model", self.model, ", ".join(MODEL_NAMES) + " or null")
+        for key in ("cpus_per_task", "timeout_min", "max_parallel", "array_parallelism"):
+            require(getattr(self, key) >= 1, key, getattr(self, key), "integers >= 1")
+        for key in ("gpus_per_node", "max_num_timeout", "signal_delay_s"):
+            require(getattr(self, key) >= 0, key, getattr(self, key), "integers >= 0")
+        require(self.mem_gb is None or self.mem_gb > 0, "mem_gb", self.mem_gb, "a number > 0, or null for the cluster's default")
+        require(self.signal_delay_s < self.timeout_min * 60, "signal_delay_s", self.signal_delay_s,
+                f"less than the time limit ({self.timeout_min * 60} s)")
+        require(self.executor == "slurm" or self.image is None, "image", self.image,
+                "null with the local executor (images run on the cluster)")
+        for b in self.binds:
+            require(bool(b) and not b.startswith(":"), "binds", b, "entries like /scratch or /src:/dst[:ro]")
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    """`local` -> slurm/local.yaml; a path to a .yaml file is used as it is."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    return PROFILES_DIR / f"{name_or_path}.yaml"
+
+
+def load_profile(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Profile:
+    path = profile_path(name_or_path)
+    if not path.exists():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")) if PROFILES_DIR.is_dir() else []
+        raise ConfigError(f"{path}: no such profile; valid: {', '.join(known) or 'a path to a profile .yaml file'}")
+    raw = apply_overrides(read_yaml(path), overrides)
+    raw.setdefault("name", path.stem)
+    return build(Profile, raw, where=str(path))
+
+
+def bind_list(profile: Profile, workdir: Path, cache: Path) -> list[str]:
+    """What a job inside the image must see: the project folder (data, runs, results), the lvjob cache,
+    the staged model, and the profile's own binds; each once, in that order."""
+    binds = [str(workdir), str(cache)]
+    if profile.model_path:
+        binds.append(str(profile.model_path))
+    binds += list(profile.binds)
+    seen: list[str] = []
+    for b in binds:
+        if b not in seen:
+            seen.append(b)
+    return seen
+
+
+def exec_command(profile: Profile, workdir: Path, cache: Path) -> list[str]:
+    """The interpreter a job runs: the project's Python, or `apptainer exec ... IMAGE python`."""
+    if profile.image is None:
+        import sys
+
+        return [sys.executable]
+    cmd = ["apptainer", "exec"]
+    if profile.gpus_per_node > 0:
+        cmd.append("--nv")
+    for b in bind_list(profile, workdir, cache):
+        cmd += ["--bind", b]
+    cmd += ["--pwd", str(workdir), profile.image, "python"]
+    return cmd
+
+
+def python_for_submitit(profile: Profile, workdir: Path, cache: Path) -> str:
+    """`exec_command` as the one shell word string submitit's `python` parameter expects."""
+    return shlex.join(exec_command(profile, workdir, cache))
+

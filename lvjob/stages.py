@@ -1,0 +1,166 @@
+"""The study of SPEC §1 as a DAG of jobs, and how its late stages choose their configuration.
+
+    zero-shot (one per prompt) ─┐
+    default (train + evaluate) ─┤
+    stage1 (ranks x lrs) ──> stage2 (contexts, at stage 1's best rank and lr)
+                                  ──> final (at stage 2's best rank, lr and context) ──> aggregate
+
+Every node becomes one `Job` (lvjob.job), so one runner executes all of them and every run keeps
+its deterministic run id: a resubmitted study finds its finished runs by id and skips them.
+Stage 2 and the final run are *late-bound*: their configuration is chosen from the earlier stage's
+results when the job starts, not when the study is submitted:
+
+- stage 2 takes the (rank, lr) of the stage-1 run with the lowest final validation loss (all
+  stage-1 runs share one context, so their validation losses are comparable);
+- the final run takes the (rank, lr, context) of the stage-2 run with the lowest forecast MAE on
+  the validation systems (validation losses at different context lengths are not comparable).
+
+Runs of the earlier stage that failed are left out of the choice and named in it; if none
+finished, the later stage fails with a message saying why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lvjob import atomic
+from lvjob.config import build, to_dict
+from lvjob.job import Job
+from lvjob.profile import Profile
+from lvjob.rundir import RunSummary, summarize
+from lvjob.study import Study
+
+STAGES = ("zero-shot", "default", "stage1", "stage2", "final", "aggregate")
+# The stages a stage waits for (SLURM dependency afterany: it starts when they have ended, however).
+AFTER = {"stage2": ("stage1",), "final": ("stage2",), "aggregate": STAGES[:-1]}
+# How a late-bound stage chooses: (source stage, summary metric, the settings it copies).
+CHOICE = {
+    "stage2": ("stage1", "val_loss", ("rank", "lr")),
+    "final": ("stage2", "eval_mae", ("rank", "lr", "context")),
+}
+
+
+class StageError(RuntimeError):
+    """A late-bound stage cannot choose its configuration (no run of the stage before it finished)."""
+
+
+@dataclass(frozen=True)
+class Node:
+    stage: str
+    key: str  # unique in the study; also the run's name
+    settings: tuple[tuple[str, Any], ...] = ()  # Job fields fixed by the study for this node
+
+
+@dataclass(frozen=True)
+class Choice:
+    stage: str  # the stage that chose (stage2 or final)
+    source: str  # the stage it chose from
+    metric: str
+    chosen: dict  # the settings taken over, e.g. {"rank": 8, "lr": 5e-05}
+    best: str  # key of the winning run
+    candidates: tuple[dict, ...] = field(default_factory=tuple)  # key, run_dir, status, metric value
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def study_nodes(study: Study) -> list[Node]:
+    nodes = [Node("zero-shot", f"zero-shot-{p}", (("kind", "evaluate"), ("prompt", p))) for p in study.zero_shot_prompts]
+    d = study.default
+    nodes.append(Node("default", "default", (("rank", d.rank), ("lr", d.lr), ("context", d.context), ("steps", d.steps))))
+    s1 = study.stage1
+    nodes += [Node("stage1", f"stage1-r{r}-lr{lr:g}", (("rank", r), ("lr", lr), ("context", s1.context), ("steps", s1.steps)))
+              for r in s1.ranks for lr in s1.lrs]
+    nodes += [Node("stage2", f"stage2-ctx{c}", (("context", c), ("steps", study.stage2.steps))) for c in study.stage2.contexts]
+    nodes.append(Node("final", "final", (("steps", study.final.steps),)))
+    nodes.append(Node("aggregate", "aggregate"))
+    return nodes
+
+
+def study_dir(study: Study, profile: Profile) -> Path:
+    """Where the study's own records live (submissions, choices, submitit logs), keyed by its settings."""
+    key = json.dumps([to_dict(study), profile.model_path, profile.quantize_4bit], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return Path(profile.runs_root) / f"study-{study.name}-{study.scale}-{digest}"
+
+
+def _common(study: Study, profile: Profile) -> dict:
+    t, e = study.training, study.evaluation
+    return dict(kind="train", model=study.model, model_path=profile.model_path, quantize_4bit=profile.quantize_4bit,
+                device=profile.device, seed=study.seed, data=to_dict(study.data), text=to_dict(study.text),
+                batch_size=t.batch_size, val_every=t.val_every, val_chunks=t.val_chunks,
+                checkpoint_every=t.checkpoint_every, prompt=e.trained_prompt, series=e.series, samples=e.samples,
+                temperature=e.temperature)
+
+
+def make_job(study: Study, profile: Profile, node: Node, chosen: dict | None = None) -> Job:
+    """The job of `node` with the settings a late-bound stage chose (empty for the others)."""
+    if node.stage == "aggregate":
+        raise ValueError("the aggregate node runs no job")
+    raw = _common(study, profile) | {"name": node.key} | dict(node.settings) | (chosen or {})
+    job = build(Job, raw, where=f"study {study.name}, job {node.key}")
+    return replace(job, run_dir=str(Path(profile.runs_root) / job.run_id()))
+
+
+def _metric(summary: RunSummary, metric: str) -> float | None:
+    value = getattr(summary, metric)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def choose(study: Study, profile: Profile, stage: str, require_all: bool = False) -> Choice | None:
+    """The configuration `stage` (stage2 or final) takes from the runs of the stage before it.
+
+    With `require_all` (at submission) it returns None unless every earlier run is complete;
+    otherwise (when the job starts) it chooses among the complete ones and raises StageError if
+    there are none.
+    """
+    source, metric, copied = CHOICE[stage]
+    runs = []
+    for node in (n for n in study_nodes(study) if n.stage == source):
+        if source in CHOICE:  # the source is late-bound itself (stage 2 for the final run)
+            upstream = choose(study, profile, source, require_all)
+            if upstream is None:
+                return None
+            job = make_job(study, profile, node, upstream.chosen)
+        else:
+            job = make_job(study, profile, node)
+        runs.append((node, job, summarize(job.resolved_run_dir())))
+    candidates = tuple({"key": n.key, "run_dir": s.run_dir, "status": s.status, metric: _metric(s, metric),
+                        **{k: getattr(j, k) for k in copied}} for n, j, s in runs)
+    usable = [c for c in candidates if c["status"] == "complete" and c[metric] is not None]
+    if require_all and len(usable) < len(candidates):
+        return None
+    if not usable:
+        why = "; ".join(f"{c['key']}: {c['status']}" for c in candidates)
+        raise StageError(f"{stage} cannot start: no {source} run finished with a {metric} ({why})")
+    best = min(usable, key=lambda c: c[metric])  # ties: the first in study order
+    return Choice(stage=stage, source=source, metric=metric, chosen={k: best[k] for k in copied},
+                  best=best["key"], candidates=candidates)
+
+
+def record_choice(study: Study, profile: Profile, choice: Choice) -> Path:
+    path = study_dir(study, profile) / "choices" / f"{choice.stage}.json"
+    atomic.write_text(path, json.dumps(choice.to_dict(), indent=1))
+    return path
+
+
+def read_choice(study: Study, profile: Profile, stage: str) -> dict | None:
+    path = study_dir(study, profile) / "choices" / f"{stage}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def job_for(study: Study, profile: Profile, node: Node, at_submission: bool = False) -> Job | None:
+    """The job `node` runs. Late-bound nodes choose now; at submission, None if they cannot yet."""
+    if node.stage not in CHOICE:
+        return make_job(study, profile, node)
+    choice = choose(study, profile, node.stage, require_all=at_submission)
+    if choice is None:
+        return None
+    if not at_submission:
+        record_choice(study, profile, choice)
+    return make_job(study, profile, node, choice.chosen)
