@@ -109,29 +109,33 @@ def _record(study: Study, profile: Profile, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def _table(cmd: list[str]) -> dict[str, str]:
+    """{job id: state} from a `JobID|State` listing (squeue or sacct)."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise RuntimeError(f"{cmd[0]} failed ({e}); is SLURM_CONF set and the cluster up?") from None
+    table = {}
+    for line in out.splitlines():
+        jid, _, state = line.strip().partition("|")
+        table[jid] = state.split()[0] if state else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
+    return table
+
+
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """{job id: state} from sacct; array tasks still pending as one line ("12_[3-8]") are expanded by prefix."""
+    """{job id: state}: queued and running jobs from squeue (immediate), ended ones from sacct.
+
+    sacct learns of a job a moment after sbatch returns; a job neither lists is UNKNOWN.
+    """
     if not job_ids:
         return {}
-    bases = sorted({j.split("_")[0] for j in job_ids})
-    try:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(bases), "--format=JobID,State"],
-                             capture_output=True, text=True, timeout=60, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        raise RuntimeError(f"sacct failed ({e}); is SLURM_CONF set and slurmdbd running?") from None
-    states: dict[str, str] = {}
-    for line in out.splitlines():
-        jid, _, state = line.partition("|")
-        states[jid] = state.split()[0] if state else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
-    result = {}
-    for j in job_ids:
-        if j in states:
-            result[j] = states[j]
-        else:
-            base = j.split("_")[0]
-            pending = [s for k, s in states.items() if k.startswith(f"{base}_[")]
-            result[j] = pending[0] if pending else "UNKNOWN"
-    return result
+    queue = _table(["squeue", "-h", "-r", "-o", "%i|%T"])  # -r: one line per array task
+    ended = [j for j in job_ids if j not in queue]
+    history = {}
+    if ended:
+        bases = sorted({j.split("_")[0] for j in ended})
+        history = _table(["sacct", "-n", "-P", "-X", "-j", ",".join(bases), "--format=JobID,State"])
+    return {j: queue.get(j) or history.get(j, "UNKNOWN") for j in job_ids}
 
 
 def active_jobs(study: Study, profile: Profile) -> dict[str, str]:

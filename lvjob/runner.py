@@ -86,7 +86,7 @@ def run(job: Job, log=print) -> int:
         return 0
     atomic.write_text(run_dir / "job.yaml", yaml.safe_dump(to_dict(job), sort_keys=False))
     attempt = status.get("attempts", 0) + 1
-    _write_status(run_dir, status="running", error=None, signal=None, run_id=job.run_id(), kind=job.kind, name=job.name, attempts=attempt, host=socket.gethostname(),
+    _write_status(run_dir, status="running", error=None, signal=None, run_id=job.run_id(), kind=job.kind, name=job.name, attempts=attempt, host=socket.gethostname(), pid=os.getpid(),
                   slurm_job_id=os.environ.get("SLURM_JOB_ID"), started=status.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))
     log(f"run {job.run_id()} ({job.kind}) in {run_dir}")
     stop = StopFlag()

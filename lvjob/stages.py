@@ -123,7 +123,10 @@ def choose(study: Study, profile: Profile, stage: str, require_all: bool = False
     runs = []
     for node in (n for n in study_nodes(study) if n.stage == source):
         if source in CHOICE:  # the source is late-bound itself (stage 2 for the final run)
-            upstream = choose(study, profile, source, require_all)
+            try:
+                upstream = choose(study, profile, source, require_all)
+            except StageError as e:
+                raise StageError(f"{stage} cannot start: its {source} runs could not run: {e}") from None
             if upstream is None:
                 return None
             job = make_job(study, profile, node, upstream.chosen)

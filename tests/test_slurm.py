@@ -1,0 +1,219 @@
+"""The study on a real SLURM (slurm/local/, brought up by `make test` as root): DAG, preemption, faults.
+
+The cluster is found through LVJOB_SLURM_ENV (set by slurm/local/with-cluster.sh). Without it these
+tests are skipped, saying why; under CI they fail instead, so CI cannot pass without running them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lvjob import cluster
+from lvjob.ledger import read_jsonl
+from lvjob.profile import load_profile
+from lvjob.rundir import summarize
+from lvjob.runner import read_status
+from lvjob.stages import job_for, study_dir, study_nodes
+from lvjob.study import load_study
+
+STUDY = Path(__file__).parent.parent / "jobs" / "study.yaml"
+CI_PROFILE = Path(__file__).parent.parent / "slurm" / "slurm-ci.yaml"
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    env_file = os.environ.get("LVJOB_SLURM_ENV")
+    if not env_file or not Path(env_file).exists():
+        why = "no test cluster: run the tests with slurm/local/with-cluster.sh as root (make test does)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    for line in Path(env_file).read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        os.environ[key] = value.strip("'\"")
+    subprocess.run(["sinfo"], check=True, capture_output=True, timeout=30)
+    return os.environ["SLURM_CONF"]
+
+
+def small_overrides(data: Path) -> list[str]:
+    """The demo scale cut further: every stage, a few steps each, 2 forecast series."""
+    return [f"data.path={data}", "data.systems=20", "data.points=30", "evaluation.series=2",
+            "training.val_every=2", "training.val_chunks=2", "training.checkpoint_every=2",
+            "default.steps=4", "default.context=64", "stage1.steps=4", "stage1.context=64",
+            "stage2.contexts=[48,64,96]", "stage2.steps=4", "final.steps=4"]
+
+
+def make_profile(tmp: Path, name: str = "ci", **changes):
+    raw = yaml.safe_load(CI_PROFILE.read_text()) | {"runs_root": str(tmp / "runs"), "results_dir": str(tmp / "results")}
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw | changes))
+    return load_profile(path)
+
+
+def wait_for(job_ids: list[str], limit_s: float) -> dict[str, str]:
+    """Poll sacct until none of `job_ids` is queued or running; their final states."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        states = cluster.slurm_states(job_ids)
+        if not any(s in cluster.ACTIVE or s == "UNKNOWN" for s in states.values()):
+            return states
+        if time.monotonic() > deadline:
+            raise AssertionError(f"jobs still active after {limit_s} s: {states}")
+        time.sleep(1)
+
+
+def wait_until(predicate, limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit_s} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def logs(folder: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(folder.glob("*_log.*")))
+
+
+def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(slurm, small_data, tmp_path):
+    profile = make_profile(tmp_path)
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
+    t0 = time.monotonic()
+    sub = cluster.submit(study, profile, log=print)
+    assert time.monotonic() - t0 < 60, "submission must return at once, not wait for the jobs"
+    ids = [j.job_id for j in sub.jobs.values()]
+    assert len(ids) == len(study_nodes(study)) == 17
+    states = wait_for(ids, limit_s=600)
+    folder = study_dir(study, profile) / "submitit"
+    assert set(states.values()) == {"COMPLETED"}, logs(folder)
+    print(f"study DAG: {len(ids)} jobs in {time.monotonic() - t0:.0f} s")
+
+    runs = json.loads((tmp_path / "results" / "runs.json").read_text())["runs"]
+    assert [r["status"] for r in runs] == ["complete"] * 16
+    for r in runs:
+        assert (Path(r["run_dir"]) / "eval.json").exists() and (Path(r["run_dir"]) / "ledger.json").exists()
+        if r["stage"] != "zero-shot":
+            assert (Path(r["run_dir"]) / "adapter" / "adapter_config.json").exists()
+
+    # Late binding: stage 2 ran at stage 1's best (rank, lr), the final run at stage 2's best.
+    choice2 = json.loads((study_dir(study, profile) / "choices" / "stage2.json").read_text())
+    best1 = min((r for r in runs if r["stage"] == "stage1"), key=lambda r: r["val_loss"])
+    assert choice2["best"] == best1["node"]
+    for r in (r for r in runs if r["stage"] in ("stage2", "final")):
+        job = yaml.safe_load((Path(r["run_dir"]) / "job.yaml").read_text())
+        assert (job["rank"], job["lr"]) == (choice2["chosen"]["rank"], choice2["chosen"]["lr"])
+    # ...and only after stage 1 had ended (the afterany dependency).
+    stage1_end = max(read_status(Path(r["run_dir"]))["finished"] for r in runs if r["stage"] == "stage1")
+    assert all(read_status(Path(r["run_dir"]))["started"] >= stage1_end for r in runs if r["stage"] == "stage2")
+
+    again = cluster.submit(study, profile, log=print)
+    assert again.jobs == {}
+    assert {s.status for s in again.states} == {"complete"}
+
+
+def _default_job_on(profile, study):
+    node = next(n for n in study_nodes(study) if n.key == "default")
+    task = cluster.StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])
+    ex = cluster._executor(profile, study_dir(study, profile) / "submitit", "default", [])
+    job = ex.submit(task)
+    run_dir = job_for(study, profile, node).resolved_run_dir()
+    return job, run_dir
+
+
+def _steps(run_dir: Path) -> int:
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    return rows[-1]["step"] if rows else 0
+
+
+def _same_run(a: Path, b: Path) -> None:
+    assert (a / "adapter" / "adapter_model.safetensors").read_bytes() == (b / "adapter" / "adapter_model.safetensors").read_bytes()
+    losses = [[(r["step"], r["loss"], r.get("val_loss")) for r in read_jsonl(d / "metrics.jsonl")] for d in (a, b)]
+    assert losses[0] == losses[1]
+
+
+@pytest.fixture(scope="module")
+def interrupted_runs(slurm, small_data, tmp_path_factory):
+    """Four copies of one training job: undisturbed, preempted (USR2), requeued by scontrol, SIGKILLed."""
+    tmp = tmp_path_factory.mktemp("faults")
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
+        "default.steps=40", "training.checkpoint_every=10", "training.val_every=10"])
+    out = {}
+    for name in ("reference", "usr2", "requeue", "sigkill"):
+        profile = make_profile(tmp / name, name)
+        out[name] = _default_job_on(profile, study) + (profile,)
+    t0 = time.monotonic()
+
+    def disturb(name: str, at_step: int, action) -> None:
+        job, run_dir, _ = out[name]
+        wait_until(lambda: _steps(run_dir) >= at_step, 300, f"{name} to reach step {at_step}")
+        action(job, run_dir)
+
+    disturb("usr2", 5, lambda job, d: subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True))
+    disturb("requeue", 13, lambda job, d: subprocess.run(["scontrol", "requeue", job.job_id], check=True))
+    disturb("sigkill", 15, lambda job, d: os.kill(read_status(d)["pid"], signal.SIGKILL))
+    states = wait_for([v[0].job_id for v in out.values()], limit_s=600)
+    print(f"fault runs: {time.monotonic() - t0:.0f} s")
+    for name, (job, run_dir, profile) in out.items():
+        assert states[job.job_id] == "COMPLETED", logs(Path(job.paths.folder))
+    return {name: run_dir for name, (_, run_dir, _) in out.items()}
+
+
+def test_preempted_training_job_is_requeued_and_resumes_bit_identical(interrupted_runs):
+    run = interrupted_runs["usr2"]
+    assert read_status(run)["attempts"] == 2
+    resumes = [r for r in read_jsonl(run / "preemptions.jsonl") if r["event"] == "resume"]
+    assert len(resumes) == 1 and resumes[0]["from_step"] >= 5  # the checkpoint written on USR2
+    _same_run(run, interrupted_runs["reference"])
+
+
+def test_job_requeued_by_scontrol_resumes_from_a_checkpoint_bit_identical(interrupted_runs):
+    run = interrupted_runs["requeue"]
+    assert read_status(run)["attempts"] == 2
+    resumes = [r for r in read_jsonl(run / "preemptions.jsonl") if r["event"] == "resume"]
+    assert len(resumes) == 1 and resumes[0]["from_step"] >= 10
+    _same_run(run, interrupted_runs["reference"])
+
+
+def test_job_killed_without_warning_restarts_from_its_last_periodic_checkpoint(interrupted_runs):
+    run = interrupted_runs["sigkill"]
+    assert read_status(run)["attempts"] == 2
+    resumes = [r for r in read_jsonl(run / "preemptions.jsonl") if r["event"] == "resume"]
+    assert len(resumes) == 1 and resumes[0]["from_step"] in (10, 20, 30)  # periodic checkpoints only
+    assert summarize(run).status == "complete"
+    _same_run(run, interrupted_runs["reference"])
+
+
+def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, small_data, tmp_path):
+    profile = make_profile(tmp_path)
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
+        "stage1.ranks=[2]", "stage1.lrs=[1e-3]", "stage2.contexts=[64]", "zero_shot_prompts=[plain]"])
+    # Sabotage the one stage-1 run: its job.yaml path is a folder, so the run fails at start.
+    stage1 = next(n for n in study_nodes(study) if n.stage == "stage1")
+    run_dir = job_for(study, profile, stage1).resolved_run_dir()
+    (run_dir / "job.yaml").mkdir(parents=True)
+    sub = cluster.submit(study, profile, log=print)
+    states = wait_for([j.job_id for j in sub.jobs.values()], limit_s=400)
+    by_node = {k: states[j.job_id] for k, j in sub.jobs.items()}
+    assert by_node["stage1-r2-lr0.001"] == "FAILED"
+    assert by_node["stage2-ctx64"] == "FAILED" and by_node["final"] == "FAILED"  # ended, not pending
+    assert by_node["default"] == "COMPLETED" and by_node["aggregate"] == "COMPLETED"
+    rows = {r["node"]: r for r in cluster.status_rows(study, profile)}
+    assert "IsADirectoryError" in rows["stage1-r2-lr0.001"]["why"]
+    assert "no stage1 run finished" in rows["stage2-ctx64"]["why"]
+    print(cluster.format_status(list(rows.values())))
+
+    # Mend the cause and submit again: only the failed jobs (and the aggregate) are submitted.
+    shutil.rmtree(run_dir)
+    again = cluster.submit(study, profile, log=print)
+    assert sorted(again.jobs) == ["aggregate", "final", "stage1-r2-lr0.001", "stage2-ctx64"]
+    states = wait_for([j.job_id for j in again.jobs.values()], limit_s=400)
+    assert set(states.values()) == {"COMPLETED"}
