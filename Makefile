@@ -1,20 +1,26 @@
-# lvjob: `make study` runs the study (demo scale, tiny model, this machine); `make test` runs the tests.
-# Both install what they need into .venv first.
+# lvjob: `make study` runs the whole study here (local profile: tiny model, demo scale); `make test`
+# runs the tests (with a real single-node SLURM when run as root). Both install into .venv first.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LVJOB := $(VENV)/bin/lvjob
 STUDY ?= jobs/study.yaml
+PROFILE ?= local
 SCALE ?= demo
+IMAGE ?= lvjob.sif
 export LVJOB_CACHE ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install study data plan flops bench test test-slow test-all clean help
+.PHONY: install study submit status cancel aggregate container data plan flops bench test clean help
 
 help:
-	@echo "make study      generate data, plan the budget, run zero-shot and the default fine-tune (tiny model, demo scale)"
-	@echo "make test       run the test suite (make test-slow: the slow tests; make test-all: both)"
+	@echo "make study      the whole study on this machine (= make submit PROFILE=local: tiny model, demo scale)"
+	@echo "make submit     plan, then submit the study with PROFILE (slurm/PROFILE.yaml; default local)"
+	@echo "make status     each job of the study: state, step, loss, FLOPs, requeues (same PROFILE)"
+	@echo "make cancel     cancel the study's queued and running SLURM jobs (same PROFILE)"
+	@echo "make container  build the Apptainer image IMAGE (lvjob.sif) from containers/lvjob.def"
+	@echo "make test       the test suite; as root it brings up a local SLURM for the cluster tests"
 	@echo "make plan       FLOP plan of STUDY at SCALE;  make flops: per-step FLOP table of Qwen2.5-0.5B"
 	@echo "make bench      runner benchmarks (batched eval, constrained decoding, checkpoints); see benchmarks/README.md"
 	@echo "make install    create .venv with pinned dependencies (CPU torch here; CUDA torch on GPU machines)"
@@ -45,30 +51,33 @@ plan: install
 flops: install
 	$(LVJOB) flops --model qwen2.5-0.5b --context 512 --batch 4 --rank 4
 
-# For now the study runs what exists, in order, on the tiny model at the demo scale of jobs/study.yaml:
-# zero-shot with both prompts, then the default LoRA fine-tune and its evaluation. The cluster issue
-# replaces this with the whole DAG (`lvjob submit`).
-DEMO_EVAL := series=20
-DEMO_TRAIN := steps=60 context=128 lr=3e-3 checkpoint_every=20 val_every=20 val_chunks=8 $(DEMO_EVAL)
+study: submit
 
-study: install data/lv.h5
-	$(LVJOB) data check data/lv.h5
-	$(LVJOB) plan $(STUDY) --scale $(SCALE)
-	$(LVJOB) run jobs/zero_shot_plain.yaml $(DEMO_EVAL)
-	$(LVJOB) run jobs/zero_shot_instruct.yaml $(DEMO_EVAL)
-	$(LVJOB) run jobs/default_lora.yaml $(DEMO_TRAIN)
+# The planner runs first; an over-budget study is refused. With the local profile this waits for the
+# jobs; on SLURM it returns at once with the job ids.
+submit: install
+	$(LVJOB) submit $(STUDY) --profile $(PROFILE)
+
+status: install
+	$(LVJOB) status $(STUDY) --profile $(PROFILE)
+
+cancel: install
+	$(LVJOB) cancel $(STUDY) --profile $(PROFILE)
+
+aggregate: install
+	$(LVJOB) aggregate $(STUDY) --profile $(PROFILE)
+
+container:
+	@command -v apptainer > /dev/null || { echo "make container: apptainer is not installed here. Build the image where it is (e.g. a cluster login node): apptainer build $(IMAGE) containers/lvjob.def"; exit 1; }
+	apptainer build $(IMAGE) containers/lvjob.def
 
 bench: install
 	$(PY) benchmarks/runner_bench.py
 
+# As root the cluster tests get a real single-node SLURM (slurm/local/, ~3 s to bring up once its
+# packages are installed); otherwise they are skipped and say so.
 test: install
-	$(PY) -m pytest -q -m "not slow"
-
-test-slow: install
-	$(PY) -m pytest -q -m slow
-
-test-all: install
-	$(PY) -m pytest -q
+	slurm/local/with-cluster.sh $(PY) -m pytest -q
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
