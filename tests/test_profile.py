@@ -1,0 +1,102 @@
+"""Cluster profiles: validation like job specs, the Apptainer command line, the sbatch script they make."""
+
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lvjob.config import ConfigError
+from lvjob.profile import exec_command, load_profile, python_for_submitit
+
+ROOT = Path(__file__).parent.parent
+EXAMPLE = ROOT / "slurm" / "gpu-cluster.example.yaml"
+
+
+def write(tmp_path, **values) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "slurm").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_profile_loads(path):
+    assert load_profile(path).executor in ("local", "slurm")
+
+
+def test_profiles_are_found_by_name(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert load_profile("local").name == "local" and load_profile("slurm-ci").executor == "slurm"
+
+
+def test_unknown_profile_name_lists_the_valid_ones(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError, match="no such profile; valid: gpu-cluster.example, local, slurm-ci"):
+        load_profile("nowhere")
+
+
+def test_unknown_key_is_refused_with_its_name(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'partion'"):
+        load_profile(write(tmp_path, executor="slurm", partion="gpu"))
+
+
+def test_wrong_type_is_refused_with_its_name(tmp_path):
+    with pytest.raises(ConfigError, match="gpus_per_node: expected an integer"):
+        load_profile(write(tmp_path, executor="slurm", gpus_per_node="one"))
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"executor": "slurm", "timeout_min": 0}, "timeout_min"),
+    ({"executor": "slurm", "timeout_min": 10, "signal_delay_s": 600}, "signal_delay_s"),
+    ({"executor": "cloud"}, "executor"),
+    ({"executor": "local", "image": "x.sif"}, "image"),
+    ({"executor": "slurm", "model": "qwen3"}, "model"),
+])
+def test_out_of_range_values_are_refused_naming_the_key(tmp_path, values, key):
+    with pytest.raises(ConfigError, match=key):
+        load_profile(write(tmp_path, **values))
+
+
+def test_without_an_image_jobs_run_the_projects_python(tmp_path):
+    profile = load_profile(write(tmp_path, executor="slurm"))
+    assert exec_command(profile, Path("/work"), Path("/cache")) == [sys.executable]
+
+
+def test_with_an_image_jobs_run_apptainer_exec_with_gpus_and_binds():
+    profile = load_profile(EXAMPLE)
+    cmd = exec_command(profile, Path("/home/me/lvjob"), Path("/home/me/lvjob/.cache"))
+    assert cmd == ["apptainer", "exec", "--nv",
+                   "--bind", "/home/me/lvjob", "--bind", "/home/me/lvjob/.cache",
+                   "--bind", "/scratch/my-project/models/Qwen2.5-0.5B-Instruct", "--bind", "/scratch",
+                   "--pwd", "/home/me/lvjob", "/scratch/my-project/lvjob.sif", "python"]
+
+
+def test_no_gpu_no_nv_and_each_bind_once(tmp_path):
+    profile = load_profile(write(tmp_path, executor="slurm", image="/i.sif", binds=["/w", "/data:/data:ro"]))
+    cmd = exec_command(profile, Path("/w"), Path("/c"))
+    assert "--nv" not in cmd
+    assert cmd.count("/w") == 2  # one --bind and --pwd: the project folder is not bound twice
+    assert ["--bind", "/data:/data:ro"] == cmd[cmd.index("/data:/data:ro") - 1: cmd.index("/data:/data:ro") + 1]
+
+
+def test_submitit_gets_the_command_quoted_so_odd_paths_survive(tmp_path):
+    profile = load_profile(write(tmp_path, executor="slurm", image="/my images/lv job.sif"))
+    line = python_for_submitit(profile, Path("/w w"), Path("/c"))
+    assert shlex.split(line) == exec_command(profile, Path("/w w"), Path("/c"))
+
+
+def test_sbatch_script_of_the_gpu_profile(tmp_path, monkeypatch):
+    from lvjob.cluster import _executor
+
+    monkeypatch.chdir(tmp_path)
+    profile = load_profile(EXAMPLE)
+    ex = _executor(profile, tmp_path / "submitit", "stage2", after=["12", "13"])
+    script = ex._executor._make_submission_file_text(ex._executor._submitit_command_str, "uid")
+    for flag in ("--partition=gpu", "--account=my-project", "--gpus-per-node=1", "--cpus-per-task=8",
+                 "--mem=32GB", "--time=240", "--signal=USR2@180", "--dependency=afterany:12:13",
+                 "--job-name=lvjob-stage2"):
+        assert f"#SBATCH {flag}" in script
+    command = [line for line in script.splitlines() if "submitit.core._submit" in line][0]
+    assert f"apptainer exec --nv --bind {tmp_path}" in command
+    assert "/scratch/my-project/lvjob.sif python -u -m submitit.core._submit" in command

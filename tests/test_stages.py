@@ -1,0 +1,88 @@
+"""The study as a DAG: its nodes, their jobs and run ids, and how late stages choose (from run dirs)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lvjob.cluster import waves
+from lvjob.profile import Profile
+from lvjob.stages import StageError, choose, job_for, make_job, read_choice, study_nodes
+from lvjob.study import load_study
+
+STUDY = Path(__file__).parent.parent / "jobs" / "study.yaml"
+
+
+@pytest.fixture
+def setup(tmp_path):
+    study = load_study(STUDY, scale="demo")
+    profile = Profile(runs_root=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+    return study, profile
+
+
+def fake_run(job, status="complete", val_loss=None, mae=None):
+    d = job.resolved_run_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "run.json").write_text(json.dumps({"status": status, "kind": job.kind, "attempts": 1}))
+    (d / "job.yaml").write_text(yaml.safe_dump({"kind": job.kind, "steps": job.steps}))
+    if val_loss is not None:
+        (d / "metrics.jsonl").write_text(json.dumps({"step": job.steps, "loss": 1.0, "val_loss": val_loss}) + "\n")
+    if mae is not None:
+        (d / "eval.json").write_text(json.dumps({"model": {"mae": mae}, "parse_rate": 1.0}))
+
+
+def nodes_of(study, stage):
+    return [n for n in study_nodes(study) if n.stage == stage]
+
+
+def test_the_study_has_every_stage_of_spec_section_1(setup):
+    study, _ = setup
+    keys = [n.key for n in study_nodes(study)]
+    assert keys[:3] == ["zero-shot-plain", "zero-shot-instruct", "default"]
+    assert len(nodes_of(study, "stage1")) == 9 and len(nodes_of(study, "stage2")) == 3
+    assert keys[-2:] == ["final", "aggregate"] and len(set(keys)) == len(keys) == 17
+
+
+def test_waves_put_each_stage_after_the_stages_it_waits_for():
+    assert waves() == [["zero-shot", "default", "stage1"], ["stage2"], ["final"], ["aggregate"]]
+
+
+def test_a_node_always_maps_to_the_same_run_directory(setup):
+    study, profile = setup
+    node = nodes_of(study, "stage1")[4]
+    a, b = make_job(study, profile, node), make_job(study, profile, node)
+    assert a.run_id() == b.run_id() and a.resolved_run_dir() == Path(profile.runs_root) / a.run_id()
+    assert (a.rank, a.lr, a.steps, a.context) == (4, 3e-3, 20, 128)
+
+
+def test_stage2_takes_rank_and_lr_of_the_lowest_stage1_validation_loss(setup):
+    study, profile = setup
+    for i, node in enumerate(nodes_of(study, "stage1")):
+        fake_run(make_job(study, profile, node), val_loss=5.0 - 0.1 * i if i != 7 else 0.1,
+                 status="failed" if i == 7 else "complete")
+    choice = choose(study, profile, "stage2")
+    assert choice.best == "stage1-r8-lr0.001" and choice.chosen == {"rank": 8, "lr": 1e-3}  # i = 8; 7 failed
+    assert [c["status"] for c in choice.candidates].count("failed") == 1
+    assert choose(study, profile, "stage2", require_all=True) is None  # at submission: wait for all
+
+
+def test_a_late_stage_with_no_finished_source_run_fails_and_says_why(setup):
+    study, profile = setup
+    fake_run(make_job(study, profile, nodes_of(study, "stage1")[0]), status="failed")
+    with pytest.raises(StageError, match="stage2 cannot start: no stage1 run finished.*stage1-r2-lr0.01: failed.*missing"):
+        choose(study, profile, "stage2")
+    with pytest.raises(StageError, match="final cannot start: its stage2 runs could not run"):
+        choose(study, profile, "final")
+
+
+def test_final_takes_the_stage2_run_with_the_lowest_forecast_mae_and_records_it(setup):
+    study, profile = setup
+    for i, node in enumerate(nodes_of(study, "stage1")):
+        fake_run(make_job(study, profile, node), val_loss=1.0 + i)  # stage1-r2-lr0.01 wins
+    for node, mae in zip(nodes_of(study, "stage2"), [0.5, 0.2, 0.9]):
+        fake_run(job_for(study, profile, node), val_loss=1.0, mae=mae)
+    job = job_for(study, profile, nodes_of(study, "final")[0])
+    assert (job.rank, job.lr, job.context, job.steps) == (2, 1e-2, 128, 60)
+    assert read_choice(study, profile, "final")["best"] == "stage2-ctx128"
+    assert read_choice(study, profile, "stage2")["best"] == "stage1-r2-lr0.01"
