@@ -205,8 +205,8 @@ def _submit(args) -> int:
     print(f"plan: {plan.total:.3e} FLOPs, {plan.total / plan.budget:.2%} of the {plan.budget:.0e} budget "
           f"(lvjob plan {args.study} --scale {study.scale} for the table)")
     sub = cluster.submit(study, profile, log=lambda m: print(m, flush=True))
-    counts = {k: sum(s.status == k for s in sub.states) for k in ("complete", "active", "todo")}
-    print(f"\n{len(sub.jobs)} job(s) submitted; {counts['complete']} of {len(sub.states)} already complete. "
+    active = f", {len(sub.already_active)} still queued or running" if sub.already_active else ""
+    print(f"\n{len(sub.jobs)} job(s) submitted; {sub.already_complete} of {len(sub.states)} already complete{active}. "
           f"Records: {sub.study_dir}; run index: {profile.results_dir}/runs.json")
     if profile.executor == "slurm":
         print(f"Follow it with `lvjob status {args.study} --profile {args.profile}` (or `make status`).")

@@ -203,7 +203,12 @@ def _executor(profile: Profile, folder: Path, stage: str, after: list[str]) -> s
 class Submission:
     states: list[NodeState]
     jobs: dict[str, submitit.Job]  # node key -> job submitted in this call
+    already_active: dict[str, str]  # node key -> job queued or running from an earlier submission
     study_dir: Path
+
+    @property
+    def already_complete(self) -> int:
+        return len(self.states) - len(self.jobs) - len(self.already_active)
 
 
 def submit(study: Study, profile: Profile, log=print) -> Submission:
@@ -235,7 +240,8 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
                 + (f" (after {', '.join(after)})" if after else ""))
         if profile.executor == "local":
             fresh.clear()  # local stages have finished before the next wave is looked at
-    return Submission(node_states(study, profile, job_ids, fresh), jobs, sdir)
+    still_active = job_ids if profile.executor == "slurm" else {}  # local jobs have all ended by now
+    return Submission(node_states(study, profile, still_active, fresh), jobs, active, sdir)
 
 
 def prepare(study: Study) -> None:
