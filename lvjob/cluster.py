@@ -224,20 +224,26 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
     jobs: dict[str, submitit.Job] = {}
     for wave in waves():
         states = {s.node.key: s for s in node_states(study, profile, active, fresh)}
+        batches = []  # (stage, nodes, the job ids it waits for) of this wave
         for stage in wave:
             todo = [s.node for s in states.values() if s.node.stage == stage and s.status == "todo"]
-            if not todo:
-                continue
-            after = sorted({_array_id(j) for k, j in job_ids.items() if stage_of[k] in AFTER.get(stage, ())})
-            tasks = [StudyTask(study, profile, n, workdir, cache) for n in todo]
-            submitted = _submit_stage(profile, folder, stage, after, tasks, log)
-            jobs.update({n.key: j for n, j in zip(todo, submitted)})
-            job_ids.update({n.key: j.job_id for n, j in zip(todo, submitted)})
+            if todo:
+                after = sorted({_array_id(j) for k, j in job_ids.items() if stage_of[k] in AFTER.get(stage, ())})
+                batches.append((stage, todo, after))
+        tasks = [[StudyTask(study, profile, n, workdir, cache) for n in todo] for _, todo, _ in batches]
+        if profile.executor == "slurm":  # one job array per stage, chained by dependencies
+            submitted = [_submit_array(profile, folder, stage, after, t) for (stage, _, after), t in zip(batches, tasks)]
+        else:  # the whole wave in one pool of max_parallel workers, waiting for it to end
+            finished = iter(_run_locally(profile, folder, [t for ts in tasks for t in ts], log))
+            submitted = [[next(finished) for _ in ts] for ts in tasks]
+        for (stage, todo, after), subs in zip(batches, submitted):
+            jobs.update({n.key: j for n, j in zip(todo, subs)})
+            job_ids.update({n.key: j.job_id for n, j in zip(todo, subs)})
             _record(study, profile, [{"node": n.key, "stage": stage, "job_id": j.job_id, "executor": profile.executor,
-                                      "at": time.strftime("%Y-%m-%dT%H:%M:%S")} for n, j in zip(todo, submitted)])
+                                      "at": time.strftime("%Y-%m-%dT%H:%M:%S")} for n, j in zip(todo, subs)])
             fresh.add(stage)
-            log(f"{stage}: {len(todo)} job(s) submitted: {', '.join(j.job_id for j in submitted)}"
-                + (f" (after {', '.join(after)})" if after else ""))
+            log(f"{stage}: {len(todo)} job(s) {'submitted' if profile.executor == 'slurm' else 'run'}: "
+                f"{', '.join(j.job_id for j in subs)}" + (f" (after {', '.join(after)})" if after else ""))
         if profile.executor == "local":
             fresh.clear()  # local stages have finished before the next wave is looked at
     still_active = job_ids if profile.executor == "slurm" else {}  # local jobs have all ended by now
@@ -260,18 +266,16 @@ def _array_id(job_id: str) -> str:
     return str(job_id).split("_")[0]
 
 
-def _submit_stage(profile: Profile, folder: Path, stage: str, after: list[str], tasks: list[StudyTask], log) -> list:
-    if profile.executor == "slurm":
-        ex = _executor(profile, folder, stage, after)
-        with ex.batch():
-            futures = [ex.submit(t) for t in tasks]
-        return futures
-    return _run_locally(profile, folder, stage, tasks, log)
+def _submit_array(profile: Profile, folder: Path, stage: str, after: list[str], tasks: list[StudyTask]) -> list:
+    ex = _executor(profile, folder, stage, after)
+    with ex.batch():
+        futures = [ex.submit(t) for t in tasks]
+    return futures
 
 
-def _run_locally(profile: Profile, folder: Path, stage: str, tasks: list[StudyTask], log) -> list:
-    """Run `tasks` with at most `max_parallel` at once; return their (finished) jobs."""
-    ex = _executor(profile, folder, stage, [])
+def _run_locally(profile: Profile, folder: Path, tasks: list[StudyTask], log) -> list:
+    """Run `tasks` with at most `max_parallel` at once; return their (finished) jobs in order."""
+    ex = _executor(profile, folder, "local", [])
     pending, running, finished = list(tasks), [], []
     while pending or running:
         while pending and len(running) < profile.max_parallel:
@@ -320,6 +324,12 @@ def status_rows(study: Study, profile: Profile) -> list[dict]:
                      "loss": f"{run['loss']:.4f}" if run.get("loss") is not None else "-",
                      "flops": f"{run['flops']:.3e}" if run.get("flops") else "-",
                      "requeues": str(max(run.get("attempts", 0) - 1, 0)), "why": why})
+    sub = latest.get("aggregate", {})
+    job_state = states.get(sub.get("job_id", ""))
+    index = Path(profile.results_dir) / "runs.json"
+    state = "complete" if index.exists() and job_state in (None, "COMPLETED") else (job_state or "not started").lower()
+    rows.append({"node": "aggregate", "job": sub.get("job_id", "-"), "state": state, "step": "-", "loss": "-",
+                 "flops": "-", "requeues": "0", "why": f"writes {index}"})
     return rows
 
 
