@@ -34,7 +34,7 @@ from lvjob.stages import AFTER, STAGES, Node, job_for, study_dir, study_nodes
 from lvjob.study import Study
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD",
-          "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
+          "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED", "SPECIAL_EXIT"}
 
 
 class StudyTask(submitit.helpers.Checkpointable):
@@ -103,8 +103,9 @@ def read_submissions(study: Study, profile: Profile) -> dict[str, dict]:
 def _record(study: Study, profile: Profile, rows: list[dict]) -> None:
     path = _records_path(study, profile)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with open(path, "a") as f:  # a line cut short by a kill is ended first, so it cannot swallow the next
+        f.write(("\n" if torn else "") + "".join(json.dumps(r) + "\n" for r in rows))
         f.flush()
         os.fsync(f.fileno())
 
@@ -162,9 +163,7 @@ def node_states(study: Study, profile: Profile, active: dict[str, str], fresh: s
             states.append(NodeState(node, None, "active", active[node.key]))
             continue
         if node.stage == "aggregate":
-            index = Path(profile.results_dir) / "runs.json"
-            others_done = all(s.status == "complete" for s in states)
-            done = index.exists() and others_done and not fresh
+            done = not fresh and all(s.status == "complete" for s in states) and _index_is_complete(study, profile)
             states.append(NodeState(node, None, "complete" if done else "todo"))
             continue
         waits_on_fresh = any(s in fresh for s in AFTER.get(node.stage, ()))
@@ -175,6 +174,22 @@ def node_states(study: Study, profile: Profile, active: dict[str, str], fresh: s
         status = summarize(job.resolved_run_dir()).status
         states.append(NodeState(node, str(job.resolved_run_dir()), "complete" if status == "complete" else "todo"))
     return states
+
+
+def _rows(stage: str, nodes: list[Node], jobs: list, profile: Profile) -> list[dict]:
+    at = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return [{"node": n.key, "stage": stage, "job_id": j.job_id, "executor": profile.executor, "at": at}
+            for n, j in zip(nodes, jobs)]
+
+
+def _index_is_complete(study: Study, profile: Profile) -> bool:
+    """The run index exists, is this study's, and lists every run as complete."""
+    try:
+        index = json.loads((Path(profile.results_dir) / "runs.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (index.get("study"), index.get("scale")) == (study.name, study.scale) and \
+        all(r.get("status") == "complete" for r in index.get("runs", []))
 
 
 def _executor(profile: Profile, folder: Path, stage: str, after: list[str]) -> submitit.AutoExecutor:
@@ -231,16 +246,19 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
                 after = sorted({_array_id(j) for k, j in job_ids.items() if stage_of[k] in AFTER.get(stage, ())})
                 batches.append((stage, todo, after))
         tasks = [[StudyTask(study, profile, n, workdir, cache) for n in todo] for _, todo, _ in batches]
-        if profile.executor == "slurm":  # one job array per stage, chained by dependencies
-            submitted = [_submit_array(profile, folder, stage, after, t) for (stage, _, after), t in zip(batches, tasks)]
+        if profile.executor == "slurm":  # one job array per stage, chained by dependencies, recorded at once
+            submitted = []
+            for (stage, todo, after), t in zip(batches, tasks):
+                submitted.append(_submit_array(profile, folder, stage, after, t))
+                _record(study, profile, _rows(stage, todo, submitted[-1], profile))
         else:  # the whole wave in one pool of max_parallel workers, waiting for it to end
             finished = iter(_run_locally(profile, folder, [t for ts in tasks for t in ts], log))
             submitted = [[next(finished) for _ in ts] for ts in tasks]
         for (stage, todo, after), subs in zip(batches, submitted):
             jobs.update({n.key: j for n, j in zip(todo, subs)})
             job_ids.update({n.key: j.job_id for n, j in zip(todo, subs)})
-            _record(study, profile, [{"node": n.key, "stage": stage, "job_id": j.job_id, "executor": profile.executor,
-                                      "at": time.strftime("%Y-%m-%dT%H:%M:%S")} for n, j in zip(todo, subs)])
+            if profile.executor == "local":
+                _record(study, profile, _rows(stage, todo, subs, profile))
             fresh.add(stage)
             log(f"{stage}: {len(todo)} job(s) {'submitted' if profile.executor == 'slurm' else 'run'}: "
                 f"{', '.join(j.job_id for j in subs)}" + (f" (after {', '.join(after)})" if after else ""))

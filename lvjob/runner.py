@@ -53,10 +53,21 @@ def _write_status(run_dir: Path, **fields) -> dict:
 
 @contextmanager
 def stop_on_signals(flag, signals=(signal.SIGUSR2, signal.SIGTERM)):
-    """Turn SIGUSR2 (SLURM/submitit preemption and time limit) and SIGTERM into a stop request."""
+    """Turn SIGUSR2 (SLURM/submitit preemption and time limit) and SIGTERM into a stop request.
+
+    While a training loop runs, the signal only sets `flag`: the loop checkpoints at the end of the
+    step and stops. Outside it there is nothing to checkpoint, so the signal goes straight to the
+    handler installed before (submitit's, which requeues the job and exits) if there is one.
+    """
     def handler(signum, frame):
+        name = signal.Signals(signum).name
+        before = previous.get(signum)
+        if not flag.in_loop and callable(before):
+            print(f"received signal {name} outside training: handing it on", file=sys.stderr, flush=True)
+            before(signum, frame)
+            return
         flag.signal = signum
-        print(f"received signal {signal.Signals(signum).name}: checkpointing at the end of this step", file=sys.stderr, flush=True)
+        print(f"received signal {name}: checkpointing at the end of this step", file=sys.stderr, flush=True)
 
     previous = {s: signal.signal(s, handler) for s in signals}
     try:
@@ -98,6 +109,9 @@ def run(job: Job, log=print) -> int:
         _write_status(run_dir, status="preempted", step=e.step, signal=signal.Signals(stop.signal).name)
         log(f"{run_dir}: {e}; run the same command again to resume")
         return EXIT_PREEMPTED
+    except SystemExit:  # a signal handed on to submitit, which requeued the job and exits
+        _write_status(run_dir, status="preempted", signal="handed on")
+        raise
     except BaseException as e:
         _write_status(run_dir, status="failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -122,7 +136,7 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
             model, ledger = _load_trained(job, adapter_dir, device), Ledger.read(ledger_path)
             log("training already finished; evaluating the saved adapter")
         else:
-            from lvjob.train import build_corpus, train
+            from lvjob.train import Preempted, build_corpus, train
 
             corpus = build_corpus(job, tokenizer, lv.trajectories, train_systems, val_systems)
             log(f"corpus: {len(corpus.train)} training chunks, {len(corpus.val)} validation chunks of <= {job.context} tokens")
@@ -130,6 +144,9 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
             with atomic.atomic_dir(adapter_dir) as tmp:
                 model.save_pretrained(tmp)
             ledger.write(ledger_path)
+            stop.in_loop = False
+            if stop.requested:  # came during the last step: training is saved, the evaluation runs next time
+                raise Preempted(job.steps)
         rank = job.rank
     else:
         from lvjob.models import load_model

@@ -42,9 +42,15 @@ class Preempted(Exception):
 
 @dataclass
 class StopFlag:
-    """Set by a signal handler; read by the loop between steps."""
+    """Set by a signal handler; read by the loop between steps.
+
+    `in_loop` says whether a training loop is running to honour it at its next step boundary;
+    outside it (loading, evaluation) there is nothing to checkpoint, and the runner hands the
+    signal straight on (see lvjob.runner.stop_on_signals).
+    """
 
     signal: int | None = None
+    in_loop: bool = False
 
     @property
     def requested(self) -> bool:
@@ -192,6 +198,7 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
 
     model.train()
     bar = _progress(job.steps, start)
+    stop.in_loop = True
     t0 = time.perf_counter()
     with open(metrics_path, "a") as live:
         for step in range(start, job.steps):

@@ -3,6 +3,7 @@
 set -uo pipefail
 BASE=${LVJOB_SLURM_BASE:-/tmp/lvjob-slurm}
 [ -d "$BASE" ] || exit 0
+[ -e "$BASE/.lvjob-test-cluster" ] || { echo "[slurm/local] $BASE is not a test cluster folder: left alone" >&2; exit 1; }
 export SLURM_CONF=$BASE/etc/slurm.conf
 [ -f "$SLURM_CONF" ] && scancel --full --quiet --user=root 2>/dev/null
 for d in slurmd slurmctld slurmdbd mariadb munged; do

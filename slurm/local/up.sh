@@ -39,18 +39,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   # Keep the packages' post-install scripts from starting the daemons with the system's configs.
   policy=/usr/sbin/policy-rc.d
-  restore_policy=0
-  if [ ! -e $policy ]; then printf '#!/bin/sh\nexit 101\n' > $policy; chmod +x $policy; restore_policy=1; fi
+  if [ ! -e $policy ]; then
+    printf '#!/bin/sh\nexit 101\n' > $policy; chmod +x $policy
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT   # removed even if the install fails
+  fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [ $restore_policy = 1 ] && rm -f $policy
 fi
 
 # --- a clean base folder -------------------------------------------------------------------------
+# The folder is deleted at bring-up and tear-down: only one this script made (it holds the marker).
+MARKER=.lvjob-test-cluster
+if [ -e "$BASE" ] && [ ! -e "$BASE/$MARKER" ]; then die "$BASE exists and is not a test cluster folder; set LVJOB_SLURM_BASE"; fi
 if [ -d "$BASE/run" ]; then say "a cluster (or part of one) is set up in $BASE: stopping it first"; "$HERE/down.sh"; fi
 rm -rf "$BASE"
 mkdir -p "$BASE"/{munge,run,log,state,spool,mysql,etc}
+touch "$BASE/$MARKER"
 chmod 755 "$BASE" "$BASE/run"   # munge clients refuse a socket whose directory others can write to
 
 # --- munge ----------------------------------------------------------------------------------------
@@ -77,7 +82,7 @@ SQL
 
 # --- configs --------------------------------------------------------------------------------------
 HOST=$(hostname -s)
-NODE_LINE=$(slurmd -C | head -n 1)
+NODE_LINE="$(slurmd -C | head -n 1) NodeAddr=127.0.0.1"   # no need for the host name to resolve
 export SLURM_CONF=$BASE/etc/slurm.conf
 
 cat > "$BASE/etc/slurmdbd.conf" <<CONF

@@ -9,10 +9,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BASE=${LVJOB_SLURM_BASE:-/tmp/lvjob-slurm}
 if [ "$(id -u)" = 0 ]; then
   t0=$(date +%s%N)
+  trap '"$HERE/down.sh" >/dev/null 2>&1' EXIT   # also after a partial bring-up
   if "$HERE/up.sh"; then
     echo "[slurm/local] bring-up took $(( ($(date +%s%N) - t0) / 1000000 )) ms"
     export LVJOB_SLURM_ENV=$BASE/env
-    trap '"$HERE/down.sh" >/dev/null 2>&1' EXIT
   else
     echo "[slurm/local] the test cluster did not come up: the SLURM tests cannot run" >&2
   fi
