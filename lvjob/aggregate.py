@@ -1,9 +1,14 @@
-"""The study's last job: gather every run of the study into one index.
+"""The study's last job: gather every run into the run index, the tables and the summary.
 
-`results/runs.json` lists each node of the study (lvjob.stages) with its run directory and a
-summary of what it holds (status, steps, losses, FLOPs, forecast error), and the choices the
-late-bound stages made. It tolerates runs that are missing, running or failed: they are listed as
-such. The comparison tables and plots are built from the same run directories.
+Writes into `results/` (the profile's `results_dir`):
+
+    runs.json        one entry per run of the study (lvjob.rundir summary) and the stages' choices
+    table1_step_flops, table2_context_length, table3_forecast_error, table4_flops, stage1_grid,
+    choices          each as .md, .csv and .tex (booktabs)
+    summary.md       every table with what it shows, readable on its own
+
+It tolerates runs that are missing, running, failed or resumed after a requeue: they are listed as
+such, and their cells say so. Nothing carries a timestamp: the same runs give the same files.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lvjob import atomic
+from lvjob import atomic, flops, report
 from lvjob.profile import Profile
 from lvjob.rundir import summarize
 from lvjob.stages import CHOICE, job_for, make_job, read_choice, study_nodes
 from lvjob.study import Study
+from lvjob.tables import Table, to_csv, to_latex, to_markdown
 
 
 def run_index(study: Study, profile: Profile) -> dict:
@@ -44,8 +50,44 @@ def _recorded_job(study: Study, profile: Profile, node):
     return make_job(study, profile, node, choice["chosen"]) if choice else None
 
 
-def write_index(study: Study, profile: Profile) -> Path:
-    index = run_index(study, profile)  # no timestamp: the same runs give the same file
-    path = Path(profile.results_dir) / "runs.json"
-    atomic.write_text(path, json.dumps(index, indent=1))
-    return path
+def study_tables(study: Study, index: dict) -> list[Table]:
+    from lvjob.plan import plan_study
+
+    plan = plan_study(study)
+    d = study.default
+    return [
+        report.step_flops_table(flops.shape_of(study.model), study.model, study.training.batch_size, d.context, d.rank),
+        report.context_table(index),
+        report.comparison_table(index),
+        report.flops_table(index, plan.by_experiment(), study.budget_flops),
+        report.grid_table(index),
+        report.choices_table(index),
+    ]
+
+
+def summary(study: Study, index: dict, tables: list[Table]) -> str:
+    complete = sum(r["status"] == "complete" for r in index["runs"])
+    model = ("the tiny demo model (a 2-layer Qwen2 with the real vocabulary, built locally: its numbers show the "
+             "pipeline working, not what Qwen2.5 can do)" if study.model == "tiny" else f"`{study.model}`")
+    lines = [f"# Results: {study.name} (scale {study.scale})", "",
+             f"Model: {model}. Runs complete: {complete} of {len(index['runs'])}; a table cell marked `missing: ...` "
+             "belongs to a run that has not finished, and says why.", ""]
+    for table in tables:
+        lines += [to_markdown(table)]
+    lines += ["Each table is also in CSV (full precision) and LaTeX (booktabs) beside this file; "
+              "`runs.json` lists every run with its directory."]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(study: Study, profile: Profile) -> Path:
+    """The run index, every table in three formats and summary.md; returns the results folder."""
+    out = Path(profile.results_dir)
+    index = run_index(study, profile)
+    atomic.write_text(out / "runs.json", json.dumps(index, indent=1))
+    tables = study_tables(study, index)
+    for table in tables:
+        atomic.write_text(out / f"{table.name}.md", to_markdown(table))
+        atomic.write_text(out / f"{table.name}.csv", to_csv(table))
+        atomic.write_text(out / f"{table.name}.tex", to_latex(table))
+    atomic.write_text(out / "summary.md", summary(study, index, tables))
+    return out

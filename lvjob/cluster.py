@@ -50,9 +50,9 @@ class StudyTask(submitit.helpers.Checkpointable):
 
         torch.set_num_threads(self.profile.cpus_per_task)
         if self.node.stage == "aggregate":
-            from lvjob.aggregate import write_index
+            from lvjob.aggregate import write_results
 
-            return {"index": str(write_index(self.study, self.profile))}
+            return {"results": str(write_results(self.study, self.profile))}
 
         from lvjob.runner import EXIT_PREEMPTED, read_status, run
 

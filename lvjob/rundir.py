@@ -29,8 +29,19 @@ class RunSummary:
     flops: int | None = None  # FLOPs spent so far (ledger, or the last metrics row while training)
     error: str | None = None
     slurm_job_id: str | None = None
-    eval_mae: float | None = None  # overall MAE of the forecasts (eval.json)
+    lost_flops: int | None = None  # of which lost to preemption (re-done steps)
+    rank: int | None = None  # training settings from job.yaml
+    lr: float | None = None
+    context: int | None = None
+    prompt: str | None = None
+    eval_mae: float | None = None  # overall errors of the forecasts on the horizon (eval.json)
+    eval_mse: float | None = None
+    eval_rmse: float | None = None
     parse_rate: float | None = None
+    series: int | None = None
+    persistence_mae: float | None = None  # the persistence forecast on the same series
+    persistence_mse: float | None = None
+    persistence_rmse: float | None = None
 
     @property
     def requeues(self) -> int:
@@ -60,21 +71,38 @@ def summarize(run_dir: str | Path) -> RunSummary:
     rows = read_jsonl(run_dir / "metrics.jsonl")
     vals = [r["val_loss"] for r in rows if "val_loss" in r]
     ledger_path = run_dir / "ledger.json"
-    flops = Ledger.read(ledger_path).total if ledger_path.exists() else (rows[-1].get("flops") if rows else None)
+    if ledger_path.exists():
+        ledger = Ledger.read(ledger_path)
+        flops, lost = ledger.total, ledger.lost_to_preemption
+    else:  # still training: the live metrics carry the ledger so far
+        flops, lost = (rows[-1].get("flops"), rows[-1].get("lost_flops")) if rows else (None, None)
     evaluation = _read_json(run_dir / "eval.json")
+    model, persistence = evaluation.get("model", {}), evaluation.get("persistence", {})
     kind = status.get("kind") or job.get("kind")
+    train = kind == "train"
     return RunSummary(
         run_dir=str(run_dir),
         status=status.get("status", "missing"),
         kind=kind,
         step=rows[-1]["step"] if rows else None,
-        steps=job.get("steps") if kind == "train" else None,
+        steps=job.get("steps") if train else None,
         loss=rows[-1]["loss"] if rows else None,
         val_loss=vals[-1] if vals else None,
         attempts=int(status.get("attempts", 0)),
         flops=flops,
+        lost_flops=lost,
         error=status.get("error"),
         slurm_job_id=status.get("slurm_job_id"),
-        eval_mae=evaluation.get("model", {}).get("mae"),
+        rank=job.get("rank") if train else None,
+        lr=job.get("lr") if train else None,
+        context=job.get("context") if train else None,
+        prompt=job.get("prompt"),
+        eval_mae=model.get("mae"),
+        eval_mse=model.get("mse"),
+        eval_rmse=model.get("rmse"),
         parse_rate=evaluation.get("parse_rate"),
+        series=evaluation.get("series"),
+        persistence_mae=persistence.get("mae"),
+        persistence_mse=persistence.get("mse"),
+        persistence_rmse=persistence.get("rmse"),
     )

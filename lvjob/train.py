@@ -216,7 +216,8 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
             if is_validation_step(done, job):
                 row["val_loss"] = validation_loss(model, corpus.val, job, pad_id, device)
             rows.append(row)
-            row["flops"] = ledger().total
+            spent = ledger()
+            row["flops"], row["lost_flops"] = spent.total, spent.lost_to_preemption  # readable while it runs
             live.write(json.dumps(row) + "\n")
             live.flush()
             _report(bar, log, row, job.steps, t0, start)

@@ -1,0 +1,149 @@
+"""The study's tables (SPEC §8) from its run index: pure functions, no files.
+
+Input: the run index (`lvjob.aggregate.run_index`: one summary per run, the stages' choices), the
+FLOP plan by experiment and the counter's per-step breakdown. Output: `Table`s (lvjob.tables).
+
+A run that is not complete gives no error figures: its cells say why ("missing: failed",
+"missing: running, step 12/60"). FLOPs spent count every run, finished or not, and the "runs
+complete" column says how many finished.
+"""
+
+from __future__ import annotations
+
+from lvjob import flops
+from lvjob.tables import Mark, Table
+
+EXPERIMENTS = ("zero-shot", "default", "stage1", "stage2", "final")
+METRICS = ("mae", "mse", "rmse")
+
+
+def why_missing(run: dict) -> Mark:
+    status = run.get("status", "missing")
+    if status in ("running", "preempted") and run.get("steps"):
+        return Mark(f"missing: {status}, step {run.get('step') or 0}/{run['steps']}")
+    if status in ("missing", "not started"):
+        return Mark("missing: not started")
+    return Mark(f"missing: {status}")
+
+
+def _done(run: dict | None) -> bool:
+    return bool(run) and run.get("status") == "complete"
+
+
+def _errors(run: dict | None, prefix: str = "eval") -> list:
+    if not _done(run):
+        mark = why_missing(run or {})
+        return [mark] * len(METRICS)
+    return [run.get(f"{prefix}_{m}") for m in METRICS]
+
+
+def step_flops_table(shape: flops.ModelShape, model: str, batch: int, context: int, rank: int) -> Table:
+    """Table 1: one training step per component, full fine-tuning vs LoRA, the rules and executed."""
+    cols = {
+        "forward": flops.forward(shape, batch, context, loss=True),
+        "full FT (rules)": flops.train_step(shape, batch, context, 0),
+        f"LoRA r={rank} (rules)": flops.train_step(shape, batch, context, rank),
+        "full FT (executed)": flops.executed_train_step(shape, batch, context, 0),
+        f"LoRA r={rank} (executed)": flops.executed_train_step(shape, batch, context, rank),
+    }
+    rows = [tuple([comp] + [getattr(c, comp) for c in cols.values()]) for comp in flops.COMPONENTS]
+    rows.append(tuple(["total"] + [c.total for c in cols.values()]))
+    return Table(
+        name="table1_step_flops",
+        title=f"Table 1. FLOPs of one training step ({model}, batch {batch} x {context} tokens)",
+        columns=("component", *cols), rows=tuple(rows), formats=("",) + (".4e",) * len(cols),
+        notes=("Rules (SPEC §5): a training step = 3 x forward, LoRA or not; the budget is charged by them. "
+               "Executed: what autograd runs (frozen layers compute only input gradients).",))
+
+
+def context_table(index: dict) -> Table:
+    """Table 2: forecast error by stage 2's context length."""
+    runs = sorted((r for r in index["runs"] if r["stage"] == "stage2"), key=lambda r: r["node"])
+    rows = []
+    for r in runs:
+        context = r.get("context") or int(r["node"].removeprefix("stage2-ctx"))
+        rows.append((context, r.get("rank") or Mark("missing"), r.get("lr") or Mark("missing"), *_errors(r),
+                     r.get("parse_rate") if _done(r) else why_missing(r)))
+    rows.sort(key=lambda row: row[0])
+    choice = (index.get("choices") or {}).get("final")
+    notes = (f"The final run took context {choice['chosen']['context']} (lowest MAE).",) if choice else ()
+    return Table(name="table2_context_length", title="Table 2. Forecast error by context length (stage 2)",
+                 columns=("context (tokens)", "rank", "lr", "MAE", "MSE", "RMSE", "parse rate"),
+                 rows=tuple(rows), formats=("d", "d", "g", ".4g", ".4g", ".4g", ".1%"), notes=notes)
+
+
+def comparison_table(index: dict) -> Table:
+    """Table 3: zero-shot (both prompts) vs default fine-tune vs best fine-tune vs persistence."""
+    by_node = {r["node"]: r for r in index["runs"]}
+    labels = [(k, f"zero-shot, {k.removeprefix('zero-shot-')} prompt") for k in by_node if k.startswith("zero-shot-")]
+    labels += [("default", "default fine-tune"), ("final", "best fine-tune (final run)")]
+    rows = []
+    for key, label in labels:
+        r = by_node.get(key)
+        rows.append((label, *_errors(r), r.get("parse_rate") if _done(r) else why_missing(r or {}),
+                     r.get("series") if _done(r) else why_missing(r or {})))
+    # Persistence is computed on the same validation series by every evaluation: take any finished one.
+    ref = next((r for r in index["runs"] if _done(r) and r.get("persistence_mae") is not None), None)
+    rows.append(("persistence (last point repeated)", *(_errors(ref, "persistence") if ref else [Mark("missing")] * 3),
+                 1.0 if ref else Mark("missing"), ref.get("series") if ref else Mark("missing")))
+    return Table(name="table3_forecast_error", title="Table 3. Forecast error on the validation systems' horizon",
+                 columns=("model", "MAE", "MSE", "RMSE", "parse rate", "series"), rows=tuple(rows),
+                 formats=("", ".4g", ".4g", ".4g", ".1%", "d"),
+                 notes=("Errors in population units over the horizon, both variables (SPEC §4).",))
+
+
+def flops_table(index: dict, planned: dict[str, int], budget: float) -> Table:
+    """Table 4: FLOPs by experiment: spent, planned, lost to preemption; the total against the budget."""
+    rows, spent_total, lost_total = [], 0, 0
+    for exp in EXPERIMENTS:
+        runs = [r for r in index["runs"] if r["stage"] == exp]
+        spent = sum(r.get("flops") or 0 for r in runs)
+        lost = sum(r.get("lost_flops") or 0 for r in runs)
+        spent_total, lost_total = spent_total + spent, lost_total + lost
+        rows.append((exp, f"{sum(map(_done, runs))}/{len(runs)}", spent, planned.get(exp, 0), lost,
+                     spent / planned[exp] if planned.get(exp) else Mark("-")))
+    plan_total = sum(planned.get(e, 0) for e in EXPERIMENTS)
+    complete = sum(map(_done, index["runs"]))
+    rows.append(("total", f"{complete}/{len(index['runs'])}", spent_total, plan_total, lost_total,
+                 spent_total / plan_total if plan_total else Mark("-")))
+    rows.append(("budget", "", budget, budget, Mark("-"), spent_total / budget))
+    return Table(name="table4_flops", title="Table 4. FLOPs by experiment",
+                 columns=("experiment", "runs complete", "spent", "planned", "lost to preemption", "spent / planned"),
+                 rows=tuple(rows), formats=("", "", ".3e", ".3e", ".3e", ".1%"),
+                 notes=("Spent: what the runs computed (training 3 x forward per step, validation forwards, prompts "
+                        "and generated tokens), re-done steps included; lost: the part re-done after a preemption. "
+                        "The last column of the budget row is the share of the budget spent.",))
+
+
+def grid_table(index: dict) -> Table:
+    """Stage 1: final validation loss by rank (rows) x learning rate (columns)."""
+    runs = [r for r in index["runs"] if r["stage"] == "stage1"]
+    ranks = sorted({r["rank"] for r in runs if r.get("rank") is not None})
+    lrs = sorted({r["lr"] for r in runs if r.get("lr") is not None}, reverse=True)
+    cell = {(r.get("rank"), r.get("lr")): r for r in runs}
+    rows = []
+    for rank in ranks:
+        row = [rank]
+        for lr in lrs:
+            r = cell.get((rank, lr))
+            row.append(r["val_loss"] if _done(r) and r.get("val_loss") is not None else why_missing(r or {}))
+        rows.append(tuple(row))
+    choice = (index.get("choices") or {}).get("stage2")
+    notes = (f"Stage 2 took rank {choice['chosen']['rank']}, lr {choice['chosen']['lr']:g} "
+             f"(lowest validation loss, run {choice['best']}).",) if choice else ()
+    return Table(name="stage1_grid", title="Stage 1: validation loss by LoRA rank x learning rate",
+                 columns=("rank", *(f"lr {lr:g}" for lr in lrs)), rows=tuple(rows),
+                 formats=("d",) + (".4f",) * len(lrs), notes=notes)
+
+
+def choices_table(index: dict) -> Table:
+    rows = []
+    for stage, choice in (index.get("choices") or {}).items():
+        if not choice:
+            rows.append((stage, Mark("not chosen yet"), "", "", ""))
+            continue
+        done = sum(c["status"] == "complete" for c in choice["candidates"])
+        rows.append((stage, ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in choice["chosen"].items()),
+                     f"lowest {choice['metric']}", choice["best"], f"{done}/{len(choice['candidates'])}"))
+    return Table(name="choices", title="Configurations chosen by the late-bound stages",
+                 columns=("stage", "chosen", "by", "from run", "candidates complete"), rows=tuple(rows))

@@ -1,0 +1,126 @@
+"""The aggregator's tables from run directories in every state, checked against hand-computed values."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lvjob.aggregate import run_index, write_results
+from lvjob.config import to_dict
+from lvjob.plan import plan_study
+from lvjob.profile import Profile
+from lvjob.report import comparison_table, context_table, flops_table, grid_table
+from lvjob.stages import job_for, study_nodes
+from lvjob.study import load_study
+from lvjob.tables import Mark, Table, to_csv, to_latex, to_markdown
+
+STUDY = Path(__file__).parent.parent / "jobs" / "study.yaml"
+
+
+def write_run(job, status, rows=(), evaluation=None, ledger=None, attempts=1):
+    d = job.resolved_run_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "run.json").write_text(json.dumps({"status": status, "kind": job.kind, "attempts": attempts}))
+    (d / "job.yaml").write_text(yaml.safe_dump(to_dict(job)))
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if evaluation:
+        (d / "eval.json").write_text(json.dumps(evaluation))
+    if ledger:
+        (d / "ledger.json").write_text(json.dumps(ledger))
+
+
+def evaluation(mae, mse, series=20, persistence=(0.5, 0.4)):
+    return {"series": series, "parse_rate": 1.0, "model": {"mae": mae, "mse": mse, "rmse": math.sqrt(mse)},
+            "persistence": {"mae": persistence[0], "mse": persistence[1], "rmse": math.sqrt(persistence[1])}}
+
+
+@pytest.fixture
+def study_runs(tmp_path):
+    """Runs in every state: complete, failed, running, requeued (with lost FLOPs), not started."""
+    study = load_study(STUDY, scale="demo")
+    profile = Profile(runs_root=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+    nodes = {n.key: n for n in study_nodes(study)}
+    job = lambda key: job_for(study, profile, nodes[key])  # noqa: E731
+    write_run(job("zero-shot-plain"), "complete", evaluation=evaluation(2.0, 5.0), ledger={"prompt": 100, "generation": 20})
+    write_run(job("zero-shot-instruct"), "failed")
+    write_run(job("default"), "running", rows=[{"step": s, "loss": 3.0, "flops": 1000 * s, "lost_flops": 0} for s in (1, 2, 12)])
+    for i, key in enumerate(k for k in nodes if k.startswith("stage1-")):
+        if key == "stage1-r8-lr0.001":
+            continue  # never started
+        lost = 300 if key == "stage1-r2-lr0.01" else 0  # this one was requeued and re-did 3 steps
+        write_run(job(key), "complete", rows=[{"step": 20, "loss": 2.0, "val_loss": 3.0 - 0.1 * i}],
+                  evaluation=evaluation(1.0 + i, 2.0 + i), ledger={"train": 2000 + lost, "lost_to_preemption": lost},
+                  attempts=2 if lost else 1)
+    # stage 2 at stage 1's best (stage1-r8-lr0.003, i = 7); ctx256 not started
+    write_run(job("stage2-ctx64"), "complete", rows=[{"step": 20, "loss": 1.0, "val_loss": 1.5}],
+              evaluation=evaluation(0.9, 1.2), ledger={"train": 700})
+    write_run(job("stage2-ctx128"), "preempted", rows=[{"step": 5, "loss": 1.0, "flops": 350, "lost_flops": 40}])
+    return study, profile
+
+
+def cells(table: Table, first: str) -> tuple:
+    return next(row for row in table.rows if row[0] == first)[1:]
+
+
+def test_table3_puts_finished_runs_beside_marked_missing_ones_and_persistence(study_runs):
+    study, profile = study_runs
+    t = comparison_table(run_index(study, profile))
+    assert cells(t, "zero-shot, plain prompt") == (2.0, 5.0, math.sqrt(5.0), 1.0, 20)
+    assert cells(t, "zero-shot, instruct prompt") == (Mark("missing: failed"),) * 5
+    assert cells(t, "default fine-tune")[0] == Mark("missing: running, step 12/60")
+    assert cells(t, "best fine-tune (final run)")[0] == Mark("missing: not started")
+    assert cells(t, "persistence (last point repeated)") == (0.5, 0.4, math.sqrt(0.4), 1.0, 20)
+
+
+def test_table4_sums_spent_and_lost_flops_of_every_run_finished_or_not(study_runs):
+    study, profile = study_runs
+    planned = plan_study(study).by_experiment()
+    t = flops_table(run_index(study, profile), planned, study.budget_flops)
+    assert cells(t, "zero-shot") == ("1/2", 120, planned["zero-shot"], 0, 120 / planned["zero-shot"])
+    assert cells(t, "default")[:4] == ("0/1", 12000, planned["default"], 0)  # the running run's FLOPs so far
+    assert cells(t, "stage1")[:4] == ("8/9", 8 * 2000 + 300, planned["stage1"], 300)
+    assert cells(t, "stage2")[:4] == ("1/3", 700 + 350, planned["stage2"], 40)
+    assert cells(t, "final")[:4] == ("0/1", 0, planned["final"], 0)
+    spent = 120 + 12000 + 16300 + 1050
+    assert cells(t, "total") == ("10/16", spent, sum(planned.values()), 340, spent / sum(planned.values()))
+    assert cells(t, "budget")[-1] == spent / 1e17
+
+
+def test_stage1_grid_has_each_validation_loss_in_its_cell(study_runs):
+    study, profile = study_runs
+    t = grid_table(run_index(study, profile))
+    assert t.columns == ("rank", "lr 0.01", "lr 0.003", "lr 0.001")
+    assert cells(t, 2) == pytest.approx((3.0, 2.9, 2.8))
+    assert cells(t, 8)[:2] == pytest.approx((2.4, 2.3)) and cells(t, 8)[2] == Mark("missing: not started")
+    assert "rank 8, lr 0.003" in t.notes[0]
+
+
+def test_table2_lists_every_context_of_stage2(study_runs):
+    study, profile = study_runs
+    t = context_table(run_index(study, profile))
+    assert [row[0] for row in t.rows] == [64, 128, 256]
+    assert cells(t, 64) == (8, 3e-3, 0.9, 1.2, math.sqrt(1.2), 1.0)
+    assert cells(t, 128)[2] == Mark("missing: preempted, step 5/20")
+
+
+def test_each_table_is_written_in_three_formats_and_a_second_run_gives_the_same_files(study_runs):
+    study, profile = study_runs
+    out = write_results(study, profile)
+    names = ["table1_step_flops", "table2_context_length", "table3_forecast_error", "table4_flops", "stage1_grid", "choices"]
+    files = sorted(p.name for p in out.iterdir())
+    assert files == sorted([f"{n}.{ext}" for n in names for ext in ("md", "csv", "tex")] + ["runs.json", "summary.md"])
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    write_results(study, profile)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    text = (out / "summary.md").read_text()
+    assert "missing: failed" in text and "tiny demo model" in text and "Runs complete: 10 of 16" in text
+
+
+def test_formats_keep_marks_and_escape_latex():
+    t = Table("t", "A_b 100%", ("name", "value"), (("x_1", 0.5), ("y", Mark("missing: failed"))), formats=("", ".1%"))
+    assert "| y | missing: failed |" in to_markdown(t) and "| x_1 | 50.0% |" in to_markdown(t)
+    assert to_csv(t).splitlines() == ["name,value", "x_1,0.5", "y,missing: failed"]
+    tex = to_latex(t)
+    assert r"\caption{A\_b 100\%}" in tex and r"x\_1 & 50.0\% \\" in tex and r"\toprule" in tex
