@@ -285,4 +285,7 @@ def _prepare(args) -> int:
 
     print(f"tokenizer: {ensure_tokenizer()}")
     print(f"tiny model: {ensure_tiny_model()}")
+    from lvjob.pretrain import ensure_demo_model
+
+    print(f"demo model (tiny, pre-trained on the training systems' text): {ensure_demo_model()}")
     return 0

@@ -51,8 +51,11 @@ class StudyTask(submitit.helpers.Checkpointable):
         torch.set_num_threads(self.profile.cpus_per_task)
         if self.node.stage == "aggregate":
             from lvjob.aggregate import write_results
+            from lvjob.plots import plot_results
 
-            return {"results": str(write_results(self.study, self.profile))}
+            out = write_results(self.study, self.profile)
+            plot_results(out)
+            return {"results": str(out)}
 
         from lvjob.runner import EXIT_PREEMPTED, read_status, run
 
@@ -276,8 +279,12 @@ def prepare(study: Study) -> None:
 
     data.ensure(study.data)
     ensure_tokenizer()
-    if study.model == "tiny":
+    if study.model in ("tiny", "tiny-lv"):
         ensure_tiny_model()
+    if study.model == "tiny-lv":
+        from lvjob.pretrain import ensure_demo_model
+
+        ensure_demo_model(log=lambda m: print(m, flush=True))
 
 
 def _array_id(job_id: str) -> str:

@@ -3,7 +3,7 @@
 A forecast of `points` time points of `variables` values each, written with `decimals` decimals:
 
     value (',' value){variables-1} (';' value (',' value){variables-1}){points-1}
-    value = digit{1,max_int_digits} '.' digit{decimals}
+    value = int '.' digit{decimals},  int = '0' | nonzero digit{0,max_int_digits-1}
 
 Decimals are at least 1: with none, the end of a value would be ambiguous (another digit or a
 separator), and a forecast could not know when it is complete.
@@ -11,7 +11,9 @@ separator), and a forecast could not know when it is complete.
 Parsing runs text through this machine; constrained decoding (the runner) asks it, at every step,
 which characters may come next. Qwen2.5 writes each digit, '.', ',' and ';' as one token, so the same
 machine constrains generation token by token. Bounding the integer digits is what stops a model from
-writing `99999999…` forever: a character whitelist alone cannot.
+writing `99999999…` forever: a character whitelist alone cannot. No leading zeros: rendering never
+writes `07.5`, so a forecast "in the same format" cannot either (and a weak model that writes a
+second digit after a leading '0' would otherwise inflate a value tenfold).
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ class Grammar:
 @dataclass(frozen=True)
 class State:
     """Where the machine is: in point `point`, value `var`, with `ints` integer digits and
-    `decs` decimals written so far (`decs` is -1 before the decimal point)."""
+    `decs` decimals written so far (`decs` is -1 before the decimal point); `zero`: the integer
+    part is a single '0', which only the decimal point may follow."""
 
     point: int = 0
     var: int = 0
     ints: int = 0
     decs: int = -1
+    zero: bool = False
 
     @property
     def value_started(self) -> bool:
@@ -82,7 +86,7 @@ def allowed(g: Grammar, s: State) -> str:
         return DIGITS
     if s.ints == 0:
         return DIGITS
-    more_ints = DIGITS if s.ints < g.max_int_digits else ""
+    more_ints = DIGITS if s.ints < g.max_int_digits and not s.zero else ""
     return more_ints + DECIMAL_POINT
 
 
@@ -95,10 +99,10 @@ def step(g: Grammar, s: State, ch: str) -> State | None:
     if ch == POINT_SEP:
         return State(point=s.point + 1, var=0)
     if ch == DECIMAL_POINT:
-        return State(point=s.point, var=s.var, ints=s.ints, decs=0)
+        return State(point=s.point, var=s.var, ints=s.ints, decs=0, zero=s.zero)
     if s.decs >= 0:
-        return State(point=s.point, var=s.var, ints=s.ints, decs=s.decs + 1)
-    return State(point=s.point, var=s.var, ints=s.ints + 1, decs=-1)
+        return State(point=s.point, var=s.var, ints=s.ints, decs=s.decs + 1, zero=s.zero)
+    return State(point=s.point, var=s.var, ints=s.ints + 1, decs=-1, zero=s.ints == 0 and ch == "0")
 
 
 def describe(g: Grammar, s: State) -> str:

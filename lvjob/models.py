@@ -4,7 +4,9 @@
   (compute nodes have no internet: stage it once on the login node, see the README).
 - `qwen2.5-0.5b-random`: the same architecture with random weights (FLOP tests, GPU benchmarks).
 - `tiny`: the same architecture at a tiny width, the real vocabulary, built locally with a fixed seed
-  and saved once into the cache; for tests and laptop runs.
+  and saved once into the cache; for tests.
+- `tiny-lv`: `tiny` after a short pre-training on LLMTIME text of the default data's training
+  systems (lvjob.pretrain): the demo's base model on a laptop.
 
 Whatever the name, the model is loaded by `AutoModelForCausalLM.from_pretrained` from a folder or a
 hub id, so the tiny model exercises the real model's code path.
@@ -51,7 +53,7 @@ TINY_CONFIG = dict(
 )
 TINY_SEED = 1234
 
-MODEL_NAMES = ("qwen2.5-0.5b", "qwen2.5-0.5b-random", "tiny")
+MODEL_NAMES = ("qwen2.5-0.5b", "qwen2.5-0.5b-random", "tiny", "tiny-lv")
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def config_dict(name: str) -> dict:
     """The config values of a named model, as plain values (no transformers import)."""
     if name in ("qwen2.5-0.5b", "qwen2.5-0.5b-random"):
         return dict(QWEN25_05B_CONFIG)
-    if name == "tiny":
+    if name in ("tiny", "tiny-lv"):
         return dict(TINY_CONFIG)
     raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
 
@@ -115,6 +117,10 @@ def resolve_weights(choice: ModelChoice) -> str:
         return choice.path
     if choice.name == "tiny":
         return str(ensure_tiny_model())
+    if choice.name == "tiny-lv":
+        from lvjob.pretrain import ensure_demo_model
+
+        return str(ensure_demo_model())
     if choice.name == "qwen2.5-0.5b":
         return QWEN25_HUB_ID
     raise ValueError(f"model {choice.name!r} has no weights to load; it is built with random_model()")

@@ -143,6 +143,18 @@ def test_grammar_bounds_the_integer_digits():
     assert grammar.allowed(g, s) == "."
 
 
+def test_grammar_allows_no_leading_zeros_as_render_writes_none():
+    g = Grammar(max_int_digits=3)
+    assert grammar.allowed(g, _walk(g, "0")) == "."
+    assert _walk(g, "07.5") is None
+    assert grammar.allowed(g, _walk(g, "10")) == "0123456789."  # a zero after a first digit is fine
+
+
+def test_parse_stops_at_a_leading_zero():
+    parsed = parse("0.571,0.772;07.500,0.1")
+    assert not parsed.ok and len(parsed.values) == 1 and parsed.error_at == 13
+
+
 def test_grammar_forces_separators_after_the_decimals():
     g = Grammar(variables=2, decimals=3, points=3)
     assert grammar.allowed(g, _walk(g, "1.234")) == ","

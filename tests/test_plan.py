@@ -41,8 +41,8 @@ def test_default_study_is_the_reference_with_the_final_run_cut():
     assert dataclasses.replace(study, name=ref.name, final=ref.final) == ref
 
 
-def test_demo_scale_uses_the_tiny_model():
-    assert load_study(JOBS / "study.yaml", scale="demo").model == "tiny"
+def test_demo_scale_uses_the_pretrained_tiny_demo_model():
+    assert load_study(JOBS / "study.yaml", scale="demo").model == "tiny-lv"
 
 
 def _small_study(**kw) -> Study:

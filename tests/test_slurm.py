@@ -46,7 +46,7 @@ def slurm():
 
 def small_overrides(data: Path) -> list[str]:
     """The demo scale cut further: every stage, a few steps each, 2 forecast series."""
-    return [f"data.path={data}", "data.systems=20", "data.points=30", "evaluation.series=2",
+    return ["model=tiny", f"data.path={data}", "data.systems=20", "data.points=30", "evaluation.series=2",
             "training.val_every=2", "training.val_chunks=2", "training.checkpoint_every=2",
             "default.steps=4", "default.context=64", "stage1.steps=4", "stage1.context=64",
             "stage2.contexts=[48,64,96]", "stage2.steps=4", "final.steps=4"]

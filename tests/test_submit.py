@@ -24,7 +24,7 @@ def test_local_profile_runs_a_small_study_to_the_end_and_a_second_submit_does_no
     profile = tmp_path / "local.yaml"
     profile.write_text(yaml.safe_dump(yaml.safe_load((ROOT / "slurm" / "local.yaml").read_text())
                                       | {"runs_root": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results")}))
-    small = [f"data.path={small_data}", "data.systems=20", "data.points=30", "evaluation.series=2",
+    small = ["model=tiny", f"data.path={small_data}", "data.systems=20", "data.points=30", "evaluation.series=2",
              "training.val_every=2", "training.val_chunks=2", "training.checkpoint_every=2", "zero_shot_prompts=[plain]",
              "default.steps=2", "default.context=48", "stage1.ranks=[2]", "stage1.lrs=[1e-3]", "stage1.steps=2",
              "stage1.context=48", "stage2.contexts=[48]", "stage2.steps=2", "final.steps=2"]
