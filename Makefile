@@ -12,13 +12,16 @@ IMAGE ?= lvjob.sif
 export LVJOB_CACHE ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install study submit status cancel aggregate container data plan flops bench test clean help
+.PHONY: install study submit status cancel aggregate plots pull container data plan flops bench test clean help
 
 help:
 	@echo "make study      the whole study on this machine (= make submit PROFILE=local: tiny model, demo scale)"
 	@echo "make submit     plan, then submit the study with PROFILE (slurm/PROFILE.yaml; default local)"
 	@echo "make status     each job of the study: state, step, loss, FLOPs, requeues (same PROFILE)"
 	@echo "make cancel     cancel the study's queued and running SLURM jobs (same PROFILE)"
+	@echo "make aggregate  tables + summary into results/ (the study's last job does this too)"
+	@echo "make plots      loss curves, forecasts, FLOP budget into results/plots/ (PNG, PDF)"
+	@echo "make pull       copy a cluster's results and run directories here (PROFILE with pull: host, path)"
 	@echo "make container  build the Apptainer image IMAGE (lvjob.sif) from containers/lvjob.def"
 	@echo "make test       the test suite; as root it brings up a local SLURM for the cluster tests"
 	@echo "make plan       FLOP plan of STUDY at SCALE;  make flops: per-step FLOP table of Qwen2.5-0.5B"
@@ -67,12 +70,19 @@ cancel: install
 aggregate: install
 	$(LVJOB) aggregate $(STUDY) --profile $(PROFILE)
 
+plots: install
+	$(LVJOB) plot results
+
+# Results and logs only; PULL_FLAGS=--checkpoints brings the training checkpoints too.
+pull: install
+	$(LVJOB) pull --profile $(PROFILE) $(PULL_FLAGS)
+
 container:
 	@command -v apptainer > /dev/null || { echo "make container: apptainer is not installed here. Build the image where it is (e.g. a cluster login node): apptainer build $(IMAGE) containers/lvjob.def"; exit 1; }
 	apptainer build $(IMAGE) containers/lvjob.def
 
 bench: install
-	$(PY) benchmarks/runner_bench.py
+	$(PY) benchmarks/bench.py
 
 # As root the cluster tests get a real single-node SLURM (slurm/local/, ~3 s to bring up once its
 # packages are installed); otherwise they are skipped and say so.

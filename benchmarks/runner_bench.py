@@ -1,6 +1,4 @@
-"""Benchmarks of the runner's hot paths, as ratios measured side by side in one run.
-
-    python benchmarks/runner_bench.py [--series 200] [--single 20] [--out benchmarks/results]
+"""Benchmarks of the runner's hot paths, as ratios measured side by side in one run (benchmarks/bench.py runs them).
 
 1. batched constrained evaluation of the validation series vs one series at a time;
 2. constrained vs unconstrained batched decoding (per decode step);
@@ -12,10 +10,8 @@ noisy: read the ratios, not the absolute seconds.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,17 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from lvjob import checkpoint, data  # noqa: E402
-from lvjob.evaluate import ForecastSettings, build_prompt, forecast  # noqa: E402
-from lvjob.forecast import alphabet_ids, generate, grammar_max_tokens  # noqa: E402
-from lvjob.grammar import Grammar  # noqa: E402
-from lvjob.job import Job  # noqa: E402
-from lvjob.models import ModelChoice, load_model  # noqa: E402
-from lvjob.study import DataSpec  # noqa: E402
-from lvjob.tokenizer import load_tokenizer  # noqa: E402
+from lvjob import checkpoint, data
+from lvjob.evaluate import ForecastSettings, build_prompt, forecast
+from lvjob.forecast import alphabet_ids, generate, grammar_max_tokens
+from lvjob.grammar import Grammar
+from lvjob.job import Job
+from lvjob.study import DataSpec
+from lvjob.tokenizer import load_tokenizer
 
 
 def machine() -> str:
@@ -147,46 +139,3 @@ def bench_checkpoint(small: Path, context: int, batch: int, steps: int) -> list[
         (f"checkpoint write (adapter, optimizer, RNG, 250 metrics rows; {size / 1e6:.2f} MB)", f"{t_ckpt * 1e3:.1f} ms"),
         ("**checkpoint / training time between checkpoints (250 steps)**", f"**{t_ckpt / between:.4%}** (target <= 1%)"),
     ]
-
-
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--series", type=int, default=200, help="validation series in the batched evaluation (default 200)")
-    p.add_argument("--single", type=int, default=20, help="series timed one at a time (default 20)")
-    p.add_argument("--decode-series", type=int, default=50, help="series in the decoding comparison (default 50)")
-    p.add_argument("--train-steps", type=int, default=5, help="training steps timed for the checkpoint ratio (default 5)")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for <machine>-runner.md")
-    args = p.parse_args()
-
-    torch.manual_seed(0)
-    tok = load_tokenizer()
-    model = load_model(ModelChoice("tiny")).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "lv.h5"
-        lv, params = data.generate(n_systems=1000, n_points=100, seed=0)
-        data.write(path, lv, params)
-        _, val = data.split_systems(lv.n_systems)
-        series = lv.trajectories[val[: args.series]]
-        contexts, horizon = series[:, :80], 20
-        sections = [
-            ("Evaluation: batched vs one at a time", bench_eval(model, tok, contexts, horizon, args.single)),
-            ("Decoding: constrained vs unconstrained (batched, greedy, best of 3)",
-             bench_constraint(model, tok, contexts[: args.decode_series], horizon)),
-            ("Checkpoints", bench_checkpoint(path, context=512, batch=4, steps=args.train_steps)),
-        ]
-    lines = [f"# Runner benchmarks on {machine()}", "",
-             f"`python benchmarks/runner_bench.py --series {args.series} --single {args.single}`; tiny model (random weights), "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}.", ""]
-    for title, rows in sections:
-        lines += [f"## {title}", "", "| measurement | result |", "|---|---|"]
-        lines += [f"| {a} | {b} |" for a, b in rows]
-        lines.append("")
-    text = "\n".join(lines)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{machine()}-runner.md").write_text(text + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -20,37 +20,15 @@ LORA_RANK = 4
 
 
 def _measure(name: str, batch: int, seq: int) -> dict[str, int]:
-    """FlopCounterMode totals of a forward, a full fine-tuning forward+backward and a LoRA one."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from torch.utils.flop_counter import FlopCounterMode
+    from lvjob.flopcheck import measured
 
-    from lvjob.models import random_model
-
-    model = random_model(name, seed=0, attn_implementation="eager")  # FlopCounterMode sees no SDPA FLOPs on CPU
-    ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
-
-    def count(fn) -> int:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            fn()
-        return counter.get_total_flops()
-
-    out = {}
-    with torch.no_grad():
-        out["forward"] = count(lambda: model(input_ids=ids))
-    out["full"] = count(lambda: model(input_ids=ids, labels=ids).loss.backward())
-    model.zero_grad(set_to_none=True)
-    config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
-    lora = get_peft_model(model, config)
-    out["lora"] = count(lambda: lora(input_ids=ids, labels=ids).loss.backward())
-    return out
+    return measured(name, batch, seq, LORA_RANK)
 
 
 def _ours(name: str, batch: int, seq: int) -> dict[str, int]:
-    shape = flops.shape_of(name)
-    mm = lambda rank, backward: flops.matmul_flops(shape, batch, seq, rank, backward=backward, convention="2mnp").total
-    return {"forward": mm(0, False), "full": mm(0, True), "lora": mm(LORA_RANK, True)}
+    from lvjob.flopcheck import counted
+
+    return counted(name, batch, seq, LORA_RANK)
 
 
 @pytest.fixture(scope="module")

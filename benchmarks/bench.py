@@ -1,0 +1,81 @@
+"""`make bench`: every hot path of the suite, as ratios measured side by side in one run.
+
+    python benchmarks/bench.py [--series 200] [--single 20] [--quick] [--out benchmarks/results]
+
+Prints one Markdown report and writes it to benchmarks/results/<machine>.md (with the scaling plot
+beside it). Tiny model with random weights on whatever machine runs it; the report says which.
+Timings on shared machines are noisy: read the ratios, not the absolute seconds. See
+benchmarks/README.md for how each figure is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import pipeline_bench as pb
+import runner_bench as rb
+from lvjob import data
+from lvjob.models import ModelChoice, load_model
+from lvjob.tokenizer import load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--series", type=int, default=200, help="validation series in the batched evaluation (default 200)")
+    p.add_argument("--single", type=int, default=20, help="series timed one at a time (default 20)")
+    p.add_argument("--decode-series", type=int, default=50, help="series in the decoding comparison (default 50)")
+    p.add_argument("--train-steps", type=int, default=5, help="training steps timed for the checkpoint ratio (default 5)")
+    p.add_argument("--quick", action="store_true", help="small sizes, no full-size FLOP check (a smoke run)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for <machine>.md")
+    args = p.parse_args()
+    if args.quick:
+        args.series, args.single, args.decode_series, args.train_steps = 20, 2, 5, 1
+
+    torch.manual_seed(0)
+    tok = load_tokenizer()
+    model = load_model(ModelChoice("tiny")).eval()
+    machine = rb.machine()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lv.h5"
+        lv, params = data.generate(n_systems=1000, n_points=100, seed=0)
+        data.write(path, lv, params)
+        train, val = data.split_systems(lv.n_systems)
+        series = lv.trajectories[val[: args.series]]
+        contexts, horizon = series[:, :80], 20
+        small = Path(tmp) / "small.h5"
+        lv_small, params_small = data.generate(n_systems=20, n_points=100, seed=0)
+        data.write(small, lv_small, params_small)
+        sections = [
+            ("Evaluation: batched vs one at a time", rb.bench_eval(model, tok, contexts, horizon, args.single)),
+            ("Decoding: constrained vs unconstrained (batched, greedy, best of 3)",
+             rb.bench_constraint(model, tok, contexts[: args.decode_series], horizon)),
+            ("Checkpoints", rb.bench_checkpoint(path, context=512, batch=4, steps=args.train_steps)),
+            ("Resume", pb.bench_resume(small, Path(tmp))),
+            ("Text: LLMTIME and tokens of the training split", pb.bench_text(lv.trajectories, train[:80] if args.quick else train, tok)),
+            ("FLOP counter (executed view, matrix products) vs FlopCounterMode", pb.bench_flop_agreement(full_size=not args.quick)),
+            ("Scaling", pb.bench_scaling(model, tok, contexts, horizon, args.out / f"{machine}-scaling.png",
+                                         series_counts=tuple(k for k in (10, 50, 100, 200) if k <= len(contexts)))),
+        ]
+    lines = [f"# Benchmarks on {machine}", "",
+             f"`python benchmarks/bench.py{' --quick' if args.quick else ''}`; tiny model (random weights), "
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}.", ""]
+    for title, rows in sections:
+        lines += [f"## {title}", "", "| measurement | result |", "|---|---|"]
+        lines += [f"| {a} | {b} |" for a, b in rows]
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{machine}{'-quick' if args.quick else ''}.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Benchmarks of the pipeline around the runner (used by benchmarks/bench.py):
+
+- LLMTIME render and parse, and tokenization + chunking, of the whole training split;
+- the FLOP counter's executed view against FlopCounterMode (agreement, not speed);
+- time from a job's start to its first resumed training step, from a checkpoint;
+- scaling: training step time by context length, evaluation time by number of series (and a plot).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lvjob import flopcheck
+from lvjob.corpus import pad_batch, training_chunks
+from lvjob.evaluate import ForecastSettings, forecast
+from lvjob.ledger import read_jsonl
+from lvjob.llmtime import fit_scaler, parse, render
+from runner_bench import timed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_text(trajectories: np.ndarray, systems, tok, context: int = 512) -> list[tuple[str, str]]:
+    series = trajectories[systems]
+    t_render, texts = timed(lambda: [render(fit_scaler(s).transform(s)) for s in series])
+    t_parse, parsed = timed(lambda: [parse(t) for t in texts])
+    assert all(p.ok for p in parsed)
+    t_chunk, chunks = timed(lambda: training_chunks(trajectories, systems, tok, context))
+    n_tokens = sum(map(len, chunks))
+    chars = sum(map(len, texts))
+    return [
+        (f"render (fit scaler + text) of {len(series)} training systems, {chars / 1e6:.2f} M characters",
+         f"{t_render:.3f} s ({t_render / len(series) * 1e3:.2f} ms/system)"),
+        ("parse of the same texts (exact inverse)", f"{t_parse:.3f} s ({chars / t_parse / 1e6:.2f} M characters/s)"),
+        (f"tokenize + chunk (context {context}, overlap {context // 2})",
+         f"{t_chunk:.2f} s: {len(chunks):,} chunks, {n_tokens / 1e6:.2f} M tokens ({n_tokens / t_chunk / 1e6:.2f} M tokens/s)"),
+    ]
+
+
+def bench_flop_agreement(full_size: bool = True) -> list[tuple[str, str]]:
+    cases = [("tiny", 2, 64)] + ([("qwen2.5-0.5b", 1, 32)] if full_size else [])
+    rows = []
+    for name, batch, seq in cases:
+        got, ours = flopcheck.measured(name, batch, seq), flopcheck.counted(name, batch, seq)
+        for kind in flopcheck.KINDS:
+            rel = ours[kind] / got[kind] - 1
+            rows.append((f"{name}, {batch} x {seq} tokens, {kind}",
+                         f"counter {ours[kind]:.4e} vs FlopCounterMode {got[kind]:.4e}: {rel:+.2e} (target within 1%)"))
+    return rows
+
+
+def bench_resume(data_path: Path, tmp: Path) -> list[tuple[str, str]]:
+    """Kill a training job (SIGKILL) after its checkpoint at step 5, restart it, time to the first new step."""
+    run_dir = tmp / "resume-run"
+    cmd = [sys.executable, "-m", "lvjob", "run", str(ROOT / "jobs" / "default_lora.yaml"), "model=tiny",
+           f"data.path={data_path}", "data.systems=20", "steps=200", "checkpoint_every=5", "val_every=100",
+           "val_chunks=2", "context=64", "series=1", f"run_dir={run_dir}"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_dir / "checkpoints" / "step-0000005"
+    deadline = time.monotonic() + 300
+    while not (ckpt.exists() and any(r["step"] >= 7 for r in read_jsonl(run_dir / "metrics.jsonl"))):
+        if time.monotonic() > deadline or first.poll() is not None:
+            first.kill()
+            raise RuntimeError("the first training process did not reach step 7")
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    start = time.monotonic()
+    second = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not any(r.get("attempt") == 2 for r in read_jsonl(run_dir / "metrics.jsonl")):
+        if time.monotonic() - start > 300 or second.poll() is not None:
+            break
+        time.sleep(0.02)
+    to_first_step = time.monotonic() - start
+    second.send_signal(signal.SIGKILL)
+    second.wait()
+    t_import, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.train, lvjob.runner, transformers, peft"],
+                                               check=True))
+    resumed = [r for r in read_jsonl(run_dir / "preemptions.jsonl") if r["event"] == "resume"]
+    return [
+        ("job start to first resumed training step (tiny model, checkpoint at step 5, killed at step >= 7)",
+         f"{to_first_step:.1f} s, resumed from step {resumed[-1]['from_step'] if resumed else '?'}"),
+        ("of which: starting Python and importing torch, transformers, peft", f"{t_import:.1f} s"),
+    ]
+
+
+def bench_scaling(model, tok, contexts_np: np.ndarray, horizon: int, out_png: Path | None,
+                  lengths=(64, 128, 256, 512), series_counts=(10, 50, 100, 200)) -> list[tuple[str, str]]:
+    from lvjob.job import Job
+    from lvjob.train import lora_model
+
+    rows, train_t, eval_t = [], {}, {}
+    lora = lora_model(Job(kind="train", model="tiny", rank=4), "cpu")
+    opt = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-4)
+    ids = [list(np.random.default_rng(0).integers(11, 27, size=4096))] * 4
+    for n in lengths:
+        batch = {k: torch.from_numpy(v) for k, v in pad_batch([c[:n] for c in ids], n, tok.pad_token_id).items()}
+
+        def step():
+            lora(**batch).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        step()
+        train_t[n], _ = timed(lambda: [step() for _ in range(3)])
+        train_t[n] /= 3
+        rows.append((f"LoRA training step, batch 4 x {n} tokens", f"{train_t[n] * 1e3:.0f} ms ({4 * n / train_t[n]:,.0f} tokens/s)"))
+    for k in series_counts:
+        s = ForecastSettings(temperature=0.2, batch_size=k)
+        eval_t[k], _ = timed(lambda: forecast(model, tok, contexts_np[:k], horizon, s))
+        rows.append((f"batched evaluation of {k} series, {horizon}-point horizon", f"{eval_t[k]:.2f} s ({eval_t[k] / k * 1e3:.1f} ms/series)"))
+    if out_png is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+        a.plot(list(train_t), [v * 1e3 for v in train_t.values()], "o-")
+        a.set(xlabel="context length (tokens)", ylabel="ms per training step", title="LoRA step, batch 4 (tiny model)")
+        b.plot(list(eval_t), list(eval_t.values()), "o-")
+        b.set(xlabel="validation series (one batch)", ylabel="seconds", title=f"evaluation, {horizon}-point horizon")
+        for ax in (a, b):
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        out_png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out_png, dpi=100)
+        plt.close(fig)
+        rows.append(("plot", f"`{out_png.name}` beside this report"))
+    return rows
