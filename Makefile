@@ -12,7 +12,7 @@ IMAGE ?= lvjob.sif
 export LVJOB_CACHE ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install study submit status cancel aggregate plots pull container data plan flops bench test clean help
+.PHONY: install study submit status cancel aggregate plots pull container data plan flops bench bench-gpu test clean help
 
 help:
 	@echo "make study      the whole study on this machine (= make submit PROFILE=local: tiny model, demo scale)"
@@ -25,7 +25,8 @@ help:
 	@echo "make container  build the Apptainer image IMAGE (lvjob.sif) from containers/lvjob.def"
 	@echo "make test       the test suite; as root it brings up a local SLURM for the cluster tests"
 	@echo "make plan       FLOP plan of STUDY at SCALE;  make flops: per-step FLOP table of Qwen2.5-0.5B"
-	@echo "make bench      runner benchmarks (batched eval, constrained decoding, checkpoints); see benchmarks/README.md"
+	@echo "make bench      benchmarks of every hot path on this machine; see benchmarks/README.md"
+	@echo "make bench-gpu  full-size Qwen2.5-0.5B on a CUDA GPU (SMOKE=1: the smoke size, any machine)"
 	@echo "make install    create .venv with pinned dependencies (CPU torch here; CUDA torch on GPU machines)"
 
 install: $(VENV)/.installed
@@ -83,6 +84,11 @@ container:
 
 bench: install
 	$(PY) benchmarks/bench.py
+
+# On a CUDA GPU: full-size Qwen2.5-0.5B (random weights), bf16. Elsewhere: SMOKE=1 runs the same
+# code at the smoke size (tiny model, small shapes) so it cannot rot.
+bench-gpu: install
+	$(PY) benchmarks/gpu_bench.py $(if $(SMOKE),--smoke)
 
 # As root the cluster tests get a real single-node SLURM (slurm/local/, ~3 s to bring up once its
 # packages are installed); otherwise they are skipped and say so.
