@@ -67,8 +67,11 @@ def study_tables(study: Study, index: dict) -> list[Table]:
 
 def summary(study: Study, index: dict, tables: list[Table]) -> str:
     complete = sum(r["status"] == "complete" for r in index["runs"])
-    model = ("the tiny demo model (a 2-layer Qwen2 with the real vocabulary, built locally: its numbers show the "
-             "pipeline working, not what Qwen2.5 can do)" if study.model == "tiny" else f"`{study.model}`")
+    small = {"tiny-lv": "the tiny demo model `tiny-lv` (a 2-layer Qwen2 with the real vocabulary, briefly pre-trained on "
+                        "the training systems' text",
+             "tiny": "the tiny test model `tiny` (a 2-layer Qwen2 with the real vocabulary and random weights"}
+    model = (small[study.model] + ", built locally: its numbers show the pipeline working, not what Qwen2.5 can do)"
+             if study.model in small else f"`{study.model}`")
     lines = [f"# Results: {study.name} (scale {study.scale})", "",
              f"Model: {model}. Runs complete: {complete} of {len(index['runs'])}; a table cell marked `missing: ...` "
              "belongs to a run that has not finished, and says why.", ""]
