@@ -63,17 +63,10 @@ def main() -> int:
             ("Scaling", pb.bench_scaling(model, tok, contexts, horizon, args.out / f"{machine}-scaling.png",
                                          series_counts=tuple(k for k in (10, 50, 100, 200) if k <= len(contexts)))),
         ]
-    lines = [f"# Benchmarks on {machine}", "",
-             f"`python benchmarks/bench.py{' --quick' if args.quick else ''}`; tiny model (random weights), "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}.", ""]
-    for title, rows in sections:
-        lines += [f"## {title}", "", "| measurement | result |", "|---|---|"]
-        lines += [f"| {a} | {b} |" for a, b in rows]
-        lines.append("")
-    text = "\n".join(lines)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{machine}{'-quick' if args.quick else ''}.md").write_text(text + "\n")
+    header = [f"# Benchmarks on {machine}", "",
+              f"`python benchmarks/bench.py{' --quick' if args.quick else ''}`; tiny model (random weights), "
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}.", ""]
+    rb.write_report(header, sections, args.out / f"{machine}{'-quick' if args.quick else ''}.md")
     return 0
 
 

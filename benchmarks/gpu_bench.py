@@ -207,15 +207,10 @@ def main() -> int:
                 ("Evaluation", eval_rows),
                 ("Cost of the study", study_gpu_hours(rate, per_series, args.smoke))]
     machine = rb.machine()
-    lines = [f"# GPU benchmarks on {machine}{' (smoke size)' if args.smoke else ''}", "",
-             f"`python benchmarks/gpu_bench.py{' --smoke' if args.smoke else ''}`; model {model_name} (random weights), "
-             f"{'bf16 autocast' if device == 'cuda' else 'float32 on CPU'}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}.", ""]
-    for title, rows in sections:
-        lines += [f"## {title}", "", "| measurement | result |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
-    text = "\n".join(lines)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{machine}-gpu{'-smoke' if args.smoke else ''}.md").write_text(text + "\n")
+    header = [f"# GPU benchmarks on {machine}{' (smoke size)' if args.smoke else ''}", "",
+              f"`python benchmarks/gpu_bench.py{' --smoke' if args.smoke else ''}`; model {model_name} (random weights), "
+              f"{'bf16 autocast' if device == 'cuda' else 'float32 on CPU'}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}.", ""]
+    rb.write_report(header, sections, args.out / f"{machine}-gpu{'-smoke' if args.smoke else ''}.md")
     return 0
 
 

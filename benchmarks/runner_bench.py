@@ -34,6 +34,17 @@ def machine() -> str:
     return f"cpu-{platform.machine()}-{os.cpu_count()}cores"
 
 
+def write_report(header: list[str], sections: list[tuple[str, list[tuple[str, str]]]], path: Path) -> None:
+    """Print the report (header lines, then one two-column table per section) and write it to `path`."""
+    lines = list(header)
+    for title, rows in sections:
+        lines += [f"## {title}", "", "| measurement | result |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
+    text = "\n".join(lines)
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
 def timed(fn, repeat: int = 1) -> tuple[float, object]:
     best, out = float("inf"), None
     for _ in range(repeat):
