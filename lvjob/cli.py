@@ -191,9 +191,13 @@ def _run(args) -> int:
     if args.print_run_dir:
         print(job.resolved_run_dir())
         return 0
-    from lvjob.runner import run
+    from lvjob.runner import RunBusy, run
 
-    return run(job, log=lambda msg: print(msg, flush=True))
+    try:
+        return run(job, log=lambda msg: print(msg, flush=True))
+    except RunBusy as e:
+        print(f"lvjob run: error: {e}", file=sys.stderr)
+        return 4
 
 
 def _study_and_profile(args):

@@ -85,12 +85,45 @@ def pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class RunBusy(RuntimeError):
+    """Another live process holds the run directory."""
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """Hold the run directory exclusively while a process works in it.
+
+    Two processes training into one directory (a job resubmitted while its first copy still runs, a
+    run started by hand beside the cluster's) would corrupt it. The lock is the kernel's (flock on
+    `run_dir/.lock`): it goes with the process, however the process dies, so a killed job never
+    leaves a stale lock behind.
+    """
+    import fcntl
+
+    with open(run_dir / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = read_status(run_dir)
+            raise RunBusy(f"{run_dir} is in use by another process (pid {holder.get('pid', '?')} on "
+                          f"{holder.get('host', '?')}); nothing was changed") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def run(job: Job, log=print) -> int:
     """Run `job` to completion (or to a requested stop). Returns the process exit code."""
-    from lvjob.train import Preempted, StopFlag
-
     run_dir = job.resolved_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _run_locked(job, run_dir, log)
+
+
+def _run_locked(job: Job, run_dir: Path, log) -> int:
+    from lvjob.train import Preempted, StopFlag
+
     status = read_status(run_dir)
     if status.get("status") == "complete":
         log(f"{run_dir}: already complete, nothing to do")

@@ -191,3 +191,23 @@ def test_a_signal_outside_training_goes_to_the_handler_installed_before():
         assert handed_on == [signal.SIGUSR2] and not flag.requested
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_a_run_directory_in_use_by_another_process_is_refused_and_left_untouched(tmp_path):
+    import fcntl
+    import json
+
+    import pytest
+
+    from lvjob.job import Job
+    from lvjob.runner import RunBusy, run
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"status": "running", "pid": 4242, "host": "node7", "attempts": 1}))
+    before = (run_dir / "run.json").read_bytes()
+    with open(run_dir / ".lock", "a+") as holder:  # another open file description: as another process would
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunBusy, match="in use by another process \\(pid 4242 on node7\\)"):
+            run(Job(kind="evaluate", series=1, run_dir=str(run_dir)))
+    assert (run_dir / "run.json").read_bytes() == before and not (run_dir / "job.yaml").exists()
