@@ -120,18 +120,17 @@ def choose(study: Study, profile: Profile, stage: str, require_all: bool = False
     there are none.
     """
     source, metric, copied = CHOICE[stage]
+    upstream = None
+    if source in CHOICE:  # the source is late-bound itself (stage 2 for the final run)
+        try:
+            upstream = choose(study, profile, source, require_all)
+        except StageError as e:
+            raise StageError(f"{stage} cannot start: its {source} runs could not run: {e}") from None
+        if upstream is None:
+            return None
     runs = []
     for node in (n for n in study_nodes(study) if n.stage == source):
-        if source in CHOICE:  # the source is late-bound itself (stage 2 for the final run)
-            try:
-                upstream = choose(study, profile, source, require_all)
-            except StageError as e:
-                raise StageError(f"{stage} cannot start: its {source} runs could not run: {e}") from None
-            if upstream is None:
-                return None
-            job = make_job(study, profile, node, upstream.chosen)
-        else:
-            job = make_job(study, profile, node)
+        job = make_job(study, profile, node, upstream.chosen if upstream else None)
         runs.append((node, job, summarize(job.resolved_run_dir())))
     candidates = tuple({"key": n.key, "run_dir": s.run_dir, "status": s.status, metric: _metric(s, metric),
                         **{k: getattr(j, k) for k in copied}} for n, j, s in runs)
