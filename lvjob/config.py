@@ -23,6 +23,10 @@ class ConfigError(ValueError):
     """A config file, field or override that cannot be used; the message says which and why."""
 
 
+class ClusterError(RuntimeError):
+    """The cluster could not be asked (squeue, sacct or scancel failed); the message says how."""
+
+
 def require(ok: bool, key: str, value: Any, valid: str) -> None:
     """For `__post_init__` range checks: raise a ValueError naming the key, the value and what is valid."""
     if not ok:
