@@ -130,7 +130,8 @@ def _table(cmd: list[str]) -> dict[str, str]:
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
     """{job id: state}: queued and running jobs from squeue (immediate), ended ones from sacct.
 
-    sacct learns of a job a moment after sbatch returns; a job neither lists is UNKNOWN.
+    sacct learns of a job a moment after sbatch returns; a job neither lists is UNKNOWN. An array task
+    cancelled before it started is ENDED.
     """
     if not job_ids:
         return {}
@@ -140,7 +141,17 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     if ended:
         bases = sorted({j.split("_")[0] for j in ended})
         history = _table(["sacct", "-n", "-P", "-X", "-j", ",".join(bases), "--format=JobID,State"])
-    return {j: queue.get(j) or history.get(j, "UNKNOWN") for j in job_ids}
+    def ended_state(j: str) -> str:
+        if j in history:
+            return history[j]
+        # An array task cancelled before it started leaves no record of its own: if sacct knows
+        # other tasks of its array and squeue no longer lists it, it ended without running.
+        base = j.split("_")[0]
+        if "_" in j and any(k.startswith(f"{base}_") for k in history):
+            return "ENDED"
+        return "UNKNOWN"
+
+    return {j: queue.get(j) or ended_state(j) for j in job_ids}
 
 
 def active_jobs(study: Study, profile: Profile) -> dict[str, str]:
@@ -251,6 +262,8 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
                 batches.append((stage, todo, after))
         tasks = [[StudyTask(study, profile, n, workdir, cache) for n in todo] for _, todo, _ in batches]
         if profile.executor == "slurm":  # one job array per stage, chained by dependencies, recorded at once
+            for stage in wave:
+                _wait_also_for_resubmitted(stage, active, job_ids, stage_of, fresh)
             submitted = []
             for (stage, todo, after), t in zip(batches, tasks):
                 submitted.append(_submit_array(profile, folder, stage, after, t))
@@ -270,6 +283,20 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
             fresh.clear()  # local stages have finished before the next wave is looked at
     still_active = job_ids if profile.executor == "slurm" else {}  # local jobs have all ended by now
     return Submission(node_states(study, profile, still_active, fresh), jobs, active, sdir)
+
+
+def _wait_also_for_resubmitted(stage: str, active: dict[str, str], job_ids: dict[str, str], stage_of: dict[str, str],
+                               fresh: set[str]) -> None:
+    """Jobs of `stage` still pending from an earlier submission must also wait for what was resubmitted
+    now in the stages they wait for (e.g. a failed stage-1 run submitted again while stage 2 is queued)."""
+    if not any(s in fresh for s in AFTER.get(stage, ())):
+        return
+    mine = {k: j for k, j in active.items() if stage_of[k] == stage}
+    pending = sorted({_array_id(j) for j, state in slurm_states(list(mine.values())).items() if state == "PENDING"})
+    after = sorted({_array_id(j) for k, j in job_ids.items() if stage_of[k] in AFTER[stage]})
+    for job in pending:
+        subprocess.run(["scontrol", "update", f"JobId={job}", f"Dependency=afterany:{':'.join(after)}"],
+                       check=True, capture_output=True, timeout=60)
 
 
 def prepare(study: Study) -> None:

@@ -217,3 +217,25 @@ def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, 
     assert sorted(again.jobs) == ["aggregate", "final", "stage1-r2-lr0.001", "stage2-ctx64"]
     states = wait_for([j.job_id for j in again.jobs.values()], limit_s=400)
     assert set(states.values()) == {"COMPLETED"}
+
+
+def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, small_data, tmp_path):
+    profile = make_profile(tmp_path)
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
+        "stage1.ranks=[2,4]", "stage1.lrs=[1e-3]", "stage1.steps=12", "stage2.contexts=[48]", "zero_shot_prompts=[plain]"])
+    first = cluster.submit(study, profile, log=print)
+    cancelled = first.jobs["stage1-r4-lr0.001"].job_id
+    subprocess.run(["scancel", cancelled], check=True)
+    wait_until(lambda: cluster.slurm_states([cancelled])[cancelled] not in cluster.ACTIVE, 60, "the cancel")
+    again = cluster.submit(study, profile, log=print)  # stage 2 is still queued behind the rest of stage 1
+    assert "stage1-r4-lr0.001" in again.jobs and "stage2-ctx48" not in again.jobs
+    redo = again.jobs["stage1-r4-lr0.001"].job_id
+    subprocess.run(["scontrol", "hold", redo], check=True)  # keep it from running until stage 1's other run ended
+    other, stage2 = first.jobs["stage1-r2-lr0.001"].job_id, first.jobs["stage2-ctx48"].job_id
+    wait_until(lambda: cluster.slurm_states([other])[other] not in cluster.ACTIVE, 300, "the other stage-1 run to end")
+    time.sleep(6)  # three scheduling intervals
+    assert cluster.slurm_states([stage2])[stage2] == "PENDING"  # it waits for the resubmitted run too
+    subprocess.run(["scontrol", "release", redo], check=True)
+    wait_for([j.job_id for j in first.jobs.values()] + [redo], limit_s=400)
+    choice = json.loads((study_dir(study, profile) / "choices" / "stage2.json").read_text())
+    assert [c["status"] for c in choice["candidates"]] == ["complete", "complete"]  # it waited for the resubmitted run
