@@ -77,9 +77,7 @@ class StudyTask(submitit.helpers.Checkpointable):
 @dataclass
 class NodeState:
     node: Node
-    run_dir: str | None  # None while a late-bound node cannot be resolved yet
-    status: str  # complete | active | todo
-    job_id: str | None = None  # the job that is running it, or that was just submitted
+    status: str  # complete | active (a job is queued or running for it) | todo
 
 
 def waves() -> list[list[str]]:
@@ -175,19 +173,19 @@ def node_states(study: Study, profile: Profile, active: dict[str, str], fresh: s
     states = []
     for node in study_nodes(study):
         if node.key in active:
-            states.append(NodeState(node, None, "active", active[node.key]))
+            states.append(NodeState(node, "active"))
             continue
         if node.stage == "aggregate":
             done = not fresh and all(s.status == "complete" for s in states) and _index_is_complete(study, profile)
-            states.append(NodeState(node, None, "complete" if done else "todo"))
+            states.append(NodeState(node, "complete" if done else "todo"))
             continue
         waits_on_fresh = any(s in fresh for s in AFTER.get(node.stage, ()))
         job = None if waits_on_fresh else job_for(study, profile, node, at_submission=True)
         if job is None:
-            states.append(NodeState(node, None, "todo"))
+            states.append(NodeState(node, "todo"))
             continue
         status = summarize(job.resolved_run_dir()).status
-        states.append(NodeState(node, str(job.resolved_run_dir()), "complete" if status == "complete" else "todo"))
+        states.append(NodeState(node, "complete" if status == "complete" else "todo"))
     return states
 
 

@@ -449,16 +449,21 @@ def _unit(largest: int) -> tuple[str, int]:
     return "FLOP", 1
 
 
-def step_table(shape: ModelShape, batch: int, seq: int, rank: int) -> str:
-    """Markdown table of one training step per component: forward, the rules' 3 x forward for full
-    fine-tuning and LoRA, and what autograd executes for each."""
-    cols = {
+def step_columns(shape: ModelShape, batch: int, seq: int, rank: int) -> dict[str, Flops]:
+    """One training step: the forward (with the loss), the rules' 3 x forward for full fine-tuning and
+    LoRA, and what autograd executes for each."""
+    return {
         "forward": forward(shape, batch, seq, loss=True),
         "full FT (rules)": train_step(shape, batch, seq, 0),
         f"LoRA r={rank} (rules)": train_step(shape, batch, seq, rank),
         "full FT executed": executed_train_step(shape, batch, seq, 0),
         f"LoRA r={rank} executed": executed_train_step(shape, batch, seq, rank),
     }
+
+
+def step_table(shape: ModelShape, batch: int, seq: int, rank: int) -> str:
+    """Markdown table of one training step per component (`step_columns`)."""
+    cols = step_columns(shape, batch, seq, rank)
     unit, scale = _unit(max(c.total for c in cols.values()))
 
     def fmt(x: int) -> str:

@@ -39,13 +39,7 @@ def _errors(run: dict | None, prefix: str = "eval") -> list:
 
 def step_flops_table(shape: flops.ModelShape, model: str, batch: int, context: int, rank: int) -> Table:
     """Table 1: one training step per component, full fine-tuning vs LoRA, the rules and executed."""
-    cols = {
-        "forward": flops.forward(shape, batch, context, loss=True),
-        "full FT (rules)": flops.train_step(shape, batch, context, 0),
-        f"LoRA r={rank} (rules)": flops.train_step(shape, batch, context, rank),
-        "full FT (executed)": flops.executed_train_step(shape, batch, context, 0),
-        f"LoRA r={rank} (executed)": flops.executed_train_step(shape, batch, context, rank),
-    }
+    cols = flops.step_columns(shape, batch, context, rank)
     rows = [tuple([comp] + [getattr(c, comp) for c in cols.values()]) for comp in flops.COMPONENTS]
     rows.append(tuple(["total"] + [c.total for c in cols.values()]))
     return Table(

@@ -43,10 +43,6 @@ class RunSummary:
     persistence_mse: float | None = None
     persistence_rmse: float | None = None
 
-    @property
-    def requeues(self) -> int:
-        return max(self.attempts - 1, 0)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
