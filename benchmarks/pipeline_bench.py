@@ -119,11 +119,9 @@ def bench_scaling(model, tok, contexts_np: np.ndarray, horizon: int, out_png: Pa
         eval_t[k], _ = timed(lambda: forecast(model, tok, contexts_np[:k], horizon, s))
         rows.append((f"batched evaluation of {k} series, {horizon}-point horizon", f"{eval_t[k]:.2f} s ({eval_t[k] / k * 1e3:.1f} ms/series)"))
     if out_png is not None:
-        import matplotlib
+        from lvjob.plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
         a.plot(list(train_t), [v * 1e3 for v in train_t.values()], "o-")
         a.set(xlabel="context length (tokens)", ylabel="ms per training step", title="LoRA step, batch 4 (tiny model)")

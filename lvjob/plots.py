@@ -25,7 +25,7 @@ from lvjob.ledger import read_jsonl
 VARIABLES = ("prey", "predator")
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,7 +51,7 @@ def _curve(run_dir: Path) -> tuple[list, list, list, list]:
 
 
 def loss_figure(runs: list[dict], title: str, root: Path):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, run in enumerate(runs):
         if not run.get("run_dir"):
@@ -72,7 +72,7 @@ def loss_figure(runs: list[dict], title: str, root: Path):
 
 def forecast_figure(zero_shot: Path | None, tuned: Path | None, n_systems: int = 3):
     """Prey and predator of the first validation systems: context, truth and the forecasts."""
-    plt = _pyplot()
+    plt = pyplot()
     sources = [(label, np.load(path)) for label, path in (("zero-shot", zero_shot), ("fine-tuned", tuned))
                if path is not None and path.exists()]
     if not sources:
@@ -104,7 +104,7 @@ def forecast_figure(zero_shot: Path | None, tuned: Path | None, n_systems: int =
 
 
 def budget_figure(table4_csv: Path):
-    plt = _pyplot()
+    plt = pyplot()
     with open(table4_csv) as f:
         rows = {r["experiment"]: r for r in csv.DictReader(f)}
     experiments = [e for e in rows if e not in ("total", "budget")]
@@ -133,7 +133,7 @@ def plot_results(results: str | Path, root: str | Path = ".") -> list[Path]:
     index = json.loads((results / "runs.json").read_text())
     runs = index["runs"]
     out = results / "plots"
-    plt = _pyplot()
+    plt = pyplot()
     written = []
     for name, stages, title in (("loss_stage1", ("stage1",), "Stage 1: LoRA rank x learning rate"),
                                 ("loss_stage2", ("stage2",), "Stage 2: context length"),

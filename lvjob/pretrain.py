@@ -57,7 +57,7 @@ def pretrain(spec: PretrainSpec, log=print):
 
     from lvjob import data
     from lvjob.corpus import pad_batch, training_chunks
-    from lvjob.grammar import ALPHABET
+    from lvjob.forecast import alphabet_ids
     from lvjob.models import ModelChoice, load_model
     from lvjob.tokenizer import load_tokenizer
     from lvjob.train import batch_indices
@@ -66,7 +66,7 @@ def pretrain(spec: PretrainSpec, log=print):
     lv, _ = data.generate(spec.systems, spec.points, spec.data_seed)
     train_systems, _ = data.split_systems(lv.n_systems, 0.2, spec.data_seed)
     chunks = training_chunks(lv.trajectories, train_systems, tokenizer, spec.context)
-    alphabet = tokenizer.convert_tokens_to_ids(list(ALPHABET))
+    alphabet = alphabet_ids(tokenizer)  # the grammar's token ids, checked one token per character
     to_class = np.full(max(alphabet) + 1, -100, dtype=np.int64)
     to_class[alphabet] = np.arange(len(alphabet))
 
