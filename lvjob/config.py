@@ -20,7 +20,22 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A config file, field or override that cannot be used; the message says which and why."""
+    """A config file, field or override that cannot be used; the message says which and why.
+
+    `rule` is the (key, value, valid) of a range rule that refused it, when one did.
+    """
+
+    def __init__(self, message: str, rule: tuple[str, Any, str] | None = None):
+        super().__init__(message)
+        self.rule = rule
+
+
+class RangeError(ValueError):
+    """A value a dataclass's `__post_init__` rule refuses (see `require`)."""
+
+    def __init__(self, key: str, value: Any, valid: str):
+        super().__init__(f"{key}: {value!r} is out of range; valid: {valid}")
+        self.key, self.value, self.valid = key, value, valid
 
 
 class ClusterError(RuntimeError):
@@ -28,9 +43,9 @@ class ClusterError(RuntimeError):
 
 
 def require(ok: bool, key: str, value: Any, valid: str) -> None:
-    """For `__post_init__` range checks: raise a ValueError naming the key, the value and what is valid."""
+    """For `__post_init__` range checks: raise a RangeError naming the key, the value and what is valid."""
     if not ok:
-        raise ValueError(f"{key}: {value!r} is out of range; valid: {valid}")
+        raise RangeError(key, value, valid)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -106,6 +121,8 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     kwargs = {k: _convert(hints[k], v, where, f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
+    except RangeError as e:
+        raise ConfigError(f"{where}: {prefix}{e}", rule=(f"{prefix}{e.key}", e.value, e.valid)) from None
     except ValueError as e:
         raise ConfigError(f"{where}: {prefix}{e}") from None
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from lvjob.atomic import atomic_path
+from lvjob.config import require
 
 PARAM_RANGE = (0.6, 1.4)  # a, b, d, g
 INITIAL_RANGE = (0.5, 1.5)  # x0, y0
@@ -49,6 +50,36 @@ CHUNK = 100  # systems per solve_ivp call
 # (4 points) still gives the scaler a range to fit; the temporal split needs both parts non-empty.
 MIN_POINTS = 5
 MIN_SYSTEMS = 2  # the system split needs at least one training and one validation system
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The data a study or job uses: the file, and how it is generated if missing and split."""
+
+    path: str = "data/lv.h5"  # generated with the settings below if missing
+    systems: int = 1000
+    points: int = 100
+    seed: int = 0
+    val_fraction: float = 0.2
+    horizon_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        require(self.systems >= MIN_SYSTEMS, "data.systems", self.systems, f"integers >= {MIN_SYSTEMS}")
+        require(self.points >= MIN_POINTS, "data.points", self.points, f"integers >= {MIN_POINTS}")
+        require(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "0 < value < 1")
+        require(0 < self.horizon_fraction < 1, "data.horizon_fraction", self.horizon_fraction, "0 < value < 1")
+
+    @property
+    def val_systems(self) -> int:
+        return validation_count(self.systems, self.val_fraction)
+
+    @property
+    def horizon_points(self) -> int:
+        return self.points - self.context_points
+
+    @property
+    def context_points(self) -> int:
+        return context_points(self.points, self.horizon_fraction)
 
 
 class DataError(ValueError):
@@ -261,30 +292,30 @@ def _check_time(path: Path, t: np.ndarray, n_points: int) -> None:
 
 
 def split_systems(n_systems: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of system indices into (train, validation), each sorted; 800/200 for 1000.
-
-    The validation count is round(n_systems * val_fraction), kept between 1 and n_systems - 1 so
-    both sides are non-empty (the same count as `DataSpec.val_systems`).
-    """
-    if n_systems < MIN_SYSTEMS:
-        raise ValueError(f"split_systems: need at least {MIN_SYSTEMS} systems, got {n_systems}")
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"split_systems: val_fraction must be in (0, 1), got {val_fraction}")
-    n_val = min(n_systems - 1, max(1, round(n_systems * val_fraction)))
+    """Seeded split of system indices into (train, validation), each sorted; 800/200 for 1000."""
+    n_val = validation_count(n_systems, val_fraction)
     perm = np.random.default_rng(seed).permutation(n_systems)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def context_length(n_points: int, horizon_fraction: float = 0.2) -> int:
+def validation_count(n_systems: int, val_fraction: float = 0.2) -> int:
+    """round(n_systems * val_fraction), kept between 1 and n_systems - 1 so both sides are non-empty."""
+    if n_systems < MIN_SYSTEMS:
+        raise ValueError(f"split_systems: need at least {MIN_SYSTEMS} systems, got {n_systems}")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"split_systems: val_fraction must be in (0, 1), got {val_fraction}")
+    return min(n_systems - 1, max(1, round(n_systems * val_fraction)))
+
+
+def context_points(n_points: int, horizon_fraction: float = 0.2) -> int:
     """Number of context points: the first 80% (80 of 100); the rest is the horizon.
 
-    The horizon is round(n_points * horizon_fraction), kept between 1 and n_points - 1 (the same
-    count as `DataSpec.horizon_points`).
+    The horizon is round(n_points * horizon_fraction), kept between 1 and n_points - 1.
     """
     if n_points < 2:
-        raise ValueError(f"context_length: need at least 2 points for a context and a horizon, got {n_points}")
+        raise ValueError(f"context_points: need at least 2 points for a context and a horizon, got {n_points}")
     if not 0 < horizon_fraction < 1:
-        raise ValueError(f"context_length: horizon_fraction must be in (0, 1), got {horizon_fraction}")
+        raise ValueError(f"context_points: horizon_fraction must be in (0, 1), got {horizon_fraction}")
     horizon = min(n_points - 1, max(1, round(n_points * horizon_fraction)))
     return n_points - horizon
 
@@ -298,6 +329,6 @@ def split_time(series: np.ndarray, horizon_fraction: float = 0.2, axis: int | No
     series = np.asarray(series)
     if axis is None:
         axis = 0 if series.ndim <= 2 else 1
-    n = context_length(series.shape[axis], horizon_fraction)
+    n = context_points(series.shape[axis], horizon_fraction)
     context, horizon = np.split(series, [n], axis=axis)
     return context, horizon

@@ -50,10 +50,12 @@ fast).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from types import SimpleNamespace
+
+from lvjob.modelspec import DEFAULT_LORA_TARGETS, config_dict
 
 COMPONENTS = ("embedding", "attention", "mlp", "norms", "lm_head", "lora")
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-DEFAULT_LORA_TARGETS = ("q_proj", "v_proj")
 
 # Elementwise costs by the rules.
 EXP = LOG = SQRT = 10
@@ -101,11 +103,7 @@ class ModelShape:
 
 
 def shape_of(model_name: str) -> ModelShape:
-    """The shape of a named model of lvjob.models, from its config values (no transformers import)."""
-    from types import SimpleNamespace
-
-    from lvjob.models import config_dict
-
+    """The shape of a named model of lvjob.modelspec, from its config values (no transformers import)."""
     return ModelShape.from_config(SimpleNamespace(model_type="qwen2", **config_dict(model_name)))
 
 

@@ -13,11 +13,16 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 from lvjob.config import apply_overrides, build, read_yaml, require, to_dict
-from lvjob.models import MODEL_NAMES, ModelChoice
+from lvjob.data import DataSpec
+from lvjob.flops import LINEARS
+from lvjob.llmtime import TextSpec
+from lvjob.modelspec import DEFAULT_LORA_TARGETS, MODEL_NAMES, ModelChoice
 from lvjob.prompts import tokens_per_point
-from lvjob.study import DataSpec, TextSpec
 
 RUNS_ROOT = Path("checkpoints")
+# Settings added after run ids were first given out: they enter the id only when they differ from
+# this default, so existing run directories are still found.
+ADDED_LATER = {"lora_targets": list(DEFAULT_LORA_TARGETS)}
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Job:
     # training (kind: train), SPEC §1 defaults
     rank: int = 4
     lora_alpha: float | None = None  # None: equal to rank
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS  # the linear layers of each block LoRA adapts
     lr: float = 1e-5
     weight_decay: float = 0.0
     context: int = 512
@@ -63,6 +69,8 @@ class Job:
         require(self.rank >= 1, "rank", self.rank, "integers >= 1")
         require(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha", self.lora_alpha, "a number > 0, or null for alpha = rank")
         require(self.lr > 0, "lr", self.lr, "lr > 0")
+        require(len(self.lora_targets) > 0 and set(self.lora_targets) <= set(LINEARS), "lora_targets", self.lora_targets,
+                f"a non-empty list of {', '.join(LINEARS)}")
         require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "weight_decay >= 0")
         two_points = 2 * tokens_per_point(2, self.text.decimals)
         require(self.context >= two_points, "context", self.context,
@@ -87,6 +95,9 @@ class Job:
     def run_id(self) -> str:
         """`<name>-<hash>`: the hash covers every setting but `run_dir` and `device`, which do not change the result's meaning."""
         settings = to_dict(replace(self, run_dir=None, device="auto"))
+        for key, default in ADDED_LATER.items():  # runs from before a setting existed keep their ids
+            if settings[key] == default:
+                del settings[key]
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.name}-{digest}"
 

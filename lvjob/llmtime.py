@@ -17,11 +17,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from lvjob import grammar
+from lvjob.config import require
 from lvjob.grammar import POINT_SEP, VALUE_SEP, Grammar
 
 ALPHA = 0.99
 BETA = 0.3
 DECIMALS = 3
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """How a study or job writes numbers as text: decimals, and the scaler's alpha and beta."""
+
+    decimals: int = DECIMALS
+    alpha: float = ALPHA
+    beta: float = BETA
+
+    def __post_init__(self) -> None:
+        require(1 <= self.decimals <= 8, "text.decimals", self.decimals, "integers 1..8")
+        require(0 < self.alpha <= 1, "text.alpha", self.alpha, "0 < alpha <= 1")
+        require(self.beta >= 0, "text.beta", self.beta, "beta >= 0")
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,9 @@
-"""The models of the study, all of one architecture (Qwen2ForCausalLM), and the one way to load them.
+"""Loading the models of the study (named in lvjob.modelspec), all of one architecture (Qwen2ForCausalLM).
 
-- `qwen2.5-0.5b`: Qwen/Qwen2.5-0.5B-Instruct, from a local folder or the Hugging Face cache
-  (compute nodes have no internet: stage it once on the login node, see the README).
-- `qwen2.5-0.5b-random`: the same architecture with random weights (FLOP tests, GPU benchmarks).
-- `tiny`: the same architecture at a tiny width, the real vocabulary, built locally with a fixed seed
-  and saved once into the cache; for tests.
-- `tiny-lv`: `tiny` after a short pre-training on LLMTIME text of the default data's training
-  systems (lvjob.pretrain): the demo's base model on a laptop.
+- `qwen2.5-0.5b` comes from a local folder or the Hugging Face cache (compute nodes have no
+  internet: stage it once on the login node, see the README).
+- `tiny` is built here, with a fixed seed, and saved once into the cache.
+- `tiny-lv` is built by `lvjob prepare` (lvjob.pretrain); loading it never builds it.
 
 Whatever the name, the model is loaded by `AutoModelForCausalLM.from_pretrained` from a folder or a
 hub id, so the tiny model exercises the real model's code path.
@@ -14,68 +11,10 @@ hub id, so the tiny model exercises the real model's code path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from lvjob.atomic import atomic_dir
-from lvjob.paths import cache_dir
-
-QWEN25_HUB_ID = "Qwen/Qwen2.5-0.5B-Instruct"
-
-# The public config of Qwen2.5-0.5B(-Instruct): what the FLOP counter and the random model use.
-QWEN25_05B_CONFIG = dict(
-    vocab_size=151936,
-    hidden_size=896,
-    intermediate_size=4864,
-    num_hidden_layers=24,
-    num_attention_heads=14,
-    num_key_value_heads=2,
-    max_position_embeddings=32768,
-    rms_norm_eps=1e-6,
-    rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"},
-    tie_word_embeddings=True,
-    hidden_act="silu",
-    bos_token_id=151643,
-    eos_token_id=151645,
-    pad_token_id=151643,
-)
-
-# Tiny: real vocabulary (so the real tokenizer works), 2 layers of width 64, grouped-query attention
-# kept (4 query heads, 2 key/value heads). Almost all of its FLOPs are in the LM head.
-TINY_CONFIG = dict(
-    QWEN25_05B_CONFIG,
-    hidden_size=64,
-    intermediate_size=256,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=4096,
-)
-TINY_SEED = 1234
-
-MODEL_NAMES = ("qwen2.5-0.5b", "qwen2.5-0.5b-random", "tiny", "tiny-lv")
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """Which model a job uses; `path` overrides where the weights come from (folder or hub id)."""
-
-    name: str = "tiny"
-    path: str | None = None
-    quantize_4bit: bool = False
-
-    def __post_init__(self) -> None:
-        if self.name not in MODEL_NAMES:
-            raise ValueError(f"model.name: unknown model {self.name!r}; valid: {', '.join(MODEL_NAMES)}")
-
-
-def config_dict(name: str) -> dict:
-    """The config values of a named model, as plain values (no transformers import)."""
-    if name in ("qwen2.5-0.5b", "qwen2.5-0.5b-random"):
-        return dict(QWEN25_05B_CONFIG)
-    if name in ("tiny", "tiny-lv"):
-        return dict(TINY_CONFIG)
-    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
+from lvjob.modelspec import QWEN25_HUB_ID, TINY_SEED, ModelChoice, config_dict, demo_model_dir, tiny_model_dir
 
 
 def model_config(name: str):
@@ -96,10 +35,6 @@ def random_model(name: str, seed: int = 0, attn_implementation: str = "sdpa"):
     return Qwen2ForCausalLM(config).eval()
 
 
-def tiny_model_dir() -> Path:
-    return cache_dir() / "tiny-qwen2"
-
-
 def ensure_tiny_model() -> Path:
     """Build the tiny model once (seeded, so every machine builds the same weights) and return its folder."""
     folder = tiny_model_dir()
@@ -118,12 +53,17 @@ def resolve_weights(choice: ModelChoice) -> str:
     if choice.name == "tiny":
         return str(ensure_tiny_model())
     if choice.name == "tiny-lv":
-        from lvjob.pretrain import ensure_demo_model
-
-        return str(ensure_demo_model())
+        return str(_built(demo_model_dir(), "the demo model tiny-lv"))
     if choice.name == "qwen2.5-0.5b":
         return QWEN25_HUB_ID
     raise ValueError(f"model {choice.name!r} has no weights to load; it is built with random_model()")
+
+
+def _built(folder: Path, what: str) -> Path:
+    """A model folder that `lvjob prepare` builds; loading never builds it as a side effect."""
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder}: {what} is not built; run `lvjob prepare` (or `make install`) first")
+    return folder
 
 
 def load_model(choice: ModelChoice, device: str = "cpu", dtype=None, attn_implementation: str = "sdpa"):

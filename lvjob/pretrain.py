@@ -9,7 +9,8 @@ learns the format and a rough continuation, and leaves the study's fine-tuning s
 Cheap by construction: the text holds only the 13 characters of the forecast grammar, so the loss
 is a softmax over those 13 rows of the (tied) LM head, the rows constrained decoding computes,
 instead of all 151,936. Full-parameter AdamW, seeded; built once into the cache by `lvjob prepare`
-and loaded by name through the same `from_pretrained` path as every model. Its numbers are not
+and loaded by name through the same `from_pretrained` path as every model. This module imports
+torch and the training loop: import it only where the demo model is built. Its numbers are not
 Qwen's, and the README says so.
 """
 
@@ -19,8 +20,17 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from lvjob import data
 from lvjob.atomic import atomic_dir
-from lvjob.paths import cache_dir
+from lvjob.corpus import pad_batch, training_chunks
+from lvjob.forecast import alphabet_ids
+from lvjob.models import load_model
+from lvjob.modelspec import ModelChoice, demo_model_dir
+from lvjob.tokenizer import load_tokenizer
+from lvjob.train import batch_indices
 
 
 @dataclass(frozen=True)
@@ -33,10 +43,6 @@ class PretrainSpec:
     systems: int = 1000  # the default data: generated with these settings, split with seed 0
     points: int = 100
     data_seed: int = 0
-
-
-def demo_model_dir() -> Path:
-    return cache_dir() / "tiny-qwen2-lv"
 
 
 def ensure_demo_model(spec: PretrainSpec = PretrainSpec(), log=print) -> Path:
@@ -52,16 +58,6 @@ def ensure_demo_model(spec: PretrainSpec = PretrainSpec(), log=print) -> Path:
 
 def pretrain(spec: PretrainSpec, log=print):
     """Train the tiny model on the training systems' text; returns (model, loss every 50 steps)."""
-    import numpy as np
-    import torch
-
-    from lvjob import data
-    from lvjob.corpus import pad_batch, training_chunks
-    from lvjob.forecast import alphabet_ids
-    from lvjob.models import ModelChoice, load_model
-    from lvjob.tokenizer import load_tokenizer
-    from lvjob.train import batch_indices
-
     tokenizer = load_tokenizer()
     lv, _ = data.generate(spec.systems, spec.points, spec.data_seed)
     train_systems, _ = data.split_systems(lv.n_systems, 0.2, spec.data_seed)

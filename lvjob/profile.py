@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 from lvjob.config import ConfigError, apply_overrides, build, read_yaml, require
-from lvjob.models import MODEL_NAMES
+from lvjob.modelspec import MODEL_NAMES
 
 PROFILES_DIR = Path("slurm")
 

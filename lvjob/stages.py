@@ -1,4 +1,6 @@
-"""The study of SPEC §1 as a DAG of jobs, and how its late stages choose their configuration.
+"""The study's jobs on a profile, and how its late stages choose their configuration when they start.
+
+The stages themselves are the stage table of lvjob.study; here they meet the run directories:
 
     zero-shot (one per prompt) ─┐
     default (train + evaluate) ─┤
@@ -33,27 +35,11 @@ from lvjob.config import build, to_dict
 from lvjob.job import Job
 from lvjob.profile import Profile
 from lvjob.rundir import RunSummary, summarize
-from lvjob.study import Study
-
-STAGES = ("zero-shot", "default", "stage1", "stage2", "final", "aggregate")
-# The stages a stage waits for (SLURM dependency afterany: it starts when they have ended, however).
-AFTER = {"stage2": ("stage1",), "final": ("stage2",), "aggregate": STAGES[:-1]}
-# How a late-bound stage chooses: (source stage, summary metric, the settings it copies).
-CHOICE = {
-    "stage2": ("stage1", "val_loss", ("rank", "lr")),
-    "final": ("stage2", "eval_mae", ("rank", "lr", "context")),
-}
-
+from lvjob.study import Node, Study, job_fields, study_nodes
+from lvjob.study import stage as entry  # the table entry; `stage` names a stage here
 
 class StageError(RuntimeError):
     """A late-bound stage cannot choose its configuration (no run of the stage before it finished)."""
-
-
-@dataclass(frozen=True)
-class Node:
-    stage: str
-    key: str  # unique in the study; also the run's name
-    settings: tuple[tuple[str, Any], ...] = ()  # Job fields fixed by the study for this node
 
 
 @dataclass(frozen=True)
@@ -69,19 +55,6 @@ class Choice:
         return to_dict(self)
 
 
-def study_nodes(study: Study) -> list[Node]:
-    nodes = [Node("zero-shot", f"zero-shot-{p}", (("kind", "evaluate"), ("prompt", p))) for p in study.zero_shot_prompts]
-    d = study.default
-    nodes.append(Node("default", "default", (("rank", d.rank), ("lr", d.lr), ("context", d.context), ("steps", d.steps))))
-    s1 = study.stage1
-    nodes += [Node("stage1", f"stage1-r{r}-lr{lr:g}", (("rank", r), ("lr", lr), ("context", s1.context), ("steps", s1.steps)))
-              for r in s1.ranks for lr in s1.lrs]
-    nodes += [Node("stage2", f"stage2-ctx{c}", (("context", c), ("steps", study.stage2.steps))) for c in study.stage2.contexts]
-    nodes.append(Node("final", "final", (("steps", study.final.steps),)))
-    nodes.append(Node("aggregate", "aggregate"))
-    return nodes
-
-
 def study_dir(study: Study, profile: Profile) -> Path:
     """Where the study's own records live (submissions, choices, submitit logs), keyed by its settings."""
     key = json.dumps([to_dict(study), profile.model_path, profile.quantize_4bit], sort_keys=True)
@@ -89,21 +62,12 @@ def study_dir(study: Study, profile: Profile) -> Path:
     return Path(profile.runs_root) / f"study-{study.name}-{study.scale}-{digest}"
 
 
-def _common(study: Study, profile: Profile) -> dict:
-    t, e = study.training, study.evaluation
-    return dict(kind="train", model=study.model, model_path=profile.model_path, quantize_4bit=profile.quantize_4bit,
-                device=profile.device, seed=study.seed, data=to_dict(study.data), text=to_dict(study.text),
-                batch_size=t.batch_size, val_every=t.val_every, val_chunks=t.val_chunks,
-                checkpoint_every=t.checkpoint_every, prompt=e.trained_prompt, series=e.series, samples=e.samples,
-                temperature=e.temperature)
-
-
 def make_job(study: Study, profile: Profile, node: Node, chosen: dict | None = None) -> Job:
-    """The job of `node` with the settings a late-bound stage chose (empty for the others)."""
-    if node.stage == "aggregate":
-        raise ValueError("the aggregate node runs no job")
-    raw = _common(study, profile) | {"name": node.key} | dict(node.settings) | (chosen or {})
-    job = build(Job, raw, where=f"study {study.name}, job {node.key}")
+    """The job of `node` on `profile`, with the settings a late-bound stage chose (None for the others)."""
+    if not entry(node.stage).runs_jobs:
+        raise ValueError(f"the {node.stage} node runs no job")
+    where = (("model_path", profile.model_path), ("quantize_4bit", profile.quantize_4bit), ("device", profile.device))
+    job = build(Job, job_fields(study, node, chosen) | dict(where), where=f"study {study.name}, job {node.key}")
     return replace(job, run_dir=str(Path(profile.runs_root) / job.run_id()))
 
 
@@ -119,9 +83,10 @@ def choose(study: Study, profile: Profile, stage: str, require_all: bool = False
     otherwise (when the job starts) it chooses among the complete ones and raises StageError if
     there are none.
     """
-    source, metric, copied = CHOICE[stage]
+    rule = entry(stage).choice
+    source, metric, copied = rule.source, rule.metric, rule.copied
     upstream = None
-    if source in CHOICE:  # the source is late-bound itself (stage 2 for the final run)
+    if entry(source).choice:  # the source is late-bound itself (stage 2 for the final run)
         try:
             upstream = choose(study, profile, source, require_all)
         except StageError as e:
@@ -158,7 +123,7 @@ def read_choice(study: Study, profile: Profile, stage: str) -> dict | None:
 
 def job_for(study: Study, profile: Profile, node: Node, at_submission: bool = False) -> Job | None:
     """The job `node` runs. Late-bound nodes choose now; at submission, None if they cannot yet."""
-    if node.stage not in CHOICE:
+    if not entry(node.stage).choice:
         return make_job(study, profile, node)
     choice = choose(study, profile, node.stage, require_all=at_submission)
     if choice is None:

@@ -1,4 +1,13 @@
-"""The study of SPEC §1 as a typed config: data, text, the stages, evaluation and the budget.
+"""The study of SPEC §1 as a typed config, and its stage table: the one description of its jobs.
+
+Each stage is one entry of `STAGES`: how its nodes (jobs) come from the `Study`, what it waits for,
+how it chooses its configuration if it is late-bound, and where it appears in plots. Running
+(lvjob.cluster), planning (lvjob.plan), status, aggregation and plots all read this table, so a
+stage added here is run, charged and reported with nothing else changed.
+
+Every setting the stages give a job goes through `Job`'s own rules when the study loads
+(`check_jobs`, late-bound stages at every configuration they could choose): a study that loads is
+one whose every job can be built, and a refusal names the study key it came from.
 
 A study file may carry named `scales`: dotted overrides applied on request (`--scale demo`) so the
 same file runs at a laptop's size without being edited. Overrides from the command line come last.
@@ -8,52 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
+
+import yaml
 
 from lvjob.config import ConfigError, apply_overrides, build, read_yaml, require
-from lvjob.models import MODEL_NAMES
+from lvjob.config import to_dict as to_plain
+from lvjob.data import DataSpec
+from lvjob.job import Job
+from lvjob.llmtime import TextSpec
+from lvjob.modelspec import MODEL_NAMES
 
 Prompt = Literal["plain", "instruct"]
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    path: str = "data/lv.h5"  # generated with the settings below if missing
-    systems: int = 1000
-    points: int = 100
-    seed: int = 0
-    val_fraction: float = 0.2
-    horizon_fraction: float = 0.2
-
-    def __post_init__(self) -> None:
-        require(self.systems >= 2, "data.systems", self.systems, "integers >= 2")
-        require(self.points >= 5, "data.points", self.points, "integers >= 5")
-        require(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "0 < value < 1")
-        require(0 < self.horizon_fraction < 1, "data.horizon_fraction", self.horizon_fraction, "0 < value < 1")
-
-    @property
-    def val_systems(self) -> int:
-        return max(1, round(self.systems * self.val_fraction))
-
-    @property
-    def horizon_points(self) -> int:
-        return max(1, round(self.points * self.horizon_fraction))
-
-    @property
-    def context_points(self) -> int:
-        return self.points - self.horizon_points
-
-
-@dataclass(frozen=True)
-class TextSpec:
-    decimals: int = 3
-    alpha: float = 0.99
-    beta: float = 0.3
-
-    def __post_init__(self) -> None:
-        require(1 <= self.decimals <= 8, "text.decimals", self.decimals, "integers 1..8")
-        require(0 < self.alpha <= 1, "text.alpha", self.alpha, "0 < alpha <= 1")
-        require(self.beta >= 0, "text.beta", self.beta, "beta >= 0")
 
 
 @dataclass(frozen=True)
@@ -63,10 +38,7 @@ class TrainingSpec:
     val_chunks: int = 32  # size of the fixed validation subset, in chunks
     checkpoint_every: int = 250
 
-    def __post_init__(self) -> None:
-        for key in ("batch_size", "val_every", "val_chunks", "checkpoint_every"):
-            v = getattr(self, key)
-            require(v >= 1, f"training.{key}", v, "integers >= 1")
+    # Ranges are Job's rules (checked on every job when the study loads), as for EvalSpec and LoraRun.
 
 
 @dataclass(frozen=True)
@@ -76,11 +48,6 @@ class EvalSpec:
     temperature: float = 0.2  # 0 = greedy
     trained_prompt: Prompt = "plain"  # the prompt trained models are evaluated with
 
-    def __post_init__(self) -> None:
-        require(self.series >= 1, "evaluation.series", self.series, "integers >= 1")
-        require(self.samples >= 1, "evaluation.samples", self.samples, "integers >= 1")
-        require(self.temperature >= 0, "evaluation.temperature", self.temperature, "temperature >= 0 (0 = greedy)")
-
 
 @dataclass(frozen=True)
 class LoraRun:
@@ -89,11 +56,7 @@ class LoraRun:
     context: int = 512
     steps: int = 5000
 
-    def __post_init__(self) -> None:
-        require(self.rank >= 1, "rank", self.rank, "integers >= 1")
-        require(self.lr > 0, "lr", self.lr, "lr > 0")
-        require(self.context >= 16, "context", self.context, "integers >= 16 (tokens)")
-        require(self.steps >= 0, "steps", self.steps, "integers >= 0")
+    # Ranges are Job's rules, checked on the jobs this run becomes when the study loads.
 
 
 @dataclass(frozen=True)
@@ -106,8 +69,6 @@ class Stage1:
     def __post_init__(self) -> None:
         require(len(self.ranks) > 0 and min(self.ranks) >= 1, "stage1.ranks", self.ranks, "a non-empty list of integers >= 1")
         require(len(self.lrs) > 0 and min(self.lrs) > 0, "stage1.lrs", self.lrs, "a non-empty list of numbers > 0")
-        require(self.context >= 16, "stage1.context", self.context, "integers >= 16")
-        require(self.steps >= 0, "stage1.steps", self.steps, "integers >= 0")
 
 
 @dataclass(frozen=True)
@@ -116,16 +77,12 @@ class Stage2:
     steps: int = 500
 
     def __post_init__(self) -> None:
-        require(len(self.contexts) > 0 and min(self.contexts) >= 16, "stage2.contexts", self.contexts, "a non-empty list of integers >= 16")
-        require(self.steps >= 0, "stage2.steps", self.steps, "integers >= 0")
+        require(len(self.contexts) > 0, "stage2.contexts", self.contexts, "a non-empty list of integers")
 
 
 @dataclass(frozen=True)
 class FinalRun:
     steps: int = 10000  # the rank, lr and context come from stage 2 when the run starts
-
-    def __post_init__(self) -> None:
-        require(self.steps >= 0, "final.steps", self.steps, "integers >= 0")
 
 
 @dataclass(frozen=True)
@@ -148,8 +105,169 @@ class Study:
     def __post_init__(self) -> None:
         require(self.budget_flops > 0, "budget_flops", self.budget_flops, "a number > 0")
         require(self.model in MODEL_NAMES, "model", self.model, ", ".join(MODEL_NAMES))
-        require(self.evaluation.series <= self.data.val_systems, "evaluation.series", self.evaluation.series,
-                f"at most the {self.data.val_systems} validation systems of data")
+
+
+# --- the stage table: the one description of the study's jobs -------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One job of the study (or the aggregation). `origin` names the study key of each setting."""
+
+    stage: str
+    key: str  # unique in the study; also the run's name
+    settings: tuple[tuple[str, Any], ...] = ()  # Job fields fixed by the study for this node
+    origin: tuple[tuple[str, str], ...] = ()  # (Job field, the study key it comes from)
+    label: str = ""  # how the comparison table names it ("" = not compared)
+
+
+@dataclass(frozen=True)
+class ChoiceRule:
+    """How a late-bound stage chooses when it starts: the lowest `metric` among `source`'s runs."""
+
+    source: str
+    metric: str  # a RunSummary field
+    copied: tuple[str, ...]  # the Job settings taken over from the winning run
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # also its label in the FLOP tables
+    nodes: Callable[[Study], list[Node]]
+    after: tuple[str, ...] = ()  # stages it waits for (SLURM afterany); the aggregation waits for all
+    choice: ChoiceRule | None = None  # late-bound: chooses from earlier results when it starts
+    loss_plot: tuple[str, str] | None = None  # (figure, title) its training curves are drawn in
+    runs_jobs: bool = True  # False for the aggregation, which gathers instead of running a job
+
+
+def _run_origin(section: str) -> tuple[tuple[str, str], ...]:
+    return tuple((k, f"{section}.{k}") for k in ("rank", "lr", "context", "steps"))
+
+
+def _zero_shot(study: Study) -> list[Node]:
+    return [Node("zero-shot", f"zero-shot-{p}", (("kind", "evaluate"), ("prompt", p)), (("prompt", "zero_shot_prompts"),),
+                 f"zero-shot, {p} prompt") for p in study.zero_shot_prompts]
+
+
+def _default(study: Study) -> list[Node]:
+    d = study.default
+    settings = (("rank", d.rank), ("lr", d.lr), ("context", d.context), ("steps", d.steps))
+    return [Node("default", "default", settings, _run_origin("default"), "default fine-tune")]
+
+
+def _stage1(study: Study) -> list[Node]:
+    s1 = study.stage1
+    origin = (("rank", "stage1.ranks"), ("lr", "stage1.lrs"), ("context", "stage1.context"), ("steps", "stage1.steps"))
+    return [Node("stage1", f"stage1-r{r}-lr{lr:g}", (("rank", r), ("lr", lr), ("context", s1.context), ("steps", s1.steps)), origin)
+            for r in s1.ranks for lr in s1.lrs]
+
+
+def _stage2(study: Study) -> list[Node]:
+    origin = (("context", "stage2.contexts"), ("steps", "stage2.steps"))
+    return [Node("stage2", f"stage2-ctx{c}", (("context", c), ("steps", study.stage2.steps)), origin)
+            for c in study.stage2.contexts]
+
+
+def _final(study: Study) -> list[Node]:
+    return [Node("final", "final", (("steps", study.final.steps),), (("steps", "final.steps"),), "best fine-tune (final run)")]
+
+
+def _aggregate(study: Study) -> list[Node]:
+    return [Node("aggregate", "aggregate")]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("zero-shot", _zero_shot),
+    Stage("default", _default, loss_plot=("loss_default_final", "Default fine-tune and final run")),
+    Stage("stage1", _stage1, loss_plot=("loss_stage1", "Stage 1: LoRA rank x learning rate")),
+    # Stage 1's runs share one context, so their validation losses are comparable.
+    Stage("stage2", _stage2, after=("stage1",), choice=ChoiceRule("stage1", "val_loss", ("rank", "lr")),
+          loss_plot=("loss_stage2", "Stage 2: context length")),
+    # Validation losses at different context lengths are not comparable: stage 2 is chosen by forecast error.
+    Stage("final", _final, after=("stage2",), choice=ChoiceRule("stage2", "eval_mae", ("rank", "lr", "context")),
+          loss_plot=("loss_default_final", "Default fine-tune and final run")),
+    Stage("aggregate", _aggregate, runs_jobs=False),
+)
+
+
+def stage_table() -> tuple[Stage, ...]:
+    """The stages in study order. Read at call time, so a stage added to STAGES is seen everywhere."""
+    return STAGES
+
+
+def stage(name: str) -> Stage:
+    return next(s for s in stage_table() if s.name == name)
+
+
+def waits_for(s: Stage) -> tuple[str, ...]:
+    """The stages `s` waits for; the aggregation waits for every stage that runs jobs."""
+    return s.after if s.runs_jobs else tuple(t.name for t in stage_table() if t.runs_jobs)
+
+
+def study_nodes(study: Study) -> list[Node]:
+    return [n for s in stage_table() for n in s.nodes(study)]
+
+
+# Job settings every node shares, and the study key each comes from.
+COMMON_ORIGIN = (("model", "model"), ("seed", "seed"), ("data", "data"), ("text", "text"),
+                 ("batch_size", "training.batch_size"), ("val_every", "training.val_every"),
+                 ("val_chunks", "training.val_chunks"), ("checkpoint_every", "training.checkpoint_every"),
+                 ("prompt", "evaluation.trained_prompt"), ("series", "evaluation.series"),
+                 ("samples", "evaluation.samples"), ("temperature", "evaluation.temperature"))
+
+
+def job_fields(study: Study, node: Node, chosen: dict | None = None) -> dict:
+    """The raw Job settings of `node` (profile settings aside), with what a late-bound stage chose."""
+    t, e = study.training, study.evaluation
+    common = dict(kind="train", model=study.model, seed=study.seed, data=to_plain(study.data), text=to_plain(study.text),
+                  batch_size=t.batch_size, val_every=t.val_every, val_chunks=t.val_chunks,
+                  checkpoint_every=t.checkpoint_every, prompt=e.trained_prompt, series=e.series, samples=e.samples,
+                  temperature=e.temperature)
+    return common | {"name": node.key} | dict(node.settings) | (chosen or {})
+
+
+def possible_choices(study: Study, stage_name: str) -> list[dict]:
+    """Every configuration a late-bound stage could choose, in study order (without duplicates)."""
+    rule = stage(stage_name).choice
+    source = stage(rule.source)
+    upstream = possible_choices(study, source.name) if source.choice else [{}]
+    out: list[dict] = []
+    for node in source.nodes(study):
+        for chosen in upstream:
+            fields = job_fields(study, node, chosen)
+            pick = {k: fields[k] for k in rule.copied}
+            if pick not in out:
+                out.append(pick)
+    return out
+
+
+def node_choices(study: Study, node: Node) -> list[dict | None]:
+    """The choices `node` can run with: [None] for a node fixed by the study."""
+    s = stage(node.stage)
+    return possible_choices(study, s.name) if s.choice else [None]
+
+
+def check_jobs(study: Study, where: str) -> None:
+    """Build every job the study can run through Job's own rules; a refusal names the study key."""
+    for node in (n for n in study_nodes(study) if stage(n.stage).runs_jobs):
+        for chosen in node_choices(study, node):
+            try:
+                build(Job, job_fields(study, node, chosen), where=where)
+            except ConfigError as e:
+                raise _in_study_terms(e, node, chosen, where) from None
+
+
+def _in_study_terms(e: ConfigError, node: Node, chosen: dict | None, where: str) -> ConfigError:
+    if e.rule is None:
+        return e
+    key, value, valid = e.rule
+    field_name = key.split(".")[0]
+    origin = dict(COMMON_ORIGIN) | dict(node.origin)
+    study_key = origin.get(field_name) or f"{stage(node.stage).choice.source}'s choice of {field_name}"
+    subkey = key[len(field_name):]  # e.g. ".systems" of data
+    how = f" (with {chosen})" if chosen else ""
+    return ConfigError(f"{where}: {study_key}{subkey}: {value!r} is out of range for job {node.key}{how}; valid: {valid}",
+                       rule=(study_key + subkey, value, valid))
 
 
 def load_study(path: str | Path, scale: str | None = None, overrides: Sequence[str] = ()) -> Study:
@@ -168,10 +286,10 @@ def load_study(path: str | Path, scale: str | None = None, overrides: Sequence[s
         raw = apply_overrides(raw, [f"{k}={_yaml_value(v)}" for k, v in pairs.items()], source=f"{path}: scales.{scale}")
         raw["scale"] = scale
     raw = apply_overrides(raw, overrides)
-    return build(Study, raw, where=str(path))
+    study = build(Study, raw, where=str(path))
+    check_jobs(study, where=str(path))
+    return study
 
 
 def _yaml_value(v) -> str:
-    import yaml
-
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()

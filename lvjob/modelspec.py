@@ -1,0 +1,85 @@
+"""The models of the study by name: their configs, where their weights live, the LoRA defaults.
+
+Torch-free, so the configs (lvjob.study, lvjob.job, lvjob.profile), the FLOP counter and the planner
+can know every model without loading a library; lvjob.models loads and builds them.
+
+- `qwen2.5-0.5b`: Qwen/Qwen2.5-0.5B-Instruct, from a local folder or the Hugging Face cache.
+- `qwen2.5-0.5b-random`: the same architecture with random weights (FLOP tests, GPU benchmarks).
+- `tiny`: the same architecture at a tiny width with the real vocabulary, built into the cache.
+- `tiny-lv`: `tiny` after a short pre-training (lvjob.pretrain), built into the cache by `lvjob prepare`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lvjob.paths import cache_dir
+
+QWEN25_HUB_ID = "Qwen/Qwen2.5-0.5B-Instruct"
+
+# The public config of Qwen2.5-0.5B(-Instruct): what the FLOP counter and the random model use.
+QWEN25_05B_CONFIG = dict(
+    vocab_size=151936,
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    max_position_embeddings=32768,
+    rms_norm_eps=1e-6,
+    rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"},
+    tie_word_embeddings=True,
+    hidden_act="silu",
+    bos_token_id=151643,
+    eos_token_id=151645,
+    pad_token_id=151643,
+)
+
+# Tiny: real vocabulary (so the real tokenizer works), 2 layers of width 64, grouped-query attention
+# kept (4 query heads, 2 key/value heads). Almost all of its FLOPs are in the LM head.
+TINY_CONFIG = dict(
+    QWEN25_05B_CONFIG,
+    hidden_size=64,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+)
+TINY_SEED = 1234
+
+MODEL_NAMES = ("qwen2.5-0.5b", "qwen2.5-0.5b-random", "tiny", "tiny-lv")
+
+# The linear layers LoRA adapts unless a job says otherwise (SPEC §1's reference setting).
+DEFAULT_LORA_TARGETS = ("q_proj", "v_proj")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model a job uses; `path` overrides where the weights come from (folder or hub id)."""
+
+    name: str = "tiny"
+    path: str | None = None
+    quantize_4bit: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name not in MODEL_NAMES:
+            raise ValueError(f"model.name: unknown model {self.name!r}; valid: {', '.join(MODEL_NAMES)}")
+
+
+def config_dict(name: str) -> dict:
+    """The config values of a named model, as plain values (no transformers import)."""
+    if name in ("qwen2.5-0.5b", "qwen2.5-0.5b-random"):
+        return dict(QWEN25_05B_CONFIG)
+    if name in ("tiny", "tiny-lv"):
+        return dict(TINY_CONFIG)
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
+
+
+def tiny_model_dir() -> Path:
+    return cache_dir() / "tiny-qwen2"
+
+
+def demo_model_dir() -> Path:
+    return cache_dir() / "tiny-qwen2-lv"
