@@ -17,18 +17,18 @@ import json
 from pathlib import Path
 
 from lvjob import atomic, flops, report
+from lvjob.plan import plan_study
 from lvjob.profile import Profile
 from lvjob.rundir import summarize
-from lvjob.stages import CHOICE, job_for, make_job, read_choice, study_nodes
-from lvjob.study import Study
+from lvjob.stages import job_for, make_job, read_choice
+from lvjob.study import Study, stage_table, study_nodes
+from lvjob.study import stage as entry
 from lvjob.tables import Table, to_csv, to_latex, to_markdown
 
 
 def run_index(study: Study, profile: Profile) -> dict:
     runs = []
-    for node in study_nodes(study):
-        if node.stage == "aggregate":
-            continue
+    for node in (n for n in study_nodes(study) if entry(n.stage).runs_jobs):
         job = _recorded_job(study, profile, node)
         summary = summarize(job.resolved_run_dir()).to_dict() if job else {"status": "not started", "run_dir": None}
         runs.append({"node": node.key, "stage": node.stage, "run_id": job.run_id() if job else None} | summary)
@@ -38,27 +38,26 @@ def run_index(study: Study, profile: Profile) -> dict:
         "model": study.model,
         "profile": profile.name,
         "runs": runs,
-        "choices": {stage: read_choice(study, profile, stage) for stage in CHOICE},
+        "choices": {s.name: read_choice(study, profile, s.name) for s in stage_table() if s.choice},
     }
 
 
 def _recorded_job(study: Study, profile: Profile, node):
     """The job a node ran: late-bound nodes use the choice recorded when they started."""
-    if node.stage not in CHOICE:
+    if not entry(node.stage).choice:
         return job_for(study, profile, node)
     choice = read_choice(study, profile, node.stage)
     return make_job(study, profile, node, choice["chosen"]) if choice else None
 
 
 def study_tables(study: Study, index: dict) -> list[Table]:
-    from lvjob.plan import plan_study
-
     plan = plan_study(study)
     d = study.default
+    labels = {n.key: n.label for n in study_nodes(study) if n.label}
     return [
         report.step_flops_table(flops.shape_of(study.model), study.model, study.training.batch_size, d.context, d.rank),
         report.context_table(index),
-        report.comparison_table(index),
+        report.comparison_table(index, labels),
         report.flops_table(index, plan.by_experiment(), study.budget_flops),
         report.grid_table(index),
         report.choices_table(index),

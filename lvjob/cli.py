@@ -146,7 +146,7 @@ def _data_check(args) -> int:
 
     lv = data.load(args.path)
     train, val = data.split_systems(lv.n_systems)
-    ctx = data.context_length(lv.n_points)
+    ctx = data.context_points(lv.n_points)
     print(f"{args.path}: {lv.n_systems} systems x {lv.n_points} points x 2 (prey, predator); "
           f"split {len(train)} train / {len(val)} validation systems; "
           f"context {ctx} points, horizon {lv.n_points - ctx} points")
@@ -213,33 +213,33 @@ def _study_and_profile(args):
 
 def _submit(args) -> int:
     from lvjob import cluster
-    from lvjob.plan import format_plan, plan_study
+    from lvjob.executors import backend
+    from lvjob.plan import format_plan
+    from lvjob.status import format_status, status_rows
 
     study, profile = _study_and_profile(args)
-    plan = plan_study(study)
-    if not plan.fits:
-        print(format_plan(plan))
+    try:
+        sub = cluster.submit(study, profile, log=lambda m: print(m, flush=True))
+    except cluster.OverBudget as e:
+        print(format_plan(e.plan))
         _plan_proposal(study)
         print(f"\nNothing submitted: {args.study} (scale {study.scale}) is over its FLOP budget.")
         return 1
-    print(f"plan: {plan.total:.3e} FLOPs, {plan.total / plan.budget:.2%} of the {plan.budget:.0e} budget "
-          f"(lvjob plan {args.study} --scale {study.scale} for the table)")
-    sub = cluster.submit(study, profile, log=lambda m: print(m, flush=True))
     active = f", {len(sub.already_active)} still queued or running" if sub.already_active else ""
     print(f"\n{len(sub.jobs)} job(s) submitted; {sub.already_complete} of {len(sub.states)} already complete{active}. "
           f"Records: {sub.study_dir}; run index: {profile.results_dir}/runs.json")
-    if profile.executor == "slurm":
+    if backend(profile).detached:
         print(f"Follow it with `lvjob status {args.study} --profile {args.profile}` (or `make status`).")
         return 0
-    print(cluster.format_status(cluster.status_rows(study, profile)))
+    print(format_status(status_rows(study, profile)))
     return 0 if all(s.status == "complete" for s in sub.states) else 1
 
 
 def _status(args) -> int:
-    from lvjob import cluster
+    from lvjob.status import format_status, status_rows
 
     study, profile = _study_and_profile(args)
-    print(cluster.format_status(cluster.status_rows(study, profile)))
+    print(format_status(status_rows(study, profile)))
     return 0
 
 
@@ -247,12 +247,7 @@ def _cancel(args) -> int:
     from lvjob import cluster
 
     study, profile = _study_and_profile(args)
-    if profile.executor != "slurm":
-        print("local jobs run in the foreground of `lvjob submit`: stop it with Ctrl-C; the runs resume from "
-              "their checkpoints when it is run again")
-        return 0
-    ids = cluster.cancel(study, profile)
-    print(f"cancelled {len(ids)} job(s): {' '.join(ids)}" if ids else "no queued or running job of this study")
+    print(cluster.cancel(study, profile))
     return 0
 
 

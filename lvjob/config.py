@@ -9,6 +9,7 @@ with the file, the dotted key and what would be valid.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from pathlib import Path
@@ -110,8 +111,7 @@ def to_dict(obj: Any) -> Any:
 def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints, fields = _schema(cls)
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise ConfigError(
@@ -125,6 +125,12 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
         raise ConfigError(f"{where}: {prefix}{e}", rule=(f"{prefix}{e.key}", e.value, e.valid)) from None
     except ValueError as e:
         raise ConfigError(f"{where}: {prefix}{e}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(cls: type) -> tuple[dict, dict]:
+    """A dataclass's resolved type hints and init fields (resolving them is slow; classes do not change)."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
 
 
 def _convert(tp: Any, value: Any, where: str, key: str) -> Any:

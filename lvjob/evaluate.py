@@ -41,16 +41,6 @@ class Forecasts:
     parsed_ok: np.ndarray  # (series, samples) bool: the text parsed to a full horizon
     batches: list[tuple[int, int, int, int]]  # per generation batch: rows, padded prompt length, tokens generated, LM-head rows
 
-    def flops(self, shape, lora_rank: int = 0) -> tuple[int, int]:
-        """(prompt processing, generation) FLOPs of what was computed, padding and finished rows included."""
-        from lvjob import flops
-
-        prompt = sum(flops.forward(shape, rows, width, lora_rank=lora_rank, logits_len=1, logits_vocab=vocab).total
-                     for rows, width, _, vocab in self.batches)
-        total = sum(flops.generation(shape, rows, width, new, lora_rank=lora_rank, logits_vocab=vocab).total
-                    for rows, width, new, vocab in self.batches)
-        return prompt, total - prompt
-
 
 def build_prompt(tokenizer, context: np.ndarray, horizon_points: int, s: ForecastSettings) -> tuple[list[int], object]:
     scaler = fit_scaler(context, s.alpha, s.beta)
@@ -64,8 +54,12 @@ def build_prompt(tokenizer, context: np.ndarray, horizon_points: int, s: Forecas
     return tokenizer.encode(text, add_special_tokens=False), scaler
 
 
-def forecast(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: ForecastSettings) -> Forecasts:
-    """Forecast `horizon_points` points after each context (series, context points, 2)."""
+def forecast(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: ForecastSettings, on_batch=None) -> Forecasts:
+    """Forecast `horizon_points` points after each context (series, context points, 2).
+
+    `on_batch(rows, padded prompt length, tokens generated, LM-head rows)` is called after each
+    generation batch, so what was computed can be booked even if the evaluation is cut off.
+    """
     import torch
 
     from lvjob.forecast import alphabet_ids, generate
@@ -84,6 +78,8 @@ def forecast(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: For
                        temperature=s.temperature, generator=generator)
         # The first token comes from the prompt pass, each further one from a decode step.
         batches.append((len(chunk), out.padded_prompt_len, out.steps + 1, out.logits_vocab))
+        if on_batch is not None:
+            on_batch(batches[-1])
         for (i, k), text in zip(chunk, out.texts):
             texts[i][k] = text
 

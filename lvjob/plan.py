@@ -1,27 +1,25 @@
 """The budget planner: total a study's FLOPs by the rules of SPEC §5 before anything runs.
 
-Every training step is charged 3 x forward (LoRA or not); validation losses are forwards of the
-fixed validation subset; every evaluation is prompt processing plus one forward per generated
-token against the KV cache, for each series and sample. Choices made at run time are charged at
-their most expensive candidate (the final run at stage 2's longest context and stage 1's largest
-rank), so a plan that fits cannot be overrun by what the stages choose.
+The plan charges the jobs the study will run, built by the same path that runs them (the stage
+table of lvjob.study, lvjob.stages.make_job), each at `lvjob.cost.job_cost`: the most it can spend
+by the units its ledger books. A late-bound stage is charged at the most expensive configuration
+it could choose, so a plan that fits cannot be overrun by what the stages choose.
 
 When a study does not fit, `propose` finds what does: first the final run's largest step count
-("as far as the budget allows", SPEC §1); if even no final run fits, the largest common fraction
-of every training stage's steps.
+("as far as the budget allows", SPEC §1); if even one final step does not fit, the largest common
+fraction of every training stage's steps (at least one step each).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
-from lvjob import flops
-from lvjob.grammar import ALPHABET
-from lvjob.prompts import forecast_tokens, prompt_tokens
-from lvjob.study import LoraRun, Study
-
+from lvjob.cost import job_cost, validation_passes
+from lvjob.job import Job
+from lvjob.profile import Profile
+from lvjob.stages import make_job
+from lvjob.study import Node, Study, node_choices, stage, stage_table
 
 @dataclass(frozen=True)
 class Item:
@@ -56,66 +54,40 @@ class Plan:
         return out
 
 
-def validation_passes(steps: int, every: int) -> int:
-    """Validation runs every `every` steps and once more at the last step if that is not a multiple."""
-    return math.ceil(steps / every) if steps > 0 else 0
+def _label(job: Job, late: str | None) -> str:
+    if job.kind == "evaluate":
+        return f"{job.prompt} prompt"
+    what = f"r={job.rank} lr={job.lr:g} ctx={job.context}"
+    return f"{late}'s best (charged {what})" if late else what
 
 
-def _training(study: Study, shape: flops.ModelShape, experiment: str, run: LoraRun, what: str | None = None) -> list[Item]:
-    t = study.training
-    what = what or f"r={run.rank} lr={run.lr:g} ctx={run.context}"
-    step = flops.train_step(shape, t.batch_size, run.context, run.rank).total
-    passes = validation_passes(run.steps, t.val_every)
-    val = flops.forward(shape, t.val_chunks, run.context, lora_rank=run.rank, loss=True).total
-    return [
-        Item(experiment, what, "train", run.steps, run.steps * step),
-        Item(experiment, what, "validation", passes, passes * val),
-    ]
+def _charged(study: Study, profile: Profile, node: Node) -> Job:
+    """The node's job; for a late-bound node, the costliest job it could choose."""
+    jobs = [make_job(study, profile, node, chosen) for chosen in node_choices(study, node)]
+    return max(jobs, key=lambda j: job_cost(j).total)  # ties: the first in study order
 
 
-def _evaluation(study: Study, shape: flops.ModelShape, experiment: str, prompt: str, rank: int, what: str) -> Item:
-    d, e = study.data, study.evaluation
-    p = prompt_tokens(prompt, d.context_points, d.horizon_points, study.text.decimals)
-    n = forecast_tokens(d.horizon_points, study.text.decimals)
-    # Constrained decoding computes only the grammar's rows of the LM head (lvjob.forecast).
-    per_series = flops.generation(shape, 1, p, n, lora_rank=rank, logits_vocab=len(ALPHABET)).total
-    count = e.series * e.samples
-    return Item(experiment, what, "evaluation", count, count * per_series)
+def _items(study: Study, profile: Profile, node: Node) -> list[Item]:
+    job = _charged(study, profile, node)
+    rule = stage(node.stage).choice
+    what, cost = _label(job, rule.source if rule else None), job_cost(job)
+    evaluation = Item(node.stage, what, "evaluation", job.series * job.samples, cost.prompt + cost.generation)
+    if job.kind != "train":
+        return [evaluation]
+    passes = validation_passes(job.steps, job.val_every)
+    return [Item(node.stage, what, "train", cost.train_steps, cost.train),
+            Item(node.stage, what, "validation", passes, cost.validation), evaluation]
 
 
-def plan_study(study: Study) -> Plan:
-    shape = flops.shape_of(study.model)
-    items: list[Item] = []
-    trained = study.evaluation.trained_prompt
-    for prompt in study.zero_shot_prompts:
-        items.append(_evaluation(study, shape, "zero-shot", prompt, 0, f"{prompt} prompt"))
-
-    items += _training(study, shape, "default", study.default)
-    items.append(_evaluation(study, shape, "default", trained, study.default.rank, items[-1].run))
-
-    s1 = study.stage1
-    for rank in s1.ranks:
-        for lr in s1.lrs:
-            run = LoraRun(rank=rank, lr=lr, context=s1.context, steps=s1.steps)
-            items += _training(study, shape, "stage1", run)
-            items.append(_evaluation(study, shape, "stage1", trained, rank, items[-1].run))
-
-    # Stages 2 and final take their rank (and lr) from earlier stages at run time: charge the largest.
-    worst_rank, any_lr = max(s1.ranks), s1.lrs[0]
-    for ctx in study.stage2.contexts:
-        run = LoraRun(rank=worst_rank, lr=any_lr, context=ctx, steps=study.stage2.steps)
-        items += _training(study, shape, "stage2", run, f"stage-1 best (charged r={worst_rank}) ctx={ctx}")
-        items.append(_evaluation(study, shape, "stage2", trained, worst_rank, items[-1].run))
-
-    final = LoraRun(rank=worst_rank, lr=any_lr, context=max(study.stage2.contexts), steps=study.final.steps)
-    items += _training(study, shape, "final", final, f"stage-2 best (charged r={worst_rank} ctx={final.context})")
-    items.append(_evaluation(study, shape, "final", trained, worst_rank, items[-1].run))
+def plan_study(study: Study, profile: Profile = Profile()) -> Plan:
+    """Every job of the study's stage table, charged at its most (the profile changes no FLOP)."""
+    items = [item for s in stage_table() if s.runs_jobs for node in s.nodes(study) for item in _items(study, profile, node)]
     return Plan(study, tuple(items))
 
 
 def _with_steps(study: Study, fraction: float | None = None, final_steps: int | None = None) -> Study:
     def scaled(n: int) -> int:
-        return n if fraction is None else int(n * fraction)
+        return n if fraction is None else max(1, int(n * fraction))  # a job trains at least one step
 
     return dataclasses.replace(
         study,
@@ -126,11 +98,10 @@ def _with_steps(study: Study, fraction: float | None = None, final_steps: int | 
     )
 
 
-def _largest(fits, hi: int) -> int:
-    """Largest n in [0, hi] with fits(n), for a monotone predicate; -1 if none."""
-    if not fits(0):
+def _largest(fits, hi: int, lo: int = 0) -> int:
+    """Largest n in [lo, hi] with fits(n), for a monotone predicate; -1 if none."""
+    if not fits(lo):
         return -1
-    lo = 0
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if fits(mid):
@@ -152,11 +123,11 @@ def propose(study: Study) -> Proposal | None:
     if plan_study(study).fits:
         return None
     budget = study.budget_flops
-    final = _largest(lambda n: plan_study(_with_steps(study, final_steps=n)).total <= budget, study.final.steps)
-    if final >= 0:
+    final = _largest(lambda n: plan_study(_with_steps(study, final_steps=n)).total <= budget, study.final.steps, lo=1)
+    if final >= 1:
         s = _with_steps(study, final_steps=final)
         return Proposal(s, plan_study(s), f"final.steps={final} (was {study.final.steps}), all other stages unchanged")
-    # Not even without a final run: shrink every training stage by one common fraction (in 1/10000ths).
+    # Not even with one final step: shrink every training stage by one common fraction (in 1/10000ths).
     k = _largest(lambda n: plan_study(_with_steps(study, fraction=n / 10000)).total <= budget, 10000)
     if k < 0:
         return None  # evaluations alone exceed the budget: no step count helps
@@ -183,8 +154,8 @@ def format_plan(plan: Plan) -> str:
         "Charged by the rules of SPEC §5: a training step = 3 x forward (LoRA or not); validation loss = forward of",
         f"{s.training.val_chunks} chunks every {s.training.val_every} steps; evaluation = {e.series} series x {e.samples} sample(s),",
         "prompt + one forward per generated token with a KV cache, the LM head computing only the grammar's 13",
-        "tokens (as constrained decoding does). Stage 2 and the final run are charged at the",
-        "largest stage-1 rank and the longest stage-2 context, whatever the stages choose.",
+        "tokens (as constrained decoding does), every value at the grammar's most integer digits. Late-bound",
+        "stages (stage 2, the final run) are charged at the costliest configuration they could choose.",
         "",
         "| experiment | run | steps | training | validation | evaluation | total | share of budget |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

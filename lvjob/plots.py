@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lvjob.ledger import read_jsonl
+from lvjob.study import stage_table
 
 VARIABLES = ("prey", "predator")
 
@@ -127,6 +128,15 @@ def budget_figure(table4_csv: Path):
     return fig
 
 
+def loss_plots() -> dict[tuple[str, str], list[str]]:
+    """{(figure, title): the stages drawn in it}, from the stage table, in its order."""
+    plots: dict[tuple[str, str], list[str]] = {}
+    for s in stage_table():
+        if s.loss_plot:
+            plots.setdefault(s.loss_plot, []).append(s.name)
+    return plots
+
+
 def plot_results(results: str | Path, root: str | Path = ".") -> list[Path]:
     """Draw every plot from `results/`; run directories are resolved against `root`."""
     results, root = Path(results), Path(root)
@@ -135,9 +145,7 @@ def plot_results(results: str | Path, root: str | Path = ".") -> list[Path]:
     out = results / "plots"
     plt = pyplot()
     written = []
-    for name, stages, title in (("loss_stage1", ("stage1",), "Stage 1: LoRA rank x learning rate"),
-                                ("loss_stage2", ("stage2",), "Stage 2: context length"),
-                                ("loss_default_final", ("default", "final"), "Default fine-tune and final run")):
+    for (name, title), stages in loss_plots().items():
         fig = loss_figure([r for r in runs if r["stage"] in stages], title, root)
         written += _save(fig, out, name)
         plt.close(fig)

@@ -42,10 +42,11 @@ def tokens_per_point(variables: int = 2, decimals: int = 3, int_digits: int = 1)
 INSTRUCT_OVERHEAD_TOKENS = 63
 
 
-def prompt_tokens(style: str, context_points: int, horizon_points: int, decimals: int = 3, variables: int = 2) -> int:
-    """Tokens of a prompt holding `context_points` points (values with one integer digit, as scaled
-    series are: LLMTIME's scaling puts shown values near 0.2..1.1)."""
-    series = context_points * tokens_per_point(variables, decimals)  # includes the final ';'
+def prompt_tokens(style: str, context_points: int, horizon_points: int, decimals: int = 3, variables: int = 2,
+                  int_digits: int = 1) -> int:
+    """Tokens of a prompt holding `context_points` points of values with `int_digits` integer digits
+    (one, as scaled series have: LLMTIME's scaling puts shown values near 0.2..1.1)."""
+    series = context_points * tokens_per_point(variables, decimals, int_digits)  # includes the final ';'
     if style == "plain":
         return series
     if style == "instruct":
@@ -54,6 +55,7 @@ def prompt_tokens(style: str, context_points: int, horizon_points: int, decimals
     raise ValueError(f"prompt style {style!r}: valid: plain, instruct")
 
 
-def forecast_tokens(horizon_points: int, decimals: int = 3, variables: int = 2) -> int:
-    """Tokens generated for a forecast: the horizon's points joined by ';' (no trailing one)."""
-    return horizon_points * tokens_per_point(variables, decimals) - 1
+def forecast_tokens(horizon_points: int, decimals: int = 3, variables: int = 2, int_digits: int = 1) -> int:
+    """Tokens generated for a forecast: the horizon's points joined by ';' (no trailing one), every
+    value with `int_digits` integer digits (the grammar's `max_int_digits` gives its longest)."""
+    return horizon_points * tokens_per_point(variables, decimals, int_digits) - 1

@@ -11,9 +11,9 @@ complete" column says how many finished.
 from __future__ import annotations
 
 from lvjob import flops
+from lvjob.study import stage_table
 from lvjob.tables import Mark, Table
 
-EXPERIMENTS = ("zero-shot", "default", "stage1", "stage2", "final")
 METRICS = ("mae", "mse", "rmse")
 
 
@@ -66,13 +66,11 @@ def context_table(index: dict) -> Table:
                  rows=tuple(rows), formats=("d", "d", "g", ".4g", ".4g", ".4g", ".1%"), notes=notes)
 
 
-def comparison_table(index: dict) -> Table:
-    """Table 3: zero-shot (both prompts) vs default fine-tune vs best fine-tune vs persistence."""
+def comparison_table(index: dict, labels: dict[str, str]) -> Table:
+    """Table 3: the compared runs (`labels`: node key -> row label, from the stage table) vs persistence."""
     by_node = {r["node"]: r for r in index["runs"]}
-    labels = [(k, f"zero-shot, {k.removeprefix('zero-shot-')} prompt") for k in by_node if k.startswith("zero-shot-")]
-    labels += [("default", "default fine-tune"), ("final", "best fine-tune (final run)")]
     rows = []
-    for key, label in labels:
+    for key, label in labels.items():
         r = by_node.get(key)
         rows.append((label, *_errors(r), r.get("parse_rate") if _done(r) else why_missing(r or {}),
                      r.get("series") if _done(r) else why_missing(r or {})))
@@ -86,17 +84,19 @@ def comparison_table(index: dict) -> Table:
                  notes=("Errors in population units over the horizon, both variables (SPEC §4).",))
 
 
-def flops_table(index: dict, planned: dict[str, int], budget: float) -> Table:
-    """Table 4: FLOPs by experiment: spent, planned, lost to preemption; the total against the budget."""
+def flops_table(index: dict, planned: dict[str, int], budget: float, experiments: list[str] | None = None) -> Table:
+    """Table 4: FLOPs by experiment (the stages that run jobs): spent, planned, lost to preemption; the
+    total against the budget."""
+    experiments = experiments or [s.name for s in stage_table() if s.runs_jobs]
     rows, spent_total, lost_total = [], 0, 0
-    for exp in EXPERIMENTS:
+    for exp in experiments:
         runs = [r for r in index["runs"] if r["stage"] == exp]
         spent = sum(r.get("flops") or 0 for r in runs)
         lost = sum(r.get("lost_flops") or 0 for r in runs)
         spent_total, lost_total = spent_total + spent, lost_total + lost
         rows.append((exp, f"{sum(map(_done, runs))}/{len(runs)}", spent, planned.get(exp, 0), lost,
                      spent / planned[exp] if planned.get(exp) else Mark("-")))
-    plan_total = sum(planned.get(e, 0) for e in EXPERIMENTS)
+    plan_total = sum(planned.get(e, 0) for e in experiments)
     complete = sum(map(_done, index["runs"]))
     rows.append(("total", f"{complete}/{len(index['runs'])}", spent_total, plan_total, lost_total,
                  spent_total / plan_total if plan_total else Mark("-")))

@@ -32,10 +32,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lvjob import atomic
+from lvjob import atomic, cost, data
 from lvjob.config import to_dict
+from lvjob.evaluate import ForecastSettings, error_metrics, forecast, persistence
 from lvjob.job import Job
 from lvjob.ledger import Ledger
+from lvjob.models import load_model
+from lvjob.tokenizer import load_tokenizer
 
 EXIT_PREEMPTED = 3  # the job stopped on request after a checkpoint; run it again to resume
 
@@ -122,7 +125,7 @@ def run(job: Job, log=print) -> int:
 
 
 def _run_locked(job: Job, run_dir: Path, log) -> int:
-    from lvjob.train import Preempted, StopFlag
+    from lvjob.train import Preempted, StopFlag  # deferred: imports torch
 
     status = read_status(run_dir)
     if status.get("status") == "complete":
@@ -154,9 +157,6 @@ def _run_locked(job: Job, run_dir: Path, log) -> int:
 
 
 def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
-    from lvjob import data, flops
-    from lvjob.tokenizer import load_tokenizer
-
     device = pick_device(job.device)
     tokenizer = load_tokenizer()
     lv = data.ensure(job.data)
@@ -169,46 +169,67 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
             model, ledger = _load_trained(job, adapter_dir, device), Ledger.read(ledger_path)
             log("training already finished; evaluating the saved adapter")
         else:
-            from lvjob.train import Preempted, build_corpus, train
+            from lvjob.train import Preempted, build_corpus, train  # deferred: imports torch
 
             corpus = build_corpus(job, tokenizer, lv.trajectories, train_systems, val_systems)
             log(f"corpus: {len(corpus.train)} training chunks, {len(corpus.val)} validation chunks of <= {job.context} tokens")
             model, ledger = train(job, run_dir, corpus, tokenizer.pad_token_id, device, stop, attempt, log)
             with atomic.atomic_dir(adapter_dir) as tmp:
                 model.save_pretrained(tmp)
+                _sort_targets(tmp / "adapter_config.json")
             ledger.write(ledger_path)
             stop.in_loop = False
             if stop.requested:  # came during the last step: training is saved, the evaluation runs next time
                 raise Preempted(job.steps)
         rank = job.rank
     else:
-        from lvjob.models import load_model
-
         model = load_model(job.model_choice, device=device)
         if job.adapter:
             model = _attach_adapter(model, job.adapter)
-        ledger, rank = Ledger(), _adapter_rank(job.adapter)
+        ledger, rank = Ledger.read(ledger_path), _adapter_rank(job.adapter)
 
-    result = evaluate_model(job, model.eval(), tokenizer, lv.trajectories, val_systems, run_dir)
-    prompt, generation = result.flops(flops.shape_of(job.model), rank)
-    ledger.prompt, ledger.generation = prompt, generation
+    book = _booking(job, ledger, rank, ledger_path)
+    evaluate_model(job, model.eval(), tokenizer, lv.trajectories, val_systems, run_dir, on_batch=book)
     ledger.write(ledger_path)
 
 
-def evaluate_model(job: Job, model, tokenizer, trajectories: np.ndarray, val_systems, run_dir: Path):
-    """Forecast the first `series` validation systems; write eval.json and forecasts.npz."""
-    from lvjob.data import context_length
-    from lvjob.evaluate import ForecastSettings, error_metrics, forecast, persistence
+def _booking(job: Job, ledger: Ledger, rank: int, path: Path):
+    """What books each generation batch into the ledger as soon as it is computed.
 
+    Evaluation work booked by an earlier attempt is re-done now: it moves to lost_to_preemption
+    (still spent). New work is added, never overwritten, so a cut-off evaluation keeps its FLOPs.
+    """
+    ledger.lost_to_preemption += ledger.prompt + ledger.generation
+    ledger.write(path)
+
+    def book(batch) -> None:
+        prompt, generation = cost.evaluation_flops(job, [batch], rank)
+        ledger.prompt, ledger.generation = ledger.prompt + prompt, ledger.generation + generation
+        ledger.write(path)
+
+    return book
+
+
+def _sort_targets(config: Path) -> None:
+    """peft keeps target_modules as a set, written in an order that varies between processes: sort it,
+    so the same run gives the same adapter folder byte for byte."""
+    settings = json.loads(config.read_text())
+    if isinstance(settings.get("target_modules"), list):
+        settings["target_modules"] = sorted(settings["target_modules"])
+    config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def evaluate_model(job: Job, model, tokenizer, trajectories: np.ndarray, val_systems, run_dir: Path, on_batch=None):
+    """Forecast the first `series` validation systems; write eval.json and forecasts.npz."""
     systems = np.asarray(val_systems)[: job.series]
     series = trajectories[systems]
-    n_ctx = context_length(series.shape[1], job.data.horizon_fraction)
+    n_ctx = data.context_points(series.shape[1], job.data.horizon_fraction)
     contexts, truth = series[:, :n_ctx], series[:, n_ctx:]
     settings = ForecastSettings(prompt=job.prompt, decimals=job.text.decimals, alpha=job.text.alpha, beta=job.text.beta,
                                 samples=job.samples, temperature=job.temperature, max_int_digits=job.max_int_digits,
                                 batch_size=job.eval_batch_size, seed=job.seed)
     t0 = time.perf_counter()
-    result = forecast(model, tokenizer, contexts, truth.shape[1], settings)
+    result = forecast(model, tokenizer, contexts, truth.shape[1], settings, on_batch)
     seconds = time.perf_counter() - t0
     report = {
         "run_id": job.run_id(),
@@ -251,6 +272,4 @@ def _adapter_rank(adapter: str | None) -> int:
 
 
 def _load_trained(job: Job, adapter_dir: Path, device: str):
-    from lvjob.models import load_model
-
     return _attach_adapter(load_model(job.model_choice, device=device), str(adapter_dir))

@@ -24,12 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lvjob import atomic, checkpoint, flops
+from lvjob import atomic, checkpoint, cost
 from lvjob.corpus import pad_batch, training_chunks
 from lvjob.job import Job
+from lvjob.models import load_model
 from lvjob.ledger import Ledger, losses, read_jsonl, record_resume, training_ledger
-
-LORA_TARGETS = ["q_proj", "v_proj"]
 
 
 class Preempted(Exception):
@@ -104,9 +103,7 @@ def build_corpus(job: Job, tokenizer, trajectories: np.ndarray, train_systems, v
 
 
 def lora_model(job: Job, device: str):
-    from peft import LoraConfig, get_peft_model
-
-    from lvjob.models import load_model
+    from peft import LoraConfig, get_peft_model  # deferred like torch: heavy
 
     base = load_model(job.model_choice, device=device)
     if job.quantize_4bit:
@@ -114,7 +111,7 @@ def lora_model(job: Job, device: str):
 
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     torch.manual_seed(job.seed)  # the adapters' initial weights
-    config = LoraConfig(r=job.rank, lora_alpha=job.alpha, target_modules=LORA_TARGETS, lora_dropout=0.0, bias="none",
+    config = LoraConfig(r=job.rank, lora_alpha=job.alpha, target_modules=list(job.lora_targets), lora_dropout=0.0, bias="none",
                         task_type="CAUSAL_LM")
     model = get_peft_model(base, config)
     for p in model.parameters():
@@ -158,9 +155,8 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
 
     Writes `metrics.jsonl` (one row per step, validation loss on its rows) and checkpoints.
     """
-    shape = flops.shape_of(job.model)
-    step_flops = flops.train_step(shape, job.batch_size, job.context, job.rank).total
-    val_flops = flops.forward(shape, len(corpus.val), job.context, lora_rank=job.rank, loss=True).total
+    step_flops = cost.step_flops(job)
+    val_flops = cost.validation_flops(job, len(corpus.val))
 
     model = lora_model(job, device)
     trainable = [p for p in model.parameters() if p.requires_grad]

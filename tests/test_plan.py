@@ -67,11 +67,12 @@ def test_validation_runs_every_interval_and_at_the_last_step():
     assert validation_passes(0, 250) == 0
 
 
-def test_evaluation_is_charged_prompt_plus_generated_tokens_per_series():
+def test_evaluation_is_charged_prompt_plus_the_grammars_longest_forecast_per_series():
     study = _small_study()
     item = next(i for i in plan_study(study).items if i.experiment == "zero-shot" and "instruct" in i.run)
     d = study.data
-    per = flops.generation(QWEN, 1, prompt_tokens("instruct", d.context_points, d.horizon_points), forecast_tokens(d.horizon_points),
+    longest = forecast_tokens(d.horizon_points, int_digits=3)  # every value at max_int_digits (Job's default, 3)
+    per = flops.generation(QWEN, 1, prompt_tokens("instruct", d.context_points, d.horizon_points), longest,
                            logits_vocab=13).total
     assert item.flops == study.evaluation.series * per
 
@@ -85,7 +86,8 @@ def test_run_time_choices_are_charged_at_their_most_expensive_candidate():
 
 def test_when_no_final_run_fits_every_stage_is_scaled_down():
     few = dict(evaluation=EvalSpec(series=2), final=FinalRun(steps=10))
-    study = _small_study(budget_flops=plan_study(_small_study(**few)).total / 3, **few)
+    # Two thirds: one final step does not fit, one step of every stage (with its validation pass) does.
+    study = _small_study(budget_flops=plan_study(_small_study(**few)).total * 2 / 3, **few)
     proposal = propose(study)
     assert proposal.plan.fits
     assert proposal.study.default.steps < study.default.steps

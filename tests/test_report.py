@@ -66,7 +66,7 @@ def cells(table: Table, first: str) -> tuple:
 
 def test_table3_puts_finished_runs_beside_marked_missing_ones_and_persistence(study_runs):
     study, profile = study_runs
-    t = comparison_table(run_index(study, profile))
+    t = comparison_table(run_index(study, profile), {n.key: n.label for n in study_nodes(study) if n.label})
     assert cells(t, "zero-shot, plain prompt") == (2.0, 5.0, math.sqrt(5.0), 1.0, 20)
     assert cells(t, "zero-shot, instruct prompt") == (Mark("missing: failed"),) * 5
     assert cells(t, "default fine-tune")[0] == Mark("missing: running, step 12/60")

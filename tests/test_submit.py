@@ -16,7 +16,7 @@ def test_over_budget_study_is_refused_before_anything_is_submitted(tmp_path, cap
     code = main(["submit", str(ROOT / "jobs" / "reference_study.yaml"), "--profile", str(profile)])
     out = capsys.readouterr().out
     assert code == 1
-    assert "does NOT fit: over by 7.233e+16 (72.3%)" in out and "final.steps=2691" in out
+    assert "does NOT fit: over by 7.254e+16 (72.5%)" in out and "final.steps=2670" in out
     assert "Nothing submitted" in out and not (tmp_path / "runs").exists()
 
 

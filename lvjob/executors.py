@@ -1,0 +1,160 @@
+"""Where a study's jobs run, behind one small interface, as submitit does it: one backend per executor.
+
+A backend runs the jobs of one wave of stages (lvjob.cluster decides which) and says which of the
+study's earlier jobs are still queued or running:
+
+- `SlurmBackend`: one job array per stage, chained to the stages it waits for with `afterany`
+  dependencies, submitted and recorded at once; it returns without waiting (`detached`).
+- `LocalBackend`: the whole wave on this machine, at most `max_parallel` jobs at a time, waiting
+  for it to end; nothing is ever left running, so nothing is ever active or cancellable.
+
+`backend(profile)` picks one by the profile's executor; the orchestration never asks which.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import submitit
+
+from lvjob import slurm
+from lvjob.paths import cache_dir
+from lvjob.profile import Profile, python_for_submitit
+
+# (stage, the tasks of its nodes, the job ids it waits for) of one wave
+Batch = tuple[str, list, list[str]]
+Record = Callable[[str, list], None]  # called with (stage, its submitted jobs) once their ids are known
+
+
+def _parameters(profile: Profile, stage: str) -> dict:
+    params = dict(name=f"lvjob-{stage}", timeout_min=profile.timeout_min, cpus_per_task=profile.cpus_per_task,
+                  gpus_per_node=profile.gpus_per_node, mem_gb=profile.mem_gb)
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class LocalBackend:
+    """submitit's local executor: jobs are child processes of `lvjob submit`, which waits for them."""
+
+    detached = False
+    verb = "run"
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+
+    def executor(self, folder: Path, stage: str, after: list[str]) -> submitit.AutoExecutor:
+        ex = submitit.AutoExecutor(folder=folder, cluster="local")
+        ex.update_parameters(**_parameters(self.profile, stage))
+        return ex
+
+    def submit_wave(self, folder: Path, batches: list[Batch], record: Record, log) -> list[list]:
+        """Run every task of the wave, at most `max_parallel` at once; their finished jobs, by batch."""
+        flat = [t for _, tasks, _ in batches for t in tasks]
+        finished = iter(self._run(folder, flat, log))
+        submitted = [[next(finished) for _ in tasks] for _, tasks, _ in batches]
+        for (stage, _, _), jobs in zip(batches, submitted):
+            record(stage, jobs)
+        return submitted
+
+    def _run(self, folder: Path, tasks: list, log) -> list:
+        ex = self.executor(folder, "local", [])
+        pending, running, finished = list(tasks), [], []
+        while pending or running:
+            while pending and len(running) < self.profile.max_parallel:
+                task = pending.pop(0)
+                running.append((task, ex.submit(task)))
+                log(f"  {task.node.key}: started (pid {running[-1][1].job_id})")
+            time.sleep(1)
+            for task, job in [r for r in running if r[1].done()]:
+                running.remove((task, job))
+                finished.append((tasks.index(task), job))
+                log(f"  {task.node.key}: {_outcome(job)}")
+        return [job for _, job in sorted(finished, key=lambda x: x[0])]
+
+    def states(self, job_ids: list[str]) -> dict[str, str]:
+        return {}  # local jobs ended with the `lvjob submit` that ran them
+
+    def active(self, job_ids: list[str]) -> set[str]:
+        return set()
+
+    def dependency_ids(self, job_ids: list[str]) -> list[str]:
+        return sorted(set(job_ids))
+
+    def wait_also(self, pending_by_stage: dict[str, list[str]], after: dict[str, list[str]]) -> None:
+        pass  # nothing local is ever left queued
+
+    def cancel(self, job_ids: list[str]) -> str:
+        return ("local jobs run in the foreground of `lvjob submit`: stop it with Ctrl-C; the runs resume from "
+                "their checkpoints when it is run again")
+
+
+def _outcome(job) -> str:
+    if job.state == "FINISHED" and job.exception() is None:
+        return "done"
+    text = str(job.exception()).strip().splitlines()
+    return f"FAILED ({text[-1] if text else type(job.exception()).__name__})"
+
+
+class SlurmBackend:
+    """submitit's SLURM executor: job arrays chained by dependencies; SLURM runs them unattended."""
+
+    detached = True
+    verb = "submitted"
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+
+    def executor(self, folder: Path, stage: str, after: list[str]) -> submitit.AutoExecutor:
+        p = self.profile
+        kwargs = {"slurm_max_num_timeout": p.max_num_timeout}
+        if p.image:
+            kwargs["slurm_python"] = python_for_submitit(p, Path.cwd(), cache_dir().resolve())
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", **kwargs)
+        extra = dict(p.sbatch) | ({"dependency": "afterany:" + ":".join(after)} if after else {})
+        params = _parameters(p, stage) | dict(
+            slurm_partition=p.partition, slurm_account=p.account, slurm_qos=p.qos, slurm_constraint=p.constraint,
+            slurm_signal_delay_s=p.signal_delay_s, slurm_array_parallelism=p.array_parallelism,
+            slurm_additional_parameters=extra)
+        ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+        return ex
+
+    def submit_wave(self, folder: Path, batches: list[Batch], record: Record, log) -> list[list]:
+        """One job array per stage, each recorded as soon as SLURM has taken it."""
+        submitted = []
+        for stage, tasks, after in batches:
+            ex = self.executor(folder, stage, after)
+            with ex.batch():
+                jobs = [ex.submit(t) for t in tasks]
+            record(stage, jobs)
+            submitted.append(jobs)
+        return submitted
+
+    def states(self, job_ids: list[str]) -> dict[str, str]:
+        return slurm.states(job_ids)
+
+    def active(self, job_ids: list[str]) -> set[str]:
+        return {j for j, state in slurm.states(job_ids).items() if state in slurm.ACTIVE}
+
+    def dependency_ids(self, job_ids: list[str]) -> list[str]:
+        """One id per job array: a dependency on the array waits for all its tasks."""
+        return sorted({slurm.array_id(j) for j in job_ids})
+
+    def wait_also(self, pending_by_stage: dict[str, list[str]], after: dict[str, list[str]]) -> None:
+        """Jobs still pending from an earlier submission also wait for what their stage's sources resubmitted
+        (e.g. a failed stage-1 run submitted again while stage 2 is queued)."""
+        for stage, ids in pending_by_stage.items():
+            pending = sorted({slurm.array_id(j) for j, s in slurm.states(ids).items() if s == "PENDING"})
+            for job in pending:
+                slurm.set_dependency(job, after[stage])
+
+    def cancel(self, job_ids: list[str]) -> str:
+        slurm.cancel(job_ids)
+        return f"cancelled {len(job_ids)} job(s): {' '.join(job_ids)}" if job_ids else "no queued or running job of this study"
+
+
+BACKENDS = {"local": LocalBackend, "slurm": SlurmBackend}
+
+
+def backend(profile: Profile) -> LocalBackend | SlurmBackend:
+    return BACKENDS[profile.executor](profile)
