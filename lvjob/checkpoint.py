@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lvjob.atomic import atomic_dir
+from lvjob.paths import RunDir
 
 PREFIX = "step-"
 FILES = ("adapter.safetensors", "optimizer.pt", "rng.pt", "state.json", "metrics.jsonl")
@@ -44,7 +45,7 @@ class Checkpoint:
 
 
 def folder(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return RunDir(run_dir).checkpoints
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -27,17 +27,21 @@ from pathlib import Path
 
 import submitit
 
+from lvjob import data
 from lvjob.aggregate import write_results
 from lvjob.executors import backend
 from lvjob.ledger import read_jsonl
+from lvjob.models import ensure_tiny_model
 from lvjob.paths import cache_dir
 from lvjob.plan import Plan, plan_study
 from lvjob.plots import plot_results
 from lvjob.profile import Profile
 from lvjob.rundir import summarize
+from lvjob.runner import EXIT_PREEMPTED, read_status, run
 from lvjob.stages import job_for, study_dir
 from lvjob.study import Node, Study, stage_table, study_nodes, waits_for
 from lvjob.study import stage as entry
+from lvjob.tokenizer import ensure_tokenizer
 
 
 class OverBudget(RuntimeError):
@@ -64,8 +68,6 @@ class StudyTask(submitit.helpers.Checkpointable):
             out = write_results(self.study, self.profile)
             plot_results(out)
             return {"results": str(out)}
-
-        from lvjob.runner import EXIT_PREEMPTED, read_status, run  # deferred: imports torch
 
         job = job_for(self.study, self.profile, self.node)
         code = run(job, log=lambda msg: print(msg, flush=True))
@@ -246,10 +248,6 @@ class _Submitting:
 
 def prepare(study: Study) -> None:
     """Build what every job reads, once, here (the login node), so jobs never race to build it."""
-    from lvjob import data
-    from lvjob.models import ensure_tiny_model
-    from lvjob.tokenizer import ensure_tokenizer
-
     data.ensure(study.data)
     ensure_tokenizer()
     if study.model in ("tiny", "tiny-lv"):

@@ -18,8 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from lvjob import atomic
-
-PREEMPTIONS = "preemptions.jsonl"
+from lvjob.paths import RunDir
 
 
 @dataclass
@@ -76,14 +75,14 @@ def record_resume(run_dir: Path, attempt: int, from_step: int, discarded: list[d
     """Append (durably) the resume of `attempt` and every discarded metrics row."""
     lines = [{"event": "resume", "attempt": attempt, "from_step": from_step}]
     lines += [{"event": "lost", "attempt": r.get("attempt", 0), "step": r["step"], "val": "val_loss" in r} for r in discarded]
-    with open(Path(run_dir) / PREEMPTIONS, "a") as f:
+    with open(RunDir(run_dir).preemptions, "a") as f:
         f.write("".join(json.dumps(x) + "\n" for x in lines))
         f.flush()
         os.fsync(f.fileno())
 
 
 def losses(run_dir: Path) -> Losses:
-    records = read_jsonl(Path(run_dir) / PREEMPTIONS)
+    records = read_jsonl(RunDir(run_dir).preemptions)
     lost = {(r["attempt"], r["step"]): r["val"] for r in records if r.get("event") == "lost"}
     resumes = {r["attempt"] for r in records if r.get("event") == "resume"}
     return Losses(steps=len(lost), validations=sum(lost.values()), resumes=len(resumes))

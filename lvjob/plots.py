@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lvjob.ledger import read_jsonl
+from lvjob.paths import RunDir
 from lvjob.study import stage_table
 
 VARIABLES = ("prey", "predator")
@@ -45,7 +46,7 @@ def _save(fig, out: Path, name: str) -> list[Path]:
 
 def _curve(run_dir: Path) -> tuple[list, list, list, list]:
     """(steps, losses, validation steps, validation losses); a step written twice counts once (the last)."""
-    by_step = {r["step"]: r for r in read_jsonl(run_dir / "metrics.jsonl")}
+    by_step = {r["step"]: r for r in read_jsonl(RunDir(run_dir).metrics)}
     rows = [by_step[s] for s in sorted(by_step)]
     vals = [r for r in rows if "val_loss" in r]
     return [r["step"] for r in rows], [r["loss"] for r in rows], [r["step"] for r in vals], [r["val_loss"] for r in vals]
@@ -153,7 +154,7 @@ def plot_results(results: str | Path, root: str | Path = ".") -> list[Path]:
 
     def forecasts(node: str) -> Path | None:
         run = by_node.get(node)
-        return root / run["run_dir"] / "forecasts.npz" if run and run.get("run_dir") else None
+        return RunDir(root / run["run_dir"]).forecasts if run and run.get("run_dir") else None
 
     fig = forecast_figure(forecasts("zero-shot-plain"), forecasts("final"))
     if fig is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from lvjob.ledger import Ledger, read_jsonl
+from lvjob.paths import RunDir
 
 
 @dataclass(frozen=True)
@@ -55,24 +56,23 @@ def _read_json(path: Path) -> dict:
 
 
 def summarize(run_dir: str | Path) -> RunSummary:
-    run_dir = Path(run_dir)
-    status = _read_json(run_dir / "run.json")
+    files = RunDir(run_dir)
+    status = _read_json(files.status)
     if not status:
         return RunSummary(run_dir=str(run_dir), status="missing")
     job = {}
     try:
-        job = yaml.safe_load((run_dir / "job.yaml").read_text()) or {}
+        job = yaml.safe_load(files.job.read_text()) or {}
     except (OSError, yaml.YAMLError):
         pass
-    rows = read_jsonl(run_dir / "metrics.jsonl")
+    rows = read_jsonl(files.metrics)
     vals = [r["val_loss"] for r in rows if "val_loss" in r]
-    ledger_path = run_dir / "ledger.json"
-    if ledger_path.exists():
-        ledger = Ledger.read(ledger_path)
+    if files.ledger.exists():
+        ledger = Ledger.read(files.ledger)
         flops, lost = ledger.total, ledger.lost_to_preemption
     else:  # still training: the live metrics carry the ledger so far
         flops, lost = (rows[-1].get("flops"), rows[-1].get("lost_flops")) if rows else (None, None)
-    evaluation = _read_json(run_dir / "eval.json")
+    evaluation = _read_json(files.evaluation)
     model, persistence = evaluation.get("model", {}), evaluation.get("persistence", {})
     kind = status.get("kind") or job.get("kind")
     train = kind == "train"

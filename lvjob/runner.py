@@ -38,19 +38,20 @@ from lvjob.evaluate import ForecastSettings, error_metrics, forecast, persistenc
 from lvjob.job import Job
 from lvjob.ledger import Ledger
 from lvjob.models import load_model
+from lvjob.paths import ADAPTER_CONFIG, RunDir
 from lvjob.tokenizer import load_tokenizer
 
 EXIT_PREEMPTED = 3  # the job stopped on request after a checkpoint; run it again to resume
 
 
 def read_status(run_dir: Path) -> dict:
-    path = Path(run_dir) / "run.json"
+    path = RunDir(run_dir).status
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _write_status(run_dir: Path, **fields) -> dict:
     status = read_status(run_dir) | fields | {"updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic.write_text(run_dir / "run.json", json.dumps(status, indent=1, sort_keys=True))
+    atomic.write_text(RunDir(run_dir).status, json.dumps(status, indent=1, sort_keys=True))
     return status
 
 
@@ -103,7 +104,7 @@ def run_lock(run_dir: Path):
     """
     import fcntl
 
-    with open(run_dir / ".lock", "a+") as f:
+    with open(RunDir(run_dir).lock, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -131,7 +132,7 @@ def _run_locked(job: Job, run_dir: Path, log) -> int:
     if status.get("status") == "complete":
         log(f"{run_dir}: already complete, nothing to do")
         return 0
-    atomic.write_text(run_dir / "job.yaml", yaml.safe_dump(to_dict(job), sort_keys=False))
+    atomic.write_text(RunDir(run_dir).job, yaml.safe_dump(to_dict(job), sort_keys=False))
     attempt = status.get("attempts", 0) + 1
     _write_status(run_dir, status="running", error=None, signal=None, run_id=job.run_id(), kind=job.kind, name=job.name, attempts=attempt, host=socket.gethostname(), pid=os.getpid(),
                   slurm_job_id=os.environ.get("SLURM_JOB_ID"), started=status.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -161,11 +162,11 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
     tokenizer = load_tokenizer()
     lv = data.ensure(job.data)
     train_systems, val_systems = data.split_systems(lv.n_systems, job.data.val_fraction, job.data.seed)
-    ledger_path = run_dir / "ledger.json"
+    ledger_path = RunDir(run_dir).ledger
 
     if job.kind == "train":
-        adapter_dir = run_dir / "adapter"
-        if (adapter_dir / "adapter_config.json").exists():
+        adapter_dir = RunDir(run_dir).adapter
+        if (adapter_dir / ADAPTER_CONFIG).exists():
             model, ledger = _load_trained(job, adapter_dir, device), Ledger.read(ledger_path)
             log("training already finished; evaluating the saved adapter")
         else:
@@ -176,7 +177,7 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
             model, ledger = train(job, run_dir, corpus, tokenizer.pad_token_id, device, stop, attempt, log)
             with atomic.atomic_dir(adapter_dir) as tmp:
                 model.save_pretrained(tmp)
-                _sort_targets(tmp / "adapter_config.json")
+                _sort_targets(tmp / ADAPTER_CONFIG)
             ledger.write(ledger_path)
             stop.in_loop = False
             if stop.requested:  # came during the last step: training is saved, the evaluation runs next time
@@ -188,12 +189,12 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
             model = _attach_adapter(model, job.adapter)
         ledger, rank = Ledger.read(ledger_path), _adapter_rank(job.adapter)
 
-    book = _booking(job, ledger, rank, ledger_path)
+    book = eval_booking(job, ledger, rank, ledger_path)
     evaluate_model(job, model.eval(), tokenizer, lv.trajectories, val_systems, run_dir, on_batch=book)
     ledger.write(ledger_path)
 
 
-def _booking(job: Job, ledger: Ledger, rank: int, path: Path):
+def eval_booking(job: Job, ledger: Ledger, rank: int, path: Path):
     """What books each generation batch into the ledger as soon as it is computed.
 
     Evaluation work booked by an earlier attempt is re-done now: it moves to lost_to_preemption
@@ -241,11 +242,11 @@ def evaluate_model(job: Job, model, tokenizer, trajectories: np.ndarray, val_sys
         "settings": to_dict(settings),
         "seconds": round(seconds, 3),
     }
-    atomic.write_text(run_dir / "eval.json", json.dumps(report, indent=1))
+    atomic.write_text(RunDir(run_dir).evaluation, json.dumps(report, indent=1))
     buf = io.BytesIO()
     np.savez_compressed(buf, predictions=result.predictions, samples=result.samples, truth=truth, contexts=contexts,
                         systems=systems, parsed_ok=result.parsed_ok, texts=np.array(result.texts, dtype=str))
-    atomic.write_bytes(run_dir / "forecasts.npz", buf.getvalue())
+    atomic.write_bytes(RunDir(run_dir).forecasts, buf.getvalue())
     return result
 
 
@@ -258,9 +259,9 @@ def _attach_adapter(model, adapter: str):
 def _adapter_folder(adapter: str) -> Path:
     """A run directory's `adapter/`, or a PEFT adapter folder itself."""
     path = Path(adapter)
-    if (path / "adapter" / "adapter_config.json").exists():
-        return path / "adapter"
-    if (path / "adapter_config.json").exists():
+    if (RunDir(path).adapter / ADAPTER_CONFIG).exists():
+        return RunDir(path).adapter
+    if (path / ADAPTER_CONFIG).exists():
         return path
     raise FileNotFoundError(f"adapter: {adapter} holds no PEFT adapter (no adapter_config.json in it or in its adapter/)")
 
@@ -268,7 +269,7 @@ def _adapter_folder(adapter: str) -> Path:
 def _adapter_rank(adapter: str | None) -> int:
     if not adapter:
         return 0
-    return int(json.loads((_adapter_folder(adapter) / "adapter_config.json").read_text())["r"])
+    return int(json.loads((_adapter_folder(adapter) / ADAPTER_CONFIG).read_text())["r"])
 
 
 def _load_trained(job: Job, adapter_dir: Path, device: str):

@@ -28,6 +28,7 @@ from lvjob import atomic, checkpoint, cost
 from lvjob.corpus import pad_batch, training_chunks
 from lvjob.job import Job
 from lvjob.models import load_model
+from lvjob.paths import RunDir
 from lvjob.ledger import Ledger, losses, read_jsonl, record_resume, training_ledger
 
 
@@ -163,7 +164,7 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
     optimizer = torch.optim.AdamW(trainable, lr=job.lr, weight_decay=job.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)  # constant lr, as SPEC §1
 
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = RunDir(run_dir).metrics
     checkpoint.remove_partial_writes(run_dir)
     ckpt = checkpoint.load_latest(run_dir)
     rows, start = [], 0

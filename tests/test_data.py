@@ -380,16 +380,16 @@ def test_system_split_refuses_what_it_cannot_split(args):
 
 
 def test_splits_count_like_the_study_spec():
-    from lvjob.study import DataSpec
+    from lvjob.data import DataSpec
 
     for systems, points in [(1000, 100), (20, 30), (7, 13), (2, 5)]:
         spec = DataSpec(systems=systems, points=points)
         assert len(data.split_systems(systems)[1]) == spec.val_systems
-        assert data.context_length(points) == spec.context_points
+        assert data.context_points(points) == spec.context_points
 
 
 def test_temporal_split_is_the_first_80_percent_then_the_horizon():
-    assert data.context_length(100) == 80
+    assert data.context_points(100) == 80
     ctx, hor = data.split_time(np.arange(100))
     assert ctx.tolist() == list(range(80)) and hor.tolist() == list(range(80, 100))
 
@@ -401,21 +401,21 @@ def test_temporal_split_cuts_the_time_axis_of_every_layout():
 
 
 def test_the_shortest_series_still_has_a_context_and_a_horizon():
-    assert data.context_length(data.MIN_POINTS) == 4
-    assert data.context_length(2, horizon_fraction=0.1) == 1
+    assert data.context_points(data.MIN_POINTS) == 4
+    assert data.context_points(2, horizon_fraction=0.1) == 1
 
 
 @pytest.mark.parametrize("args", [(1, 0.2), (10, 0.0), (10, 1.0)])
 def test_temporal_split_refuses_what_it_cannot_split(args):
     with pytest.raises(ValueError):
-        data.context_length(*args)
+        data.context_points(*args)
 
 
 # --- ensure ------------------------------------------------------------------------------------------
 
 
 def test_ensure_generates_a_missing_file_once(tmp_path):
-    from lvjob.study import DataSpec
+    from lvjob.data import DataSpec
 
     spec = DataSpec(path=str(tmp_path / "d" / "lv.h5"), systems=6, points=12, seed=2)
     lv = data.ensure(spec)

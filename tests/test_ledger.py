@@ -1,6 +1,7 @@
 """The FLOP ledger: every lost step counted exactly once, whatever the kills."""
 
-from lvjob.ledger import PREEMPTIONS, Losses, losses, record_resume, training_ledger
+from lvjob.ledger import Losses, losses, record_resume, training_ledger
+from lvjob.paths import RunDir
 
 
 def rows(*steps, attempt=1, val=()):
@@ -22,7 +23,7 @@ def test_the_same_step_lost_by_two_attempts_counts_twice(tmp_path):
 
 def test_a_record_cut_short_by_a_kill_is_ignored(tmp_path):
     record_resume(tmp_path, 2, 4, rows(5))
-    with open(tmp_path / PREEMPTIONS, "a") as f:
+    with open(RunDir(tmp_path).preemptions, "a") as f:
         f.write('{"event": "lost", "attem')
     assert losses(tmp_path) == Losses(steps=1, validations=0, resumes=1)
 

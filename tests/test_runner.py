@@ -9,7 +9,7 @@ import pytest
 from lvjob.config import ConfigError
 from lvjob.job import Job, load_job
 from lvjob.runner import run
-from lvjob.study import DataSpec
+from lvjob.data import DataSpec
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 

@@ -18,11 +18,14 @@ import pytest
 import yaml
 
 from lvjob import cluster
+from lvjob import slurm as slurm_client  # the fixture `slurm` is the test cluster
+from lvjob.executors import backend
 from lvjob.ledger import read_jsonl
 from lvjob.profile import load_profile
 from lvjob.rundir import summarize
 from lvjob.runner import read_status
 from lvjob.stages import job_for, study_dir, study_nodes
+from lvjob.status import format_status, status_rows
 from lvjob.study import load_study
 
 STUDY = Path(__file__).parent.parent / "jobs" / "study.yaml"
@@ -64,8 +67,8 @@ def wait_for(job_ids: list[str], limit_s: float) -> dict[str, str]:
     """Poll sacct until none of `job_ids` is queued or running; their final states."""
     deadline = time.monotonic() + limit_s
     while True:
-        states = cluster.slurm_states(job_ids)
-        if not any(s in cluster.ACTIVE or s == "UNKNOWN" for s in states.values()):
+        states = slurm_client.states(job_ids)
+        if not any(s in slurm_client.ACTIVE or s == "UNKNOWN" for s in states.values()):
             return states
         if time.monotonic() > deadline:
             raise AssertionError(f"jobs still active after {limit_s} s: {states}")
@@ -123,7 +126,7 @@ def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(
 def _default_job_on(profile, study):
     node = next(n for n in study_nodes(study) if n.key == "default")
     task = cluster.StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])
-    ex = cluster._executor(profile, study_dir(study, profile) / "submitit", "default", [])
+    ex = backend(profile).executor(study_dir(study, profile) / "submitit", "default", [])
     job = ex.submit(task)
     run_dir = job_for(study, profile, node).resolved_run_dir()
     return job, run_dir
@@ -206,10 +209,10 @@ def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, 
     assert by_node["stage1-r2-lr0.001"] == "FAILED"
     assert by_node["stage2-ctx64"] == "FAILED" and by_node["final"] == "FAILED"  # ended, not pending
     assert by_node["default"] == "COMPLETED" and by_node["aggregate"] == "COMPLETED"
-    rows = {r["node"]: r for r in cluster.status_rows(study, profile)}
+    rows = {r["node"]: r for r in status_rows(study, profile)}
     assert "IsADirectoryError" in rows["stage1-r2-lr0.001"]["why"]
     assert "no stage1 run finished" in rows["stage2-ctx64"]["why"]
-    print(cluster.format_status(list(rows.values())))
+    print(format_status(list(rows.values())))
 
     # Mend the cause and submit again: only the failed jobs (and the aggregate) are submitted.
     shutil.rmtree(run_dir)
@@ -226,15 +229,15 @@ def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, smal
     first = cluster.submit(study, profile, log=print)
     cancelled = first.jobs["stage1-r4-lr0.001"].job_id
     subprocess.run(["scancel", cancelled], check=True)
-    wait_until(lambda: cluster.slurm_states([cancelled])[cancelled] not in cluster.ACTIVE, 60, "the cancel")
+    wait_until(lambda: slurm_client.states([cancelled])[cancelled] not in slurm_client.ACTIVE, 60, "the cancel")
     again = cluster.submit(study, profile, log=print)  # stage 2 is still queued behind the rest of stage 1
     assert "stage1-r4-lr0.001" in again.jobs and "stage2-ctx48" not in again.jobs
     redo = again.jobs["stage1-r4-lr0.001"].job_id
     subprocess.run(["scontrol", "hold", redo], check=True)  # keep it from running until stage 1's other run ended
     other, stage2 = first.jobs["stage1-r2-lr0.001"].job_id, first.jobs["stage2-ctx48"].job_id
-    wait_until(lambda: cluster.slurm_states([other])[other] not in cluster.ACTIVE, 300, "the other stage-1 run to end")
+    wait_until(lambda: slurm_client.states([other])[other] not in slurm_client.ACTIVE, 300, "the other stage-1 run to end")
     time.sleep(6)  # three scheduling intervals
-    assert cluster.slurm_states([stage2])[stage2] == "PENDING"  # it waits for the resubmitted run too
+    assert slurm_client.states([stage2])[stage2] == "PENDING"  # it waits for the resubmitted run too
     subprocess.run(["scontrol", "release", redo], check=True)
     wait_for([j.job_id for j in first.jobs.values()] + [redo], limit_s=400)
     choice = json.loads((study_dir(study, profile) / "choices" / "stage2.json").read_text())

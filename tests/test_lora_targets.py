@@ -1,0 +1,71 @@
+"""LoRA target modules are a job setting; the adapter it leaves is the same, byte for byte, in every process;
+an evaluation books what it computed, as it computes it."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lvjob import cost, flops
+from lvjob.config import ConfigError
+from lvjob.data import DataSpec
+from lvjob.job import Job, load_job
+from lvjob.ledger import Ledger
+from lvjob.runner import eval_booking
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+
+
+def test_lora_targets_default_to_q_and_v_and_keep_existing_run_ids():
+    job = load_job(JOBS / "default_lora.yaml")
+    assert job.lora_targets == ("q_proj", "v_proj")
+    assert "lora_targets" not in job.run_id() and job.run_id() == load_job(JOBS / "default_lora.yaml",
+                                                                           ["lora_targets=[q_proj, v_proj]"]).run_id()
+    assert load_job(JOBS / "default_lora.yaml", ["lora_targets=[q_proj, k_proj, v_proj]"]).run_id() != job.run_id()
+
+
+def test_an_unknown_lora_target_is_refused_naming_the_valid_ones():
+    with pytest.raises(ConfigError, match="lora_targets.*q_proj, k_proj, v_proj, o_proj"):
+        load_job(JOBS / "default_lora.yaml", ["lora_targets=[attention]"])
+
+
+def test_the_flop_charge_follows_the_lora_targets():
+    job = load_job(JOBS / "default_lora.yaml")
+    wider = load_job(JOBS / "default_lora.yaml", ["lora_targets=[q_proj, k_proj, v_proj, o_proj]"])
+    shape = flops.shape_of(job.model)
+    assert cost.step_flops(wider) == flops.train_step(shape, 4, 512, 4, ("q_proj", "k_proj", "v_proj", "o_proj")).total
+    assert cost.step_flops(wider) > cost.step_flops(job)
+
+
+def _adapter_digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_the_same_run_gives_byte_identical_adapter_folders_in_different_processes(small_data, tmp_path):
+    settings = ["model=tiny", f"data.path={small_data}", "data.systems=20", "data.points=30", "context=48", "steps=2",
+                "batch_size=2", "val_every=2", "val_chunks=2", "series=1", "temperature=0",
+                "lora_targets=[v_proj, q_proj, o_proj, k_proj]"]
+    digests = []
+    for seed in ("1", "2"):  # str hashes, and so peft's set of target modules, order differently per seed
+        run_dir = tmp_path / f"run-{seed}"
+        env = os.environ | {"PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-m", "lvjob", "run", str(JOBS / "default_lora.yaml"), *settings,
+                        f"run_dir={run_dir}"], check=True, env=env, capture_output=True, timeout=300)
+        digests.append(_adapter_digest(run_dir / "adapter"))
+    assert digests[0] == digests[1] and "adapter_config.json" in digests[0]
+
+
+def test_an_evaluation_books_each_batch_and_moves_earlier_evaluation_work_to_lost(tmp_path):
+    job = Job(kind="evaluate", model="tiny", data=DataSpec(systems=20, points=30), series=4, eval_batch_size=2)
+    path = tmp_path / "ledger.json"
+    ledger = Ledger(prompt=100, generation=20)  # an earlier attempt's evaluation, cut off
+    book = eval_booking(job, ledger, 0, path)
+    batch = (2, 90, 40, 13)
+    book(batch)
+    booked = Ledger.read(path)
+    prompt, generation = cost.evaluation_flops(job, [batch], 0)
+    assert (booked.prompt, booked.generation) == (100 + prompt, 20 + generation)  # added, never overwritten
+    assert booked.lost_to_preemption == 120  # the earlier evaluation's work is re-done now

@@ -1,0 +1,123 @@
+"""One stage table for what runs, what is charged and what is reported; settings validated once, at load."""
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lvjob import cluster, cost, study as study_module
+from lvjob.aggregate import write_results
+from lvjob.cli import main
+from lvjob.config import ConfigError
+from lvjob.data import DataSpec, context_points, split_systems
+from lvjob.ledger import Ledger
+from lvjob.plan import plan_study
+from lvjob.plots import plot_results
+from lvjob.profile import Profile
+from lvjob.stages import job_for, make_job
+from lvjob.study import Node, Stage, load_study, study_nodes
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "jobs" / "study.yaml"
+SMALL = ["model=tiny", "data.systems=20", "data.points=30", "evaluation.series=2", "training.val_every=2",
+         "training.val_chunks=2", "training.checkpoint_every=2", "zero_shot_prompts=[plain]", "default.steps=2",
+         "default.context=48", "stage1.ranks=[2]", "stage1.lrs=[1e-3]", "stage1.steps=2", "stage1.context=48",
+         "stage2.contexts=[48]", "stage2.steps=2", "final.steps=2"]
+
+
+def local_profile(tmp_path) -> Profile:
+    return Profile(runs_root=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"), max_parallel=2)
+
+
+def test_plan_refuses_a_stage2_context_no_job_can_take_naming_the_key(capsys):
+    assert main(["plan", str(STUDY), "stage2.contexts=[20,128]"]) == 2
+    err = capsys.readouterr().err
+    assert "stage2.contexts: 20 is out of range for job stage2-ctx20" in err and "at least 24 tokens" in err
+
+
+def test_a_late_bound_stage_is_checked_at_every_configuration_it_could_choose(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"stage1": {"ranks": [2, 4]}, "stage2": {"contexts": [128]}}))
+    assert load_study(path).stage2.contexts == (128,)
+    with pytest.raises(ConfigError, match="stage1.steps: 0 is out of range for job stage1-r2-lr0.0001"):
+        load_study(path, overrides=["stage1.steps=0"])
+
+
+@pytest.mark.parametrize("points, fraction", [(5, 0.95), (5, 0.2), (7, 0.5), (100, 0.2), (30, 0.01)])
+def test_data_spec_splits_time_as_the_data_module_does(points, fraction):
+    spec = DataSpec(points=points, horizon_fraction=fraction)
+    assert spec.context_points == context_points(points, fraction) >= 1
+    assert spec.horizon_points == points - spec.context_points >= 1
+
+
+@pytest.mark.parametrize("systems, fraction", [(2, 0.9), (20, 0.2), (1000, 0.2), (3, 0.01)])
+def test_data_spec_counts_validation_systems_as_the_split_does(systems, fraction):
+    assert DataSpec(systems=systems, val_fraction=fraction).val_systems == len(split_systems(systems, fraction)[1])
+
+
+def test_a_late_bound_stage_is_charged_at_its_costliest_choice():
+    study = load_study(STUDY, scale="demo")
+    final = next(n for n in study_nodes(study) if n.stage == "final")
+    charged = next(i for i in plan_study(study).items if i.experiment == "final" and i.kind == "train")
+    costs = [cost.job_cost(make_job(study, Profile(), final, c)).train for c in study_module.node_choices(study, final)]
+    assert charged.flops == max(costs) and len(costs) == 27  # 9 stage-1 choices x 3 stage-2 contexts
+
+
+def toy_nodes(study):
+    return [Node("toy", "toy-r2", (("rank", 2), ("lr", 1e-3), ("context", 48), ("steps", 2)))]
+
+
+def test_a_stage_added_to_the_table_is_run_charged_and_reported(tmp_path, monkeypatch, small_data):
+    toy = Stage("toy", toy_nodes, loss_plot=("loss_toy", "A toy stage"))
+    monkeypatch.setattr(study_module, "STAGES", study_module.STAGES[:-1] + (toy, study_module.STAGES[-1]))
+    study = load_study(STUDY, overrides=SMALL + [f"data.path={small_data}"])
+    profile = local_profile(tmp_path)
+
+    planned = [i for i in plan_study(study).items if i.experiment == "toy"]
+    assert [i.kind for i in planned] == ["train", "validation", "evaluation"]
+    assert "toy" in cluster.waves()[0]
+    assert cluster.waves()[-1] == ["aggregate"]  # the aggregation waits for the new stage too
+    node = next(n for n in study_nodes(study) if n.stage == "toy")
+    threads = torch.get_num_threads()
+    try:
+        cluster.StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])()  # what a job runs
+    finally:
+        torch.set_num_threads(threads)  # the task sets the profile's threads for this process
+    spent = Ledger.read(job_for(study, profile, node).resolved_run_dir() / "ledger.json")
+    assert spent.train == planned[0].flops and 0 < spent.total <= sum(i.flops for i in planned)
+
+    out = write_results(study, profile)
+    runs = {r["node"]: r for r in json.loads((out / "runs.json").read_text())["runs"]}
+    assert runs["toy-r2"]["status"] == "complete" and runs["toy-r2"]["stage"] == "toy"
+    assert "| toy | 1/1 |" in (out / "table4_flops.md").read_text()
+    assert out / "plots" / "loss_toy.png" in plot_results(out)
+
+
+def test_planned_charge_covers_every_runs_ledger_and_equals_its_training_at_demo_scale(tmp_path):
+    """Every job of the demo study, at the demo's sizes (fewer grid points, so it runs in a test)."""
+    fewer = ["stage1.ranks=[8]", "stage1.lrs=[1e-2]", "stage2.contexts=[64,256]", f"data.path={tmp_path / 'lv.h5'}"]
+    study = load_study(STUDY, scale="demo", overrides=fewer)
+    profile = local_profile(tmp_path)
+    submission = cluster.submit(study, profile, log=lambda m: None)
+    assert all(s.status == "complete" for s in submission.states)
+    for node in (n for n in study_nodes(study) if study_module.stage(n.stage).runs_jobs):
+        job = job_for(study, profile, node)
+        spent = Ledger.read(job.resolved_run_dir() / "ledger.json")
+        planned = cost.job_cost(job)
+        assert spent.train == planned.train and spent.train_steps == planned.train_steps, node.key
+        assert spent.validation <= planned.validation and spent.prompt <= planned.prompt, node.key
+        assert 0 < spent.generation <= planned.generation, node.key
+    plan = plan_study(study)
+    assert sum(Ledger.read(job_for(study, profile, n).resolved_run_dir() / "ledger.json").total
+               for n in study_nodes(study) if n.stage != "aggregate") <= plan.total
+
+
+def test_submit_itself_refuses_a_study_over_its_budget(tmp_path):
+    study = dataclasses.replace(load_study(STUDY, scale="demo"), budget_flops=1e6)
+    with pytest.raises(cluster.OverBudget) as e:
+        cluster.submit(study, local_profile(tmp_path), log=lambda m: None)
+    assert e.value.plan.total > 1e6 and not (tmp_path / "runs").exists()
