@@ -8,13 +8,18 @@ index all read runs through here.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from lvjob.ledger import Ledger, read_jsonl
 from lvjob.paths import RunDir
+
+
+EVAL_METRICS = ("eval_mae", "eval_mse", "eval_rmse", "parse_rate", "series", "persistence_mae", "persistence_mse",
+                "persistence_rmse")
 
 
 @dataclass(frozen=True)
@@ -35,17 +40,19 @@ class RunSummary:
     lr: float | None = None
     context: int | None = None
     prompt: str | None = None
-    eval_mae: float | None = None  # overall errors of the forecasts on the horizon (eval.json)
-    eval_mse: float | None = None
-    eval_rmse: float | None = None
-    parse_rate: float | None = None
-    series: int | None = None
-    persistence_mae: float | None = None  # the persistence forecast on the same series
-    persistence_mse: float | None = None
-    persistence_rmse: float | None = None
+    # From eval.json (EVAL_METRICS): the forecasts' overall errors on the horizon, the parse rate and
+    # series, and the persistence forecast's errors on the same series; None until evaluated.
+    metrics: dict = field(default_factory=lambda: dict.fromkeys(EVAL_METRICS))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Flat, as the run index has it: the metrics beside the other fields."""
+        flat = asdict(self)
+        return flat | flat.pop("metrics")
+
+    def value(self, name: str) -> float | None:
+        """A metric or field by name (e.g. val_loss, eval_mae); None if it is missing or not finite."""
+        value = self.metrics[name] if name in self.metrics else getattr(self, name)
+        return value if value is not None and math.isfinite(value) else None
 
 
 def _read_json(path: Path) -> dict:
@@ -93,12 +100,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
         lr=job.get("lr") if train else None,
         context=job.get("context") if train else None,
         prompt=job.get("prompt"),
-        eval_mae=model.get("mae"),
-        eval_mse=model.get("mse"),
-        eval_rmse=model.get("rmse"),
-        parse_rate=evaluation.get("parse_rate"),
-        series=evaluation.get("series"),
-        persistence_mae=persistence.get("mae"),
-        persistence_mse=persistence.get("mse"),
-        persistence_rmse=persistence.get("rmse"),
+        metrics={f"eval_{k}": model.get(k) for k in ("mae", "mse", "rmse")}
+        | {k: evaluation.get(k) for k in ("parse_rate", "series")}
+        | {f"persistence_{k}": persistence.get(k) for k in ("mae", "mse", "rmse")},
     )

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from lvjob import atomic
 from lvjob.config import build, to_dict
 from lvjob.job import Job
 from lvjob.profile import Profile
-from lvjob.rundir import RunSummary, summarize
+from lvjob.rundir import summarize
 from lvjob.study import Node, Study, job_fields, study_nodes
 from lvjob.study import stage as entry  # the table entry; `stage` names a stage here
 
@@ -71,11 +70,6 @@ def make_job(study: Study, profile: Profile, node: Node, chosen: dict | None = N
     return replace(job, run_dir=str(Path(profile.runs_root) / job.run_id()))
 
 
-def _metric(summary: RunSummary, metric: str) -> float | None:
-    value = getattr(summary, metric)
-    return value if value is not None and math.isfinite(value) else None
-
-
 def choose(study: Study, profile: Profile, stage: str, require_all: bool = False) -> Choice | None:
     """The configuration `stage` (stage2 or final) takes from the runs of the stage before it.
 
@@ -97,7 +91,7 @@ def choose(study: Study, profile: Profile, stage: str, require_all: bool = False
     for node in (n for n in study_nodes(study) if n.stage == source):
         job = make_job(study, profile, node, upstream.chosen if upstream else None)
         runs.append((node, job, summarize(job.resolved_run_dir())))
-    candidates = tuple({"key": n.key, "run_dir": s.run_dir, "status": s.status, metric: _metric(s, metric),
+    candidates = tuple({"key": n.key, "run_dir": s.run_dir, "status": s.status, metric: s.value(metric),
                         **{k: getattr(j, k) for k in copied}} for n, j, s in runs)
     usable = [c for c in candidates if c["status"] == "complete" and c[metric] is not None]
     if require_all and len(usable) < len(candidates):
