@@ -87,11 +87,11 @@ def test_submitit_gets_the_command_quoted_so_odd_paths_survive(tmp_path):
 
 
 def test_sbatch_script_of_the_gpu_profile(tmp_path, monkeypatch):
-    from lvjob.cluster import _executor
+    from lvjob.executors import backend
 
     monkeypatch.chdir(tmp_path)
     profile = load_profile(EXAMPLE)
-    ex = _executor(profile, tmp_path / "submitit", "stage2", after=["12", "13"])
+    ex = backend(profile).executor(tmp_path / "submitit", "stage2", after=["12", "13"])
     script = ex._executor._make_submission_file_text(ex._executor._submitit_command_str, "uid")
     for flag in ("--partition=gpu", "--account=my-project", "--gpus-per-node=1", "--cpus-per-task=8",
                  "--mem=32GB", "--time=240", "--signal=USR2@180", "--dependency=afterany:12:13",
