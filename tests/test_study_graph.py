@@ -102,7 +102,7 @@ def test_planned_charge_covers_every_runs_ledger_and_equals_its_training_at_demo
     """Every job of the demo study (its model, data, contexts, validation), run here one after the other as its
     jobs would be; one run per stage, few steps and series, so that it runs in a test: what is checked is per job."""
     fewer = ["zero_shot_prompts=[instruct]", "stage1.ranks=[8]", "stage1.lrs=[1e-2]", "stage2.contexts=[256]",
-             "default.steps=3", "stage1.steps=3", "stage2.steps=3", "final.steps=3", "evaluation.series=8",
+             "default.steps=2", "stage1.steps=2", "stage2.steps=2", "final.steps=2", "evaluation.series=2",
              f"data.path={tmp_path / 'lv.h5'}"]
     study = load_study(STUDY, scale="demo", overrides=fewer)
     profile = local_profile(tmp_path)
