@@ -179,7 +179,7 @@ def _plan_proposal(study) -> None:
 
     proposal = propose(study)
     if proposal is None:
-        print("\nNo step counts fit: the evaluations alone exceed the budget.")
+        print("\nNo step counts fit: the evaluations with one step of every training stage exceed the budget.")
     else:
         print(f"\nLargest step counts that fit: {proposal.how}; total {proposal.plan.total:.3e} "
               f"({proposal.plan.total / proposal.plan.budget:.2%} of the budget).")

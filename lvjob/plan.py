@@ -130,7 +130,7 @@ def propose(study: Study) -> Proposal | None:
     # Not even with one final step: shrink every training stage by one common fraction (in 1/10000ths).
     k = _largest(lambda n: plan_study(_with_steps(study, fraction=n / 10000)).total <= budget, 10000)
     if k < 0:
-        return None  # evaluations alone exceed the budget: no step count helps
+        return None  # the evaluations and one step of every stage exceed the budget: no step count helps
     s = _with_steps(study, fraction=k / 10000)
     return Proposal(s, plan_study(s), f"every training stage at {k / 100:.2f}% of its steps: "
                     f"default.steps={s.default.steps} stage1.steps={s.stage1.steps} "

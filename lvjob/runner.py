@@ -217,7 +217,7 @@ def _sort_targets(config: Path) -> None:
     settings = json.loads(config.read_text())
     if isinstance(settings.get("target_modules"), list):
         settings["target_modules"] = sorted(settings["target_modules"])
-    config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    config.write_text(json.dumps(settings, indent=2, sort_keys=True))  # as peft writes it
 
 
 def evaluate_model(job: Job, model, tokenizer, trajectories: np.ndarray, val_systems, run_dir: Path, on_batch=None):
