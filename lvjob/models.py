@@ -2,14 +2,16 @@
 
 - `qwen2.5-0.5b`: Qwen/Qwen2.5-0.5B-Instruct, from a local folder or the Hugging Face cache
   (compute nodes have no internet: stage it once on the login node, see the README).
-- `qwen2.5-0.5b-random`: the same architecture with random weights (FLOP tests, GPU benchmarks).
+- `qwen2.5-0.5b-random`: the same architecture with seeded random weights, built once and saved
+  into the cache in bfloat16 as the real checkpoint is stored (full-size tests, GPU benchmarks).
 - `tiny`: the same architecture at a tiny width, the real vocabulary, built locally with a fixed seed
-  and saved once into the cache; for tests.
+  and saved once into the cache (float32); for tests.
 - `tiny-lv`: `tiny` after a short pre-training on LLMTIME text of the default data's training
   systems (lvjob.pretrain): the demo's base model on a laptop.
 
 Whatever the name, the model is loaded by `AutoModelForCausalLM.from_pretrained` from a folder or a
-hub id, so the tiny model exercises the real model's code path.
+hub id (bfloat16 on CUDA, float32 on CPU, NF4 with `quantize_4bit`), so the tiny and the random
+full-size models exercise the real model's code path.
 """
 
 from __future__ import annotations
@@ -96,34 +98,43 @@ def random_model(name: str, seed: int = 0, attn_implementation: str = "sdpa"):
     return Qwen2ForCausalLM(config).eval()
 
 
+# Built models: name -> (cache folder, seed, dtype it is saved in).
+BUILT = {"tiny": ("tiny-qwen2", TINY_SEED, "float32"), "qwen2.5-0.5b-random": ("qwen2.5-0.5b-random", 0, "bfloat16")}
+
+
 def tiny_model_dir() -> Path:
-    return cache_dir() / "tiny-qwen2"
+    return cache_dir() / BUILT["tiny"][0]
+
+
+def ensure_built_model(name: str) -> Path:
+    """Build a seeded random model once (every machine builds the same weights) and return its folder."""
+    folder_name, seed, dtype = BUILT[name]
+    folder = cache_dir() / folder_name
+    if (folder / "config.json").exists():
+        return folder
+    import torch
+
+    model = random_model(name, seed=seed).to(getattr(torch, dtype))
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)  # safetensors, the Hugging Face layout
+    return folder
 
 
 def ensure_tiny_model() -> Path:
-    """Build the tiny model once (seeded, so every machine builds the same weights) and return its folder."""
-    folder = tiny_model_dir()
-    if (folder / "config.json").exists():
-        return folder
-    model = random_model("tiny", seed=TINY_SEED)
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp)
-    return folder
+    return ensure_built_model("tiny")
 
 
 def resolve_weights(choice: ModelChoice) -> str:
     """Folder or hub id to load `choice` from."""
     if choice.path:
         return choice.path
-    if choice.name == "tiny":
-        return str(ensure_tiny_model())
+    if choice.name in BUILT:
+        return str(ensure_built_model(choice.name))
     if choice.name == "tiny-lv":
         from lvjob.pretrain import ensure_demo_model
 
         return str(ensure_demo_model())
-    if choice.name == "qwen2.5-0.5b":
-        return QWEN25_HUB_ID
-    raise ValueError(f"model {choice.name!r} has no weights to load; it is built with random_model()")
+    return QWEN25_HUB_ID
 
 
 def load_model(choice: ModelChoice, device: str = "cpu", dtype=None, attn_implementation: str = "sdpa"):
@@ -135,9 +146,6 @@ def load_model(choice: ModelChoice, device: str = "cpu", dtype=None, attn_implem
     import torch
     from transformers import AutoModelForCausalLM
 
-    if choice.name == "qwen2.5-0.5b-random":
-        model = random_model(choice.name, attn_implementation=attn_implementation)
-        return model.to(device=device, dtype=dtype or torch.float32)
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     kwargs = dict(dtype=dtype, attn_implementation=attn_implementation)
