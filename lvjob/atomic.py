@@ -70,6 +70,19 @@ def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def _settle(folder: Path) -> None:
+    """fsync every file under `folder` and give each file and folder the umask's mode: libraries
+    writing into it may not (safetensors writes 0600), and a teammate could not read the result."""
+    mask = _umask()
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+            p.chmod((0o777 if p.stat().st_mode & 0o100 else 0o666) & ~mask)
+        elif p.is_dir():
+            p.chmod(0o777 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside `dest`; on success it replaces `dest` whole.
@@ -84,10 +97,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     try:
         tmp.chmod(0o777 & ~_umask())
         yield tmp
-        for p in tmp.rglob("*"):
-            if p.is_file():
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
+        _settle(tmp)
         old = None
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")

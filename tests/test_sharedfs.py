@@ -45,6 +45,17 @@ def test_an_atomically_written_folder_has_the_mode_of_the_umask(tmp_path, umask)
     assert mode(tmp_path / "adapter") == 0o777 & ~umask
 
 
+def test_files_a_library_writes_0600_into_an_atomic_folder_get_the_mode_of_the_umask(tmp_path, umask):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    with atomic.atomic_dir(tmp_path / "checkpoint") as tmp:
+        (tmp / "sub").mkdir(mode=0o700)
+        save_file({"w": np.zeros(2, dtype=np.float32)}, str(tmp / "sub" / "adapter.safetensors"))
+    assert (mode(tmp_path / "checkpoint" / "sub"), mode(tmp_path / "checkpoint" / "sub" / "adapter.safetensors")) == \
+        (0o777 & ~umask, 0o666 & ~umask)
+
+
 # --- the run lock where flock is unsupported ------------------------------------------------------
 
 
