@@ -108,15 +108,7 @@ def run_lock(run_dir: Path):
     import fcntl
 
     with open(run_dir / ".lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = read_status(run_dir)
-            raise RunBusy(_busy_message(run_dir, holder.get("pid", "?"), holder.get("host", "?"))) from None
-        except OSError as e:
-            if e.errno not in FLOCK_UNSUPPORTED:
-                raise
-            _warn_no_flock(run_dir, e)
+        if not _flock(f, run_dir):
             with _lock_file(run_dir):
                 yield
             return
@@ -124,6 +116,23 @@ def run_lock(run_dir: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _flock(f, run_dir: Path) -> bool:
+    """Take the kernel lock on open file `f`; False where the filesystem does not do flock."""
+    import fcntl
+
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = read_status(run_dir)
+        raise RunBusy(_busy_message(run_dir, holder.get("pid", "?"), holder.get("host", "?"))) from None
+    except OSError as e:
+        if e.errno not in FLOCK_UNSUPPORTED:
+            raise
+        _warn_no_flock(run_dir, e)
+        return False
+    return True
 
 
 def _busy_message(run_dir: Path, pid, host) -> str:
@@ -140,15 +149,19 @@ def _warn_no_flock(run_dir: Path, error: OSError) -> None:
 
 @contextmanager
 def _lock_file(run_dir: Path):
-    from lvjob.lockfile import LockHeld, held
+    from lvjob.lockfile import Holder, LockHeld, release, take
 
+    path, me = run_dir / ".lock.held", Holder.me()
     try:
-        with held(run_dir / ".lock.held"):
-            yield
+        take(path, me)
     except LockHeld as e:
         if e.holder is None:
             raise RunBusy(f"{e}; nothing was changed") from None
         raise RunBusy(f"{_busy_message(run_dir, e.holder.pid, e.holder.host)}: {e}") from None
+    try:
+        yield
+    finally:
+        release(path, me)
 
 
 def run(job: Job, log=print) -> int:
