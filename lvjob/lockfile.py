@@ -121,7 +121,8 @@ def read_holder(path: Path) -> Holder | None:
         return None
     try:
         fields = json.loads(text)
-        return Holder(str(fields["host"]), int(fields["pid"]), fields.get("slurm_job_id"), str(fields["token"]))
+        job = fields.get("slurm_job_id")
+        return Holder(str(fields["host"]), int(fields["pid"]), None if job is None else str(job), str(fields["token"]))
     except (ValueError, KeyError, TypeError):
         raise LockHeld(f"{path}: unreadable lock record {text[:80]!r}; if no process works in this "
                        f"run directory, delete the file and start again", None) from None
