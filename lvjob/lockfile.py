@@ -78,6 +78,7 @@ def held(path: Path) -> Iterator[Holder]:
 
 
 def take(path: Path, me: Holder) -> None:
+    """Create lock file `path` for `me`, breaking a stale one; raise LockHeld if its holder may be alive."""
     for _ in range(TAKE_ATTEMPTS):
         if _create(path, me):
             return
