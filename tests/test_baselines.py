@@ -78,3 +78,12 @@ def test_every_forecaster_has_the_common_signature(clean):
     contexts, truth, context_times, horizon_times, _ = clean
     for name, forecaster in baselines.FORECASTERS.items():
         assert forecaster(contexts[:1], context_times, horizon_times).shape == truth[:1].shape, name
+
+
+def test_physics_fit_from_a_poor_first_guess_is_rescued_by_the_second_start(clean, monkeypatch):
+    contexts, _, context_times, _, params = clean
+    def poor(context, times):  # rates far outside the data's, where the first fit gets stuck
+        return np.r_[[50.0, 0.01, 50.0, 0.01], context[0]]
+
+    monkeypatch.setattr(baselines, "initial_guess", poor)
+    np.testing.assert_allclose(baselines.fit_lotka_volterra(contexts[0], context_times), params[0], rtol=1e-6)
