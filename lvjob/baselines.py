@@ -48,7 +48,7 @@ import numpy as np
 from lvjob.data import ATOL, PARAM_RANGE, RTOL
 
 MAX_LAG = 10  # AR order search: 10 steps at 100 points are 3 time units, a third of a cycle or more
-MAX_NFEV = 50  # least-squares iterations per start: a clean fit converges in ~5-15
+MAX_NFEV = 50  # least-squares evaluations per start: a clean fit from the regression guess takes 5-6
 RATE_BOUNDS = (1e-3, 1e2)  # the rates a, b, d, g; far wider than PARAM_RANGE, for other data
 STATE_BOUNDS = (1e-2, 1e2)  # the initial state, relative to the context's largest population
 CLEAN_FIT = 1e-6  # RMS residual relative to the context's mean below which no restart is tried
@@ -194,7 +194,7 @@ def _least_squares(context: np.ndarray, times: np.ndarray, start: np.ndarray):
         return (solved(theta)[1] * np.exp(theta)).reshape(-1, 6)
 
     low, high = _log_bounds(context)
-    theta0 = np.clip(np.log(start), low + 1e-9, high - 1e-9)
+    theta0 = np.clip(np.log(np.maximum(start, 1e-300)), low + 1e-9, high - 1e-9)  # a zero start: the bound
     return least_squares(residuals, theta0, jac=jacobian, bounds=(low, high), method="trf", max_nfev=MAX_NFEV,
                          x_scale="jac")
 
