@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 
 from lvjob import atomic
-from lvjob.config import to_dict
+from lvjob.config import ConfigError, to_dict
 from lvjob.job import Job
 from lvjob.ledger import Ledger
 
@@ -212,6 +212,7 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
     tokenizer = load_tokenizer()
     lv = data.ensure(job.data)
     train_systems, val_systems = data.split_systems(lv.n_systems, job.data.val_fraction, job.data.seed)
+    _check_series(job, len(val_systems))
     ledger_path = run_dir / "ledger.json"
 
     if job.kind == "train":
@@ -244,6 +245,13 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
     prompt, generation = result.flops(flops.shape_of(job.model), rank)
     ledger.prompt, ledger.generation = prompt, generation
     ledger.write(ledger_path)
+
+
+def _check_series(job: Job, available: int) -> None:
+    """Refuse, before any work, to evaluate more series than the data file has validation systems."""
+    if job.series > available:
+        raise ConfigError(f"series: {job.series} is more than the {available} validation systems of {job.data.path}; "
+                          f"valid: 1..{available} (or a file with more systems)")
 
 
 def evaluate_model(job: Job, model, tokenizer, trajectories: np.ndarray, val_systems, run_dir: Path):

@@ -211,3 +211,14 @@ def test_a_run_directory_in_use_by_another_process_is_refused_and_left_untouched
         with pytest.raises(RunBusy, match="in use by another process \\(pid 4242 on node7\\)"):
             run(Job(kind="evaluate", series=1, run_dir=str(run_dir)))
     assert (run_dir / "run.json").read_bytes() == before and not (run_dir / "job.yaml").exists()
+
+
+def test_more_series_than_the_files_validation_systems_is_refused_before_any_work(tmp_path):
+    from lvjob import data
+
+    path = tmp_path / "lv60.h5"
+    data.write(path, *data.generate(n_systems=60, n_points=20, seed=0))
+    job = Job(kind="evaluate", model="tiny", data=DataSpec(path=str(path)), series=50, run_dir=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match=r"series: 50 is more than the 12 validation systems of .*lv60.h5"):
+        run(job, log=lambda m: None)
+    assert not (tmp_path / "run" / "eval.json").exists()
