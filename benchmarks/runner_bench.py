@@ -24,7 +24,7 @@ from lvjob.evaluate import ForecastSettings, build_prompt, forecast
 from lvjob.forecast import alphabet_ids, generate, grammar_max_tokens
 from lvjob.grammar import Grammar
 from lvjob.job import Job
-from lvjob.study import DataSpec
+from lvjob.data import DataSpec
 from lvjob.tokenizer import load_tokenizer
 
 

@@ -1,7 +1,9 @@
 """Atomic writes: a kill at any instant leaves either the old file/folder or the new one, never half.
 
 Everything is written beside its destination under a temporary name, flushed to disk, then renamed
-into place (rename is atomic within one filesystem).
+into place (rename is atomic within one filesystem). The temporary file or folder is given the mode a plain
+`open`/`mkdir` would give under the process's umask (mkstemp makes 0600, mkdtemp 0700), so teammates
+can read a study's results where the umask lets them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,20 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def _umask() -> int:
+    """The process's umask. Linux reports it in /proc; elsewhere os.umask must set it to read it,
+    which races other threads creating files, so that is only the fallback."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(path: Path) -> None:
@@ -31,6 +47,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -53,6 +70,19 @@ def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def _settle(folder: Path) -> None:
+    """fsync every file under `folder` and give each file and folder the umask's mode: libraries
+    writing into it may not (safetensors writes 0600), and a teammate could not read the result."""
+    mask = _umask()
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+            p.chmod((0o777 if p.stat().st_mode & 0o100 else 0o666) & ~mask)
+        elif p.is_dir():
+            p.chmod(0o777 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside `dest`; on success it replaces `dest` whole.
@@ -65,11 +95,9 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())
         yield tmp
-        for p in tmp.rglob("*"):
-            if p.is_file():
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
+        _settle(tmp)
         old = None
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")

@@ -128,7 +128,30 @@ def _parser() -> argparse.ArgumentParser:
                           "package's rank file, the tiny Qwen2 model (random weights, for tests) and the demo model tiny-lv (the tiny "
                           "model briefly pre-trained on the training systems' text). The cache is $LVJOB_CACHE or ~/.cache/lvjob.")
     prep.set_defaults(func=_prepare, command="prepare")
+
+    fetch = sub.add_parser("fetch-model", help="download Qwen2.5-0.5B-Instruct's weights and tokenizer (login node), verify them, "
+                           "print the profile's model_path line",
+                           description="Downloads through huggingface_hub only the files the runner reads (config, generation "
+                           "config, safetensors weights, tokenizer files), then checks the folder as `lvjob check-model` does. "
+                           "Needs the internet: run it on the login node, into a folder the compute nodes see.")
+    fetch.add_argument("--model", default="qwen2.5-0.5b", choices=sorted(_fetchable()), help="model name (default qwen2.5-0.5b)")
+    fetch.add_argument("--to", type=Path, default=Path("models/Qwen2.5-0.5B-Instruct"),
+                       help="folder to download into (default models/Qwen2.5-0.5B-Instruct), e.g. $SCRATCH/models/Qwen2.5-0.5B-Instruct")
+    fetch.set_defaults(func=_fetch_model, command="fetch-model")
+    cm = sub.add_parser("check-model", help="check a staged model folder: architecture, sizes, weights, tokenizer",
+                        description="One line per problem: config.json's architecture and sizes against the model name, the "
+                        "safetensors headers (complete files, every tensor at its shape; the weights are not loaded), and the "
+                        "folder's tokenizer against the offline one on LLMTIME text. Exit 1 if there is any.")
+    cm.add_argument("path", type=Path, help="model folder, e.g. the profile's model_path")
+    cm.add_argument("--model", default="qwen2.5-0.5b", help="model name it should be (default qwen2.5-0.5b)")
+    cm.set_defaults(func=_check_model, command="check-model")
     return p
+
+
+def _fetchable() -> list[str]:
+    from lvjob.modelcheck import HUB_IDS
+
+    return list(HUB_IDS)
 
 
 def _data_generate(args) -> int:
@@ -288,4 +311,39 @@ def _prepare(args) -> int:
     from lvjob.pretrain import ensure_demo_model
 
     print(f"demo model (tiny, pre-trained on the training systems' text): {ensure_demo_model()}")
+    return 0
+
+
+def _fetch_model(args) -> int:
+    from lvjob.modelcheck import HUB_IDS, download
+
+    print(f"downloading {HUB_IDS[args.model]} into {args.to} (config, weights, tokenizer only)", flush=True)
+    try:
+        download(args.model, args.to)
+    except Exception as e:  # noqa: BLE001 - the hub client's failures (network, offline mode, auth, disk) are many; each ends here
+        print(f"lvjob fetch-model: error: could not download {HUB_IDS[args.model]} into {args.to}: {type(e).__name__}: {' '.join(str(e).split())}; "
+              f"valid: a machine with internet (the login node) and HF_HUB_OFFLINE unset", file=sys.stderr)
+        return 1
+    return _report_model(args.to, args.model)
+
+
+def _check_model(args) -> int:
+    from lvjob.modelspec import MODEL_NAMES
+
+    if args.model not in MODEL_NAMES:
+        raise ConfigError(f"--model {args.model!r}: unknown model; valid: {', '.join(MODEL_NAMES)}")
+    return _report_model(args.path, args.model)
+
+
+def _report_model(folder: Path, name: str) -> int:
+    from lvjob.modelcheck import problems
+
+    found = problems(folder, name)
+    for line in found:
+        print(line, file=sys.stderr)
+    if found:
+        print(f"{folder}: not a usable {name} model ({len(found)} problem(s) above)", file=sys.stderr)
+        return 1
+    print(f"{folder}: a complete {name} (config, weights, tokenizer checked). In your profile:")
+    print(f"model_path: {folder.resolve()}")
     return 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lvjob.baselines import repeat_last as persistence  # noqa: F401  (lvjob.baselines owns it; kept for callers)
 from lvjob.grammar import Grammar
 from lvjob.llmtime import fit_scaler, parse, render
 from lvjob.prompts import instruct_prompt, plain_prompt
@@ -95,11 +96,6 @@ def forecast(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: For
     with np.errstate(all="ignore"):
         predictions = np.nanmedian(samples, axis=1) if s.samples > 1 else samples[:, 0]
     return Forecasts(predictions, samples, texts, ok, batches)
-
-
-def persistence(contexts: np.ndarray, horizon_points: int) -> np.ndarray:
-    """The floor to beat: the last observed point repeated over the horizon."""
-    return np.repeat(contexts[:, -1:, :], horizon_points, axis=1)
 
 
 def error_metrics(predictions: np.ndarray, truth: np.ndarray) -> dict:

@@ -122,13 +122,17 @@ def generate(
         mask[i, width - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    alphabet_t = torch.tensor(alphabet, device=device)
+    alphabet_cpu = torch.tensor(alphabet)
+    alphabet_t = alphabet_cpu.to(device)
 
     if constrained:
         limit = grammar_max_tokens(g)
+    elif max_new_tokens is None:
+        raise ValueError("unconstrained generation needs max_new_tokens (the grammar bounds only constrained text)")
     else:
-        limit = max_new_tokens if max_new_tokens is not None else 10**9
-    cache = Cache(layers=[PreallocatedLayer(width + min(limit, 4096)) for _ in range(lm.config.num_hidden_layers)])
+        limit = max_new_tokens
+    # Sized once from the prompt and the longest text that can follow: never too small, never grown.
+    cache = Cache(layers=[PreallocatedLayer(width + limit) for _ in range(lm.config.num_hidden_layers)])
     restricted = constrained and not full_head
     head = lm.lm_head.weight[alphabet_t] if restricted else None
 
@@ -139,7 +143,7 @@ def generate(
             return hidden @ head.T  # (rows, len(alphabet)), in ALPHABET order
         return lm.lm_head(hidden)
 
-    logits = next_logits(ids, mask, positions)
+    logits = _prefill(next_logits, ids, mask, positions)
     states = [grammar.START] * n
     done = [False] * n
     chosen: list[list[int]] = [[] for _ in range(n)]
@@ -147,11 +151,11 @@ def generate(
     while True:
         if constrained:
             # A finished row's choice is discarded; let it choose freely so its row is never all -inf.
-            allowed = torch.tensor([ANY if d else _allowed_mask(g, s) for s, d in zip(states, done)], device=device)
+            allowed = torch.tensor([ANY if d else _allowed_mask(g, s) for s, d in zip(states, done)])
             sub = logits if restricted else logits.index_select(-1, alphabet_t)
-            pick = alphabet_t[_choose(sub.float().masked_fill(~allowed, float("-inf")), temperature, generator)]
+            pick = alphabet_cpu[_choose(sub, temperature, generator, allowed)]
         else:
-            pick = _choose(logits.float(), temperature, generator)
+            pick = _choose(logits, temperature, generator)
         for i, tok in enumerate(pick.tolist()):
             if done[i]:
                 continue
@@ -163,7 +167,7 @@ def generate(
                 done[i] = len(chosen[i]) >= limit
         if all(done):
             break
-        nxt = torch.where(torch.tensor(done, device=device), torch.full_like(pick, pad_id), pick)
+        nxt = torch.where(torch.tensor(done), torch.full_like(pick, pad_id), pick).to(device)
         mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
         positions = positions[:, -1:] + 1
         logits = next_logits(nxt[:, None], mask, positions)
@@ -177,13 +181,42 @@ def generate(
                      logits_vocab=len(alphabet) if restricted else lm.config.vocab_size)
 
 
+PREFILL_CHUNK = 2048  # prompt tokens per forward when the prompt is longer
+
+
+def _prefill(next_logits, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The prompt pass: at once, or in slices of PREFILL_CHUNK tokens (each attending to the cache so far).
+
+    Attention then holds PREFILL_CHUNK x prompt scores at a time, not prompt x prompt: a 2,000-point
+    context is ~19,000 tokens. Prompts of the study (~1,000 tokens) take the single pass.
+    """
+    width = ids.shape[1]
+    for start in range(0, width, PREFILL_CHUNK):
+        end = min(start + PREFILL_CHUNK, width)
+        logits = next_logits(ids[:, start:end], mask[:, :end], positions[:, start:end])
+    return logits
+
+
 def grammar_max_tokens(g: Grammar) -> int:
     """The longest forecast the grammar allows, in tokens (every value at its most integer digits)."""
     per_point = g.variables * (g.max_int_digits + 1 + g.decimals) + g.variables - 1
     return g.points * (per_point + 1) - 1
 
 
-def _choose(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+def _choose(logits: torch.Tensor, temperature: float, generator: torch.Generator | None,
+            allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row's next token index, decided on the CPU whatever device computed the logits.
+
+    The logits (rows x 13 grammar tokens when constrained) come to the host, where the grammar's
+    state machine runs anyway, so the copy adds no synchronisation; `generator` is a CPU generator
+    and meets only CPU tensors. The same seed and logits therefore give the same tokens on every
+    device, and no CPU object ever reaches a CUDA kernel.
+    """
+    if generator is not None and generator.device.type != "cpu":
+        raise ValueError(f"sampling draws on the CPU; got a generator on {generator.device}")
+    logits = logits.float().cpu()
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits / temperature, dim=-1)

@@ -1,12 +1,17 @@
 """Loading the models of the study (named in lvjob.modelspec), all of one architecture (Qwen2ForCausalLM).
 
-- `qwen2.5-0.5b` comes from a local folder or the Hugging Face cache (compute nodes have no
-  internet: stage it once on the login node, see the README).
-- `tiny` is built here, with a fixed seed, and saved once into the cache.
-- `tiny-lv` is built by `lvjob prepare` (lvjob.pretrain); loading it never builds it.
+- `qwen2.5-0.5b`: Qwen/Qwen2.5-0.5B-Instruct, from a local folder or the Hugging Face cache
+  (compute nodes have no internet: stage it once on the login node, see the README).
+- `qwen2.5-0.5b-random`: the same architecture with seeded random weights, built here once and saved
+  into the cache in bfloat16 as the real checkpoint is stored (full-size tests, GPU benchmarks).
+- `tiny`: the same architecture at a tiny width, the real vocabulary, built here with a fixed seed
+  and saved once into the cache (float32); for tests.
+- `tiny-lv`: `tiny` after a short pre-training (lvjob.pretrain), built by `lvjob prepare`; loading
+  it never builds it.
 
 Whatever the name, the model is loaded by `AutoModelForCausalLM.from_pretrained` from a folder or a
-hub id, so the tiny model exercises the real model's code path.
+hub id (bfloat16 on CUDA, float32 on CPU, NF4 with `quantize_4bit`), so the tiny and the random
+full-size models exercise the real model's code path.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lvjob.atomic import atomic_dir
-from lvjob.modelspec import QWEN25_HUB_ID, TINY_SEED, ModelChoice, config_dict, demo_model_dir, tiny_model_dir
+from lvjob.modelspec import BUILT, QWEN25_HUB_ID, ModelChoice, config_dict, demo_model_dir
+from lvjob.paths import cache_dir
 
 
 def model_config(name: str):
@@ -35,28 +41,33 @@ def random_model(name: str, seed: int = 0, attn_implementation: str = "sdpa"):
     return Qwen2ForCausalLM(config).eval()
 
 
-def ensure_tiny_model() -> Path:
-    """Build the tiny model once (seeded, so every machine builds the same weights) and return its folder."""
-    folder = tiny_model_dir()
+def ensure_built_model(name: str) -> Path:
+    """Build a seeded random model once (every machine builds the same weights) and return its folder."""
+    folder_name, seed, dtype = BUILT[name]
+    folder = cache_dir() / folder_name
     if (folder / "config.json").exists():
         return folder
-    model = random_model("tiny", seed=TINY_SEED)
+    import torch
+
+    model = random_model(name, seed=seed).to(getattr(torch, dtype))
     with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp)  # safetensors, the Hugging Face layout
     return folder
+
+
+def ensure_tiny_model() -> Path:
+    return ensure_built_model("tiny")
 
 
 def resolve_weights(choice: ModelChoice) -> str:
     """Folder or hub id to load `choice` from."""
     if choice.path:
         return choice.path
-    if choice.name == "tiny":
-        return str(ensure_tiny_model())
+    if choice.name in BUILT:
+        return str(ensure_built_model(choice.name))
     if choice.name == "tiny-lv":
         return str(_built(demo_model_dir(), "the demo model tiny-lv"))
-    if choice.name == "qwen2.5-0.5b":
-        return QWEN25_HUB_ID
-    raise ValueError(f"model {choice.name!r} has no weights to load; it is built with random_model()")
+    return QWEN25_HUB_ID
 
 
 def _built(folder: Path, what: str) -> Path:
@@ -75,9 +86,6 @@ def load_model(choice: ModelChoice, device: str = "cpu", dtype=None, attn_implem
     import torch
     from transformers import AutoModelForCausalLM
 
-    if choice.name == "qwen2.5-0.5b-random":
-        model = random_model(choice.name, attn_implementation=attn_implementation)
-        return model.to(device=device, dtype=dtype or torch.float32)
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     kwargs = dict(dtype=dtype, attn_implementation=attn_implementation)

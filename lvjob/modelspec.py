@@ -4,7 +4,7 @@ Torch-free, so the configs (lvjob.study, lvjob.job, lvjob.profile), the FLOP cou
 can know every model without loading a library; lvjob.models loads and builds them.
 
 - `qwen2.5-0.5b`: Qwen/Qwen2.5-0.5B-Instruct, from a local folder or the Hugging Face cache.
-- `qwen2.5-0.5b-random`: the same architecture with random weights (FLOP tests, GPU benchmarks).
+- `qwen2.5-0.5b-random`: the same architecture with seeded random weights, built into the cache.
 - `tiny`: the same architecture at a tiny width with the real vocabulary, built into the cache.
 - `tiny-lv`: `tiny` after a short pre-training (lvjob.pretrain), built into the cache by `lvjob prepare`.
 """
@@ -77,8 +77,12 @@ def config_dict(name: str) -> dict:
     raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
 
 
+# Models built into the cache from seeded random weights (lvjob.models): name -> (folder, seed, dtype saved in).
+BUILT = {"tiny": ("tiny-qwen2", TINY_SEED, "float32"), "qwen2.5-0.5b-random": ("qwen2.5-0.5b-random", 0, "bfloat16")}
+
+
 def tiny_model_dir() -> Path:
-    return cache_dir() / "tiny-qwen2"
+    return cache_dir() / BUILT["tiny"][0]
 
 
 def demo_model_dir() -> Path:

@@ -30,6 +30,7 @@ class RunDir:
     job = property(lambda self: self.root / "job.yaml")  # the job as resolved
     status = property(lambda self: self.root / "run.json")
     lock = property(lambda self: self.root / ".lock")
+    held_lock = property(lambda self: self.root / ".lock.held")  # the lock where the filesystem has no flock
     metrics = property(lambda self: self.root / "metrics.jsonl")
     checkpoints = property(lambda self: self.root / "checkpoints")
     adapter = property(lambda self: self.root / "adapter")

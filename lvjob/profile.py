@@ -9,10 +9,16 @@ SLURM resources, and optionally an Apptainer image. With an image, every job run
     apptainer exec --nv --bind <binds> IMAGE python -u -m submitit.core._submit ...
 
 which is what `exec_command` builds (as a list; submitit gets it quoted with shlex).
+
+Paths may name environment variables (`$SCRATCH/runs`, `${USER}`): they are expanded when the
+profile is loaded, on the machine that submits (clusters put runs on scratch). An unset one is
+refused by name. `pull.path` is a folder on the cluster, read from a laptop: it is left as written.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +28,9 @@ from lvjob.config import ConfigError, apply_overrides, build, read_yaml, require
 from lvjob.modelspec import MODEL_NAMES
 
 PROFILES_DIR = Path("slurm")
+# Fields holding one path each; every entry of `binds` and every value of `env` is expanded too.
+PATH_FIELDS = ("model_path", "runs_root", "results_dir", "image")
+_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
 @dataclass(frozen=True)
@@ -98,9 +107,39 @@ def load_profile(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pro
     if not path.exists():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")) if PROFILES_DIR.is_dir() else []
         raise ConfigError(f"{path}: no such profile; valid: {', '.join(known) or 'a path to a profile .yaml file'}")
-    raw = apply_overrides(read_yaml(path), overrides)
+    raw = expand_paths(apply_overrides(read_yaml(path), overrides), where=str(path))
     raw.setdefault("name", path.stem)
     return build(Profile, raw, where=str(path))
+
+
+def expand_paths(raw: dict, where: str) -> dict:
+    """`raw` with `$VAR`/`${VAR}` expanded in every path field; values of the wrong type are left to `build` to refuse."""
+    out = dict(raw)
+    for key in PATH_FIELDS:
+        if isinstance(out.get(key), str):
+            out[key] = expand_vars(out[key], key, where)
+    if isinstance(out.get("binds"), list):
+        out["binds"] = [_expand_any(b, f"binds[{i}]", where) for i, b in enumerate(out["binds"])]
+    if isinstance(out.get("env"), dict):
+        out["env"] = {k: _expand_any(v, f"env.{k}", where) for k, v in out["env"].items()}
+    return out
+
+
+def _expand_any(value, key: str, where: str):
+    return expand_vars(value, key, where) if isinstance(value, str) else value
+
+
+def expand_vars(value: str, key: str, where: str) -> str:
+    """`value` with each `$VAR` and `${VAR}` replaced from the environment; an unset or empty one is
+    refused (an empty $SCRATCH would silently turn /scratch/me/runs into /me/runs)."""
+    def substitute(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        if not os.environ.get(name):
+            raise ConfigError(f"{where}: {key}: {value!r} uses ${name}, which is {'empty' if name in os.environ else 'not set'} "
+                              f"in this environment; set it (export {name}=...) or write the path out")
+        return os.environ[name]
+
+    return _VAR.sub(substitute, value)
 
 
 def bind_list(profile: Profile, workdir: Path, cache: Path) -> list[str]:

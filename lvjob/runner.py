@@ -19,6 +19,7 @@ re-runs the evaluation.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -33,7 +34,7 @@ import numpy as np
 import yaml
 
 from lvjob import atomic, cost, data
-from lvjob.config import to_dict
+from lvjob.config import ConfigError, to_dict
 from lvjob.evaluate import ForecastSettings, error_metrics, forecast, persistence
 from lvjob.job import Job
 from lvjob.ledger import Ledger
@@ -93,6 +94,11 @@ class RunBusy(RuntimeError):
     """Another live process holds the run directory."""
 
 
+# flock errors that mean "this filesystem does not do flock" (some Lustre and NFS mounts), not "held".
+FLOCK_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOLCK})
+_warned_no_flock = False
+
+
 @contextmanager
 def run_lock(run_dir: Path):
     """Hold the run directory exclusively while a process works in it.
@@ -100,21 +106,66 @@ def run_lock(run_dir: Path):
     Two processes training into one directory (a job resubmitted while its first copy still runs, a
     run started by hand beside the cluster's) would corrupt it. The lock is the kernel's (flock on
     `run_dir/.lock`): it goes with the process, however the process dies, so a killed job never
-    leaves a stale lock behind.
+    leaves a stale lock behind. Where the filesystem has no flock, a lock file recording its holder
+    takes its place (lvjob.lockfile), broken only when that holder is provably gone.
     """
     import fcntl
 
     with open(RunDir(run_dir).lock, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = read_status(run_dir)
-            raise RunBusy(f"{run_dir} is in use by another process (pid {holder.get('pid', '?')} on "
-                          f"{holder.get('host', '?')}); nothing was changed") from None
+        if not _flock(f, run_dir):
+            with _lock_file(run_dir):
+                yield
+            return
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _flock(f, run_dir: Path) -> bool:
+    """Take the kernel lock on open file `f`; False where the filesystem does not do flock."""
+    import fcntl
+
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = read_status(run_dir)
+        raise RunBusy(_busy_message(run_dir, holder.get("pid", "?"), holder.get("host", "?"))) from None
+    except OSError as e:
+        if e.errno not in FLOCK_UNSUPPORTED:
+            raise
+        _warn_no_flock(run_dir, e)
+        return False
+    return True
+
+
+def _busy_message(run_dir: Path, pid, host) -> str:
+    return f"{run_dir} is in use by another process (pid {pid} on {host}); nothing was changed"
+
+
+def _warn_no_flock(run_dir: Path, error: OSError) -> None:
+    global _warned_no_flock
+    if not _warned_no_flock:  # once per process: a study's runs all live on the same filesystem
+        print(f"warning: {run_dir}: this filesystem does not support flock ({error.strerror}); run directories "
+              f"are locked with a .lock.held file instead", file=sys.stderr, flush=True)
+        _warned_no_flock = True
+
+
+@contextmanager
+def _lock_file(run_dir: Path):
+    from lvjob.lockfile import Holder, LockHeld, release, take
+
+    path, me = RunDir(run_dir).held_lock, Holder.me()
+    try:
+        take(path, me)
+    except LockHeld as e:
+        if e.holder is None:
+            raise RunBusy(f"{e}; nothing was changed") from None
+        raise RunBusy(f"{_busy_message(run_dir, e.holder.pid, e.holder.host)}: {e}") from None
+    try:
+        yield
+    finally:
+        release(path, me)
 
 
 def run(job: Job, log=print) -> int:
@@ -162,6 +213,7 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
     tokenizer = load_tokenizer()
     lv = data.ensure(job.data)
     train_systems, val_systems = data.split_systems(lv.n_systems, job.data.val_fraction, job.data.seed)
+    _check_series(job, len(val_systems))
     ledger_path = RunDir(run_dir).ledger
 
     if job.kind == "train":
@@ -192,6 +244,13 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
     book = eval_booking(job, ledger, rank, ledger_path)
     evaluate_model(job, model.eval(), tokenizer, lv.trajectories, val_systems, run_dir, on_batch=book)
     ledger.write(ledger_path)
+
+
+def _check_series(job: Job, available: int) -> None:
+    """Refuse, before any work, to evaluate more series than the data file has validation systems."""
+    if job.series > available:
+        raise ConfigError(f"series: {job.series} is more than the {available} validation systems of {job.data.path}; "
+                          f"valid: 1..{available} (or a file with more systems)")
 
 
 def eval_booking(job: Job, ledger: Ledger, rank: int, path: Path):

@@ -198,6 +198,7 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
     stop.in_loop = True
     t0 = time.perf_counter()
     with open(metrics_path, "a") as live:
+        pending = PendingRows(live, lambda row: _report(bar, log, row, job.steps, t0, start))
         for step in range(start, job.steps):
             idx = batch_indices(len(corpus.train), job.batch_size, step, job.seed)
             batch = _to_device(pad_batch([corpus.train[i] for i in idx], job.context, pad_id), device)
@@ -209,19 +210,20 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
             optimizer.zero_grad(set_to_none=True)
 
             done = step + 1
-            row = {"step": done, "loss": loss.item(), "lr": scheduler.get_last_lr()[0], "attempt": attempt}
+            row = {"step": done, "loss": None, "lr": scheduler.get_last_lr()[0], "attempt": attempt}  # loss: PendingRows
             if is_validation_step(done, job):
                 row["val_loss"] = validation_loss(model, corpus.val, job, pad_id, device)
             rows.append(row)
             spent = ledger()
             row["flops"], row["lost_flops"] = spent.total, spent.lost_to_preemption  # readable while it runs
-            live.write(json.dumps(row) + "\n")
-            live.flush()
-            _report(bar, log, row, job.steps, t0, start)
+            pending.add(row, loss)
+            pending.write(wait="val_loss" in row)
 
-            if done % job.checkpoint_every == 0 or done == job.steps or stop.requested:
+            stopping = stop.requested  # read once: a signal arriving now is honoured at the next step
+            if stopping or done % job.checkpoint_every == 0 or done == job.steps:
+                pending.write(wait=True)
                 save(done)
-            if stop.requested and done < job.steps:
+            if stopping and done < job.steps:
                 if bar is not None:
                     bar.close()
                 raise Preempted(done)
@@ -230,6 +232,40 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
     if not math.isfinite(rows[-1]["loss"]):
         log("WARNING: the final training loss is not finite")
     return model, ledger()
+
+
+class PendingRows:
+    """Metrics rows whose loss is still on its way from the device.
+
+    Reading a loss with `.item()` would make the host wait for the device at every step. Instead each
+    loss is copied to the host without blocking, and its row is written (one line, in step order)
+    once that copy has landed: checked at each step, never waited for, except at a boundary
+    (validation, checkpoint, the end, a stop request), where everything is written before going on.
+    On the CPU every copy has landed at once, so each row is written at its own step.
+    """
+
+    def __init__(self, live, report):
+        self.live, self.report = live, report
+        self.queue: list[tuple[dict, torch.Tensor, object]] = []
+
+    def add(self, row: dict, loss: torch.Tensor) -> None:
+        value = loss.detach().float()
+        event = None
+        if value.is_cuda:
+            value = value.to("cpu", non_blocking=True)  # into pinned memory: the host does not wait
+            event = torch.cuda.Event()
+            event.record()
+        self.queue.append((row, value, event))
+
+    def write(self, wait: bool) -> None:
+        while self.queue and (wait or self.queue[0][2] is None or self.queue[0][2].query()):
+            row, value, event = self.queue.pop(0)
+            if event is not None:
+                event.synchronize()
+            row["loss"] = value.item()
+            self.live.write(json.dumps(row) + "\n")
+            self.report(row)
+        self.live.flush()
 
 
 def _progress(total: int, start: int):

@@ -2,6 +2,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Every device this machine has: tests that take the `device` fixture run on each (CUDA where present),
+# so a GPU machine runs the same tests (`make device-check` selects them with `-m device`).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # Tests never reach the Hugging Face hub: everything they load is built locally.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -42,3 +47,15 @@ def tiny_model():
     from lvjob.models import ModelChoice, load_model
 
     return load_model(ModelChoice("tiny")).eval()
+
+
+@pytest.fixture(scope="session", params=DEVICES)
+def device(request) -> str:
+    return request.param
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that run on every available device carry the `device` marker."""
+    for item in items:
+        if "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.device)

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -21,7 +23,26 @@ def test_make_bench_quick_reports_every_section(tmp_path):
     assert len(list(tmp_path.glob("*-quick.md"))) == 1 and len(list(tmp_path.glob("*-scaling.png"))) == 1
 
 
-def test_bench_gpu_smoke_runs_the_gpu_code_path_end_to_end(tmp_path):
-    out = run_bench("gpu_bench.py", "--smoke", tmp_path)
-    assert "HF Trainer" in out and "generated tokens/s" in out and "NOT an estimate" in out
-    assert len(list(tmp_path.glob("*-gpu-smoke.md"))) == 1
+def test_device_check_smoke_runs_device_tests_and_bench_gpu_and_prints_one_table(tmp_path):
+    """`make device-check SMOKE=1`: the GPU machine's command, at smoke size on the CPU."""
+    import os
+
+    env = dict(os.environ, DEVICE_CHECK_OUT=str(tmp_path))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "--smoke"],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| tests -m 'device and not slow' | ok" in proc.stdout and "| bench-gpu --smoke | ok" in proc.stdout
+    assert "passed" in (tmp_path / "tests.log").read_text()
+    bench = (tmp_path / "bench.log").read_text()
+    assert "Trainer with lvjob's settings" in bench and "Trainer defaults" in bench and "NOT an estimate" in bench
+    assert len(list(tmp_path.glob("*-gpu-smoke.md"))) == 1 and (tmp_path / "device-check.md").exists()
+
+
+@pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989.4e12), ("NVIDIA H100 PCIe", 756.5e12),
+                                        ("NVIDIA H100 NVL", 835.5e12), ("NVIDIA H200", 989.4e12),
+                                        ("NVIDIA H200 NVL", 835.5e12), ("Some Other GPU", None)])
+def test_gpu_peak_is_looked_up_by_the_most_specific_name(name, peak):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_bench import peak_flops
+
+    assert peak_flops(name) == peak

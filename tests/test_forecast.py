@@ -116,3 +116,52 @@ def test_a_forecast_stops_within_the_grammars_longest_text(tiny_model, tokenizer
     out = generate(tiny_model, [tokenizer.encode("5.0,5.0;", add_special_tokens=False)], g, alphabet_ids(tokenizer),
                    tokenizer.pad_token_id, temperature=1.0, generator=torch.Generator().manual_seed(0))
     assert len(out.texts[0]) <= grammar_max_tokens(g) == 3 * 16 - 1
+
+
+# --- sampling that does not depend on the device (SPEC §4) ------------------------------------------
+
+
+def test_sampling_with_a_temperature_runs_on_every_device_and_is_reproducible(tiny_model, tokenizer, contexts, device):
+    import copy
+
+    model = copy.deepcopy(tiny_model).to(device)
+    s = ForecastSettings(temperature=0.2, samples=2, seed=5)
+    first, second = (forecast(model, tokenizer, contexts[:3], HORIZON, s) for _ in range(2))
+    assert first.parsed_ok.all() and first.texts == second.texts
+
+
+def test_the_same_logits_give_the_same_tokens_on_every_device(device):
+    from lvjob.forecast import _choose
+
+    logits = torch.randn(64, 13, generator=torch.Generator().manual_seed(0))
+    allowed = torch.rand(64, 13, generator=torch.Generator().manual_seed(1)) < 0.6
+    allowed[:, 0] = True
+    on_cpu = _choose(logits, 0.2, torch.Generator().manual_seed(3), allowed)
+    on_device = _choose(logits.to(device), 0.2, torch.Generator().manual_seed(3), allowed)
+    assert on_device.device.type == "cpu" and torch.equal(on_cpu, on_device)
+    assert allowed[torch.arange(64), on_cpu].all()  # never a token the grammar forbids
+
+
+def test_forecasting_a_400_point_horizon_from_a_2000_point_file(tiny_model, tokenizer, tmp_path):
+    """The KV cache is sized from the prompt and the grammar's longest text, never a fixed cap."""
+    path = tmp_path / "long.h5"
+    data.write(path, *data.generate(n_systems=4, n_points=2000, seed=0))
+    lv = data.load(path)
+    n_ctx = data.context_points(2000)
+    out = forecast(tiny_model, tokenizer, lv.trajectories[:2, :n_ctx], 2000 - n_ctx, ForecastSettings(temperature=0.0, max_int_digits=1))
+    assert 2000 - n_ctx == 400 and out.parsed_ok.all() and out.predictions.shape == (2, 400, 2)
+
+
+def test_a_prompt_processed_in_slices_gives_the_same_forecasts_as_one_pass(tiny_model, tokenizer, monkeypatch):
+    import lvjob.forecast
+
+    g = Grammar(variables=2, decimals=3, max_int_digits=3, points=HORIZON)
+    text = "0.571,0.772;0.506,0.776;0.446,0.761;0.399,0.735;0.365,0.703;"
+    prompts = [tokenizer.encode(text[:k], add_special_tokens=False) for k in (60, 48, 36)]  # left-padded batch
+
+    def texts():
+        return generate(tiny_model, prompts, g, alphabet_ids(tokenizer), tokenizer.pad_token_id, temperature=0.0).texts
+
+    one_pass = texts()
+    monkeypatch.setattr(lvjob.forecast, "PREFILL_CHUNK", 16)
+    assert texts() == one_pass

@@ -4,7 +4,8 @@ import json
 
 import torch
 
-from lvjob.pretrain import PretrainSpec, demo_model_dir, ensure_demo_model, pretrain
+from lvjob.modelspec import demo_model_dir
+from lvjob.pretrain import PretrainSpec, ensure_demo_model, pretrain
 
 SMALL = PretrainSpec(steps=30, batch_size=4, context=64, systems=20, points=30)
 

@@ -100,3 +100,52 @@ def test_sbatch_script_of_the_gpu_profile(tmp_path, monkeypatch):
     command = [line for line in script.splitlines() if "submitit.core._submit" in line][0]
     assert f"apptainer exec --nv --bind {tmp_path}" in command
     assert "/scratch/my-project/lvjob.sif python -u -m submitit.core._submit" in command
+
+
+# --- $VAR expansion in paths ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["model_path", "runs_root", "results_dir", "image"])
+def test_a_path_field_expands_dollar_var_and_braced_var(tmp_path, monkeypatch, key):
+    monkeypatch.setenv("SCRATCH", "/lustre/me")
+    monkeypatch.setenv("PROJ", "lv")
+    profile = load_profile(write(tmp_path, executor="slurm", **{key: "$SCRATCH/${PROJ}_x/out"}))
+    assert getattr(profile, key) == "/lustre/me/lv_x/out"
+
+
+def test_binds_and_env_values_are_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRATCH", "/lustre/me")
+    profile = load_profile(write(tmp_path, executor="slurm", binds=["$SCRATCH", "${SCRATCH}/data:/data:ro"],
+                                 env={"HF_HOME": "$SCRATCH/hf"}))
+    assert profile.binds == ("/lustre/me", "/lustre/me/data:/data:ro") and profile.env == {"HF_HOME": "/lustre/me/hf"}
+
+
+def test_overrides_are_expanded_like_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRATCH", "/lustre/me")
+    assert load_profile(write(tmp_path, executor="slurm"), ["runs_root=$SCRATCH/runs"]).runs_root == "/lustre/me/runs"
+
+
+@pytest.mark.parametrize("key", ["model_path", "runs_root", "results_dir", "image"])
+def test_an_unset_variable_is_refused_naming_the_field_the_variable_and_the_file(tmp_path, monkeypatch, key):
+    monkeypatch.delenv("LVJOB_NOT_SET", raising=False)
+    path = write(tmp_path, executor="slurm", **{key: "${LVJOB_NOT_SET}/x"})
+    with pytest.raises(ConfigError, match=f"^{path}: {key}: .*uses \\$LVJOB_NOT_SET, which is not set"):
+        load_profile(path)
+
+
+def test_an_unset_variable_in_a_bind_names_the_entry(tmp_path, monkeypatch):
+    monkeypatch.delenv("LVJOB_NOT_SET", raising=False)
+    with pytest.raises(ConfigError, match="binds\\[1\\]: .*\\$LVJOB_NOT_SET"):
+        load_profile(write(tmp_path, executor="slurm", binds=["/ok", "$LVJOB_NOT_SET"]))
+
+
+def test_an_empty_variable_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRATCH", "")
+    with pytest.raises(ConfigError, match="runs_root: .*\\$SCRATCH, which is empty"):
+        load_profile(write(tmp_path, executor="slurm", runs_root="$SCRATCH/runs"))
+
+
+def test_the_pull_path_on_the_cluster_is_left_as_written(tmp_path, monkeypatch):
+    monkeypatch.delenv("LVJOB_NOT_SET", raising=False)
+    profile = load_profile(write(tmp_path, executor="slurm", pull={"host": "h", "path": "$LVJOB_NOT_SET/lvjob"}))
+    assert profile.pull.path == "$LVJOB_NOT_SET/lvjob"

@@ -17,6 +17,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow
+
 STEPS = 14
 
 JOB = {
@@ -50,8 +52,8 @@ def _job_file(tmp_path: Path, small_data: Path) -> Path:
     return path
 
 
-def _cmd(job: Path, run_dir: Path) -> list[str]:
-    return ["run", str(job), f"run_dir={run_dir}"]
+def _cmd(job: Path, run_dir: Path, device: str = "cpu") -> list[str]:
+    return ["run", str(job), f"run_dir={run_dir}", f"device={device}"]
 
 
 def _start(args: list[str], driver: str | None = None) -> subprocess.Popen:
@@ -89,10 +91,10 @@ def _finish(proc: subprocess.Popen) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, small_data):
+def reference(tmp_path_factory, small_data, device):
     tmp = tmp_path_factory.mktemp("reference")
     job = _job_file(tmp, small_data)
-    code, out = _finish(_start(_cmd(job, tmp / "run")))
+    code, out = _finish(_start(_cmd(job, tmp / "run", device)))
     assert code == 0, out
     return tmp / "run"
 
@@ -109,25 +111,25 @@ def _assert_same_result(run_dir: Path, reference: Path) -> None:
     assert [r.get("val_loss") for r in rows] == [r.get("val_loss") for r in ref]
 
 
-def test_resumed_run_after_kills_is_bit_identical_to_an_uninterrupted_run(tmp_path, small_data, reference):
+def test_resumed_run_after_kills_is_bit_identical_to_an_uninterrupted_run(tmp_path, small_data, reference, device):
     job, run_dir = _job_file(tmp_path, small_data), tmp_path / "run"
 
-    proc = _start(_cmd(job, run_dir))  # SIGKILL between checkpoints (after 4, before 8)
+    proc = _start(_cmd(job, run_dir, device))  # SIGKILL between checkpoints (after 4, before 8)
     _wait_for_step(proc, run_dir, 6)
     proc.send_signal(signal.SIGKILL)
     _finish(proc)
 
-    code, out = _finish(_start(["8", *_cmd(job, run_dir)], driver=KILL_MID_CHECKPOINT))  # SIGKILL mid-checkpoint
+    code, out = _finish(_start(["8", *_cmd(job, run_dir, device)], driver=KILL_MID_CHECKPOINT))  # SIGKILL mid-checkpoint
     assert code == -signal.SIGKILL, out
     assert "resuming from step-0000004" in out
 
-    proc = _start(_cmd(job, run_dir))  # the polite signal: checkpoint at the next step, exit 3
+    proc = _start(_cmd(job, run_dir, device))  # the polite signal: checkpoint at the next step, exit 3
     _wait_for_step(proc, run_dir, 9)
     proc.send_signal(signal.SIGUSR2)
     code, out = _finish(proc)
     assert code == 3, out
 
-    code, out = _finish(_start(_cmd(job, run_dir)))
+    code, out = _finish(_start(_cmd(job, run_dir, device)))
     assert code == 0, out
     _assert_same_result(run_dir, reference)
 
@@ -138,9 +140,9 @@ def test_resumed_run_after_kills_is_bit_identical_to_an_uninterrupted_run(tmp_pa
     assert ledger["train"] == ref_ledger["train"] + ledger["lost_steps"] * (ref_ledger["train"] // STEPS)
 
 
-def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, small_data, reference):
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, small_data, reference, device):
     job, run_dir = _job_file(tmp_path, small_data), tmp_path / "run"
-    proc = _start(_cmd(job, run_dir))
+    proc = _start(_cmd(job, run_dir, device))
     _wait_for_step(proc, run_dir, 10)
     proc.send_signal(signal.SIGKILL)
     _finish(proc)
@@ -150,7 +152,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, smal
     blob[len(blob) // 2] ^= 0xFF  # one flipped byte
     (newest / "optimizer.pt").write_bytes(bytes(blob))
 
-    code, out = _finish(_start(_cmd(job, run_dir)))
+    code, out = _finish(_start(_cmd(job, run_dir, device)))
     assert code == 0, out
     assert "WARNING: checkpoint" in out and "step-0000008 is damaged" in out
     assert "resuming from step-0000004" in out

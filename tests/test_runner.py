@@ -72,9 +72,9 @@ def test_bad_values_are_refused_before_any_work_naming_the_key(override, key, va
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, small_data):
+def trained(tmp_path_factory, small_data, device):
     run_dir = tmp_path_factory.mktemp("train") / "run"
-    job = small_job(small_data, run_dir)
+    job = small_job(small_data, run_dir, device=device)
     assert run(job, log=lambda m: None) == 0
     return job, run_dir
 
@@ -140,8 +140,8 @@ def test_a_complete_run_is_not_run_again(trained):
     assert (run_dir / "metrics.jsonl").stat().st_mtime_ns == before
 
 
-def test_zero_shot_job_evaluates_the_untrained_model(tmp_path, small_data):
-    job = small_job(small_data, tmp_path / "zs", kind="evaluate", prompt="instruct")
+def test_zero_shot_job_evaluates_the_untrained_model_with_sampling(tmp_path, small_data, device):
+    job = small_job(small_data, tmp_path / "zs", kind="evaluate", prompt="instruct", temperature=0.2, samples=2, device=device)
     assert run(job, log=lambda m: None) == 0
     report = json.loads((tmp_path / "zs" / "eval.json").read_text())
     assert report["parse_rate"] == 1.0 and report["prompt"] == "instruct"
@@ -211,3 +211,14 @@ def test_a_run_directory_in_use_by_another_process_is_refused_and_left_untouched
         with pytest.raises(RunBusy, match="in use by another process \\(pid 4242 on node7\\)"):
             run(Job(kind="evaluate", series=1, run_dir=str(run_dir)))
     assert (run_dir / "run.json").read_bytes() == before and not (run_dir / "job.yaml").exists()
+
+
+def test_more_series_than_the_files_validation_systems_is_refused_before_any_work(tmp_path):
+    from lvjob import data
+
+    path = tmp_path / "lv60.h5"
+    data.write(path, *data.generate(n_systems=60, n_points=20, seed=0))
+    job = Job(kind="evaluate", model="tiny", data=DataSpec(path=str(path)), series=50, run_dir=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match=r"series: 50 is more than the 12 validation systems of .*lv60.h5"):
+        run(job, log=lambda m: None)
+    assert not (tmp_path / "run" / "eval.json").exists()

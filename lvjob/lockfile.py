@@ -1,0 +1,209 @@
+"""An exclusive lock file, for run directories on filesystems without `flock` (some Lustre and NFS mounts).
+
+The kernel's flock goes with its process; a lock file does not: a job killed with SIGKILL, or lost
+with its node, leaves it behind. So the file (created with O_CREAT|O_EXCL, atomic on NFSv3+ and
+Lustre) records who holds it: host, pid, SLURM job id and a random token. It is broken only when
+that holder is provably gone:
+
+- on this host, its pid is not alive;
+- it ran as this very SLURM job on another host (an earlier run of a requeued job: SLURM runs one
+  copy of a job at a time);
+- SLURM says its job has ended (`squeue` shows an ended or pending state, or no longer knows the id).
+
+Anything less clear (another host without a SLURM job, squeue missing or failing) refuses: two
+processes in one run directory would corrupt it, while a refusal only costs a resubmission.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+# squeue states in which the job has no process left: it ended, or it waits to (re)start.
+# Everything else (RUNNING, COMPLETING, SUSPENDED, CONFIGURING, STOPPED, SIGNALING, ...) may still
+# have the holder alive.
+GONE_STATES = frozenset({
+    "PENDING", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+    "DEADLINE", "OUT_OF_MEMORY", "REQUEUE_HOLD", "SPECIAL_EXIT", "REVOKED",
+})
+JOB_ID = re.compile(r"\d+(_\d+)?")
+TAKE_ATTEMPTS = 3
+
+
+class LockHeld(RuntimeError):
+    """The lock file is held by a holder that may be alive; `holder` is None when its file is unreadable."""
+
+    def __init__(self, message: str, holder: "Holder | None") -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock file; `token` tells two holders with the same host and pid apart."""
+
+    host: str
+    pid: int
+    slurm_job_id: str | None
+    token: str
+
+    @classmethod
+    def me(cls) -> "Holder":
+        return cls(socket.gethostname(), os.getpid(), os.environ.get("SLURM_JOB_ID"), uuid.uuid4().hex)
+
+    def describe(self) -> str:
+        job = f", SLURM job {self.slurm_job_id}" if self.slurm_job_id else ""
+        return f"pid {self.pid} on {self.host}{job}"
+
+
+@contextmanager
+def held(path: Path) -> Iterator[Holder]:
+    """Hold lock file `path` while the block runs; raise LockHeld if a holder that may be alive has it."""
+    me = Holder.me()
+    take(path, me)
+    try:
+        yield me
+    finally:
+        release(path, me)
+
+
+def take(path: Path, me: Holder) -> None:
+    """Create lock file `path` for `me`, breaking a stale one; raise LockHeld if its holder may be alive."""
+    for _ in range(TAKE_ATTEMPTS):
+        if _create(path, me):
+            return
+        holder = read_holder(path)
+        if holder is None:  # released between our create and our read
+            continue
+        reason = gone_because(holder, me)
+        if reason is None:
+            raise LockHeld(f"{path} is held by {holder.describe()}, which may still be running", holder)
+        _break(path, holder, reason)
+    raise LockHeld(f"{path}: the lock changed hands {TAKE_ATTEMPTS} times while being taken; try again", None)
+
+
+def release(path: Path, me: Holder) -> None:
+    """Remove the lock file if it is still ours (never one a later holder wrote)."""
+    try:
+        if read_holder(path) == me:
+            path.unlink()
+    except (FileNotFoundError, LockHeld):
+        pass
+
+
+def _create(path: Path, me: Holder) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides who may read it
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(me), f)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+def read_holder(path: Path) -> Holder | None:
+    """The holder recorded in `path`; None if there is no such file. An unreadable record raises
+    LockHeld: it cannot be told from a live holder's, so only a person may remove it."""
+    try:
+        text = path.read_text() or _read_again(path)
+    except FileNotFoundError:
+        return None
+    try:
+        fields = json.loads(text)
+        job = fields.get("slurm_job_id")
+        return Holder(str(fields["host"]), int(fields["pid"]), None if job is None else str(job), str(fields["token"]))
+    except (ValueError, KeyError, TypeError):
+        raise LockHeld(f"{path}: unreadable lock record {text[:80]!r}; if no process works in this "
+                       f"run directory, delete the file and start again", None) from None
+
+
+def _read_again(path: Path) -> str:
+    """An empty lock file is one being written (created, not yet filled): read it once more shortly after."""
+    time.sleep(0.2)
+    return path.read_text()
+
+
+def gone_because(holder: Holder, me: Holder) -> str | None:
+    """Why `holder` is certainly gone, or None if it may be alive."""
+    if holder.slurm_job_id and holder.slurm_job_id == me.slurm_job_id and holder.host != me.host:
+        return f"it ran as this SLURM job ({holder.slurm_job_id}) on {holder.host} before a requeue"
+    if holder.host == me.host:
+        return None if pid_alive(holder.pid) else f"pid {holder.pid} is not running on {holder.host}"
+    if holder.slurm_job_id:
+        return slurm_job_gone(holder.slurm_job_id)
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def slurm_job_gone(job_id: str) -> str | None:
+    """Why SLURM job `job_id` has certainly no process left, or None if squeue cannot say so."""
+    if not JOB_ID.fullmatch(job_id):
+        return None
+    try:
+        r = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return read_squeue(job_id, r.returncode, r.stdout, r.stderr)
+
+
+def read_squeue(job_id: str, returncode: int, stdout: str, stderr: str) -> str | None:
+    """squeue's answer about one job: why it is gone, or None when it may be running or the answer is unclear."""
+    if returncode != 0:
+        # The controller forgets ended jobs after MinJobAge; then it answers exactly this.
+        return f"SLURM no longer knows job {job_id} (it ended)" if "invalid job id" in stderr.lower() else None
+    states = {s.strip() for s in stdout.splitlines() if s.strip()}
+    if states and states <= GONE_STATES:
+        return f"SLURM job {job_id} is {', '.join(sorted(states))}"
+    return None
+
+
+def _break(path: Path, holder: Holder, reason: str) -> None:
+    """Remove a stale lock file, never a live one that replaced it in the meantime.
+
+    The file is first renamed aside (atomic: of two processes breaking it, one gets it) and checked
+    to be the stale record judged; a newer record taken by mistake is put back.
+    """
+    aside = path.with_name(f"{path.name}.breaking.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:  # another process broke it first
+        return
+    try:
+        if _same_holder(aside, holder):
+            print(f"lvjob: broke stale lock {path} of {holder.describe()}: {reason}", file=sys.stderr, flush=True)
+            return
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def _same_holder(path: Path, holder: Holder) -> bool:
+    try:
+        return read_holder(path) == holder
+    except LockHeld:
+        return False
