@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
                   "their configuration from the stage before when they start), and the aggregation. On SLURM it "
                   "returns at once with the job ids; with the local profile it runs the jobs here and waits. "
                   "Running it again submits only what is missing or failed.", _submit)
+    study_command("check", "pre-flight: profile, paths, staged model, image, output folders, data, FLOP plan",
+                  "Everything `submit` checks before it queues anything, alone: gpus_per_node, the staged model "
+                  "(when the study uses Qwen2.5), the image and the container command, runs_root and results_dir "
+                  "writable, the data file valid (or its folder writable to generate it), the FLOP plan within the "
+                  "budget. One line per problem; exit 1 if there is any.", _check)
     study_command("status", "show each job of the study: state, step, loss, FLOPs, requeues",
                   "One row per job of the study, from its run directory and (on SLURM) sacct.", _status)
     study_command("cancel", "cancel the study's queued and running SLURM jobs",
@@ -234,6 +239,26 @@ def _study_and_profile(args):
     return study, profile
 
 
+def _check(args) -> int:
+    from lvjob import cluster, preflight
+
+    t0 = time.perf_counter()
+    study, profile = _study_and_profile(args)
+    problems = preflight.problems(study, profile)
+    try:
+        plan = cluster.check_budget(study)
+    except cluster.OverBudget as e:
+        problems.append(f"budget: {e}; `lvjob plan` proposes step counts that fit")
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"pre-flight: {len(problems)} problem(s); nothing would be queued", file=sys.stderr)
+        return 1
+    print(f"pre-flight ok in {time.perf_counter() - t0:.1f} s: {args.study} (scale {study.scale}) with profile "
+          f"{args.profile}, plan {plan.total:.3e} FLOPs ({plan.total / plan.budget:.3%} of the budget)")
+    return 0
+
+
 def _submit(args) -> int:
     from lvjob import cluster
     from lvjob.executors import backend
@@ -243,6 +268,10 @@ def _submit(args) -> int:
     study, profile = _study_and_profile(args)
     try:
         sub = cluster.submit(study, profile, log=lambda m: print(m, flush=True))
+    except cluster.PreflightFailed as e:
+        print("\n".join(e.problems), file=sys.stderr)
+        print(f"Nothing submitted: the pre-flight found {len(e.problems)} problem(s) with {args.profile}.", file=sys.stderr)
+        return 1
     except cluster.OverBudget as e:
         print(format_plan(e.plan))
         _plan_proposal(study)

@@ -7,9 +7,11 @@ this machine and `submit` waits for them. `submit` refuses a study whose FLOP pl
 budget before anything is queued, whoever calls it.
 
 Preemption and time limits: SLURM sends USR2 `signal_delay_s` before the end (and on preemption).
-The runner catches it, finishes the step, writes a checkpoint and returns; the task then hands the
-signal to submitit's own handler, which requeues the job (counting time-outs against
-`max_num_timeout`). The requeued job runs the same task again, and the runner resumes from the
+The task runs on the host and the runner as its child (lvjob.supervise; inside the image when the
+profile names one): the host process forwards the signal, the runner finishes the step, writes a
+checkpoint and exits with EXIT_PREEMPTED; the task then hands the signal to submitit's own
+handler, which requeues the job from the host (counting time-outs against `max_num_timeout`), so
+the image needs no SLURM client. The requeued job runs the same task again, and the runner resumes from the
 checkpoint. A job killed without warning restarts from its last periodic checkpoint the same way.
 
 The study's records (`<runs_root>/study-.../`): `submissions.jsonl` (every job submitted, by
@@ -26,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
+import yaml
 
-from lvjob import data
+from lvjob import atomic, data, preflight
+from lvjob.config import to_dict
 from lvjob.aggregate import write_results
 from lvjob.executors import backend
 from lvjob.ledger import read_jsonl
@@ -35,13 +39,22 @@ from lvjob.models import ensure_tiny_model
 from lvjob.paths import cache_dir
 from lvjob.plan import Plan, plan_study
 from lvjob.plots import plot_results
-from lvjob.profile import Profile
+from lvjob.profile import Profile, runner_command, runner_env
 from lvjob.rundir import summarize
-from lvjob.runner import EXIT_PREEMPTED, read_status, run
+from lvjob.runner import EXIT_PREEMPTED, read_status
 from lvjob.stages import job_for, study_dir
+from lvjob.supervise import Ended, supervise
 from lvjob.study import Node, Study, stage_table, study_nodes, waits_for
 from lvjob.study import stage as entry
 from lvjob.tokenizer import ensure_tokenizer
+
+
+class PreflightFailed(RuntimeError):
+    """The pre-flight found problems (lvjob.preflight): nothing was submitted."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("pre-flight: " + "; ".join(problems))
+        self.problems = problems
 
 
 class OverBudget(RuntimeError):
@@ -61,23 +74,35 @@ class StudyTask(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         os.chdir(self.workdir)  # relative paths (data, runs, results) mean the same as at submission
         os.environ.update({"LVJOB_CACHE": self.cache, "HF_HUB_OFFLINE": "1", **self.profile.env})
-        import torch
-
-        torch.set_num_threads(self.profile.cpus_per_task)
-        if not entry(self.node.stage).runs_jobs:  # the aggregation
+        if not entry(self.node.stage).runs_jobs:  # the aggregation, on the host
             out = write_results(self.study, self.profile)
             plot_results(out)
             return {"results": str(out)}
-
         job = job_for(self.study, self.profile, self.node)
-        code = run(job, log=lambda msg: print(msg, flush=True))
-        if code == EXIT_PREEMPTED:
-            stopped_by = read_status(job.resolved_run_dir()).get("signal")
-            handler = signal.getsignal(signal.SIGUSR2)
-            if stopped_by == "SIGUSR2" and callable(handler):
-                handler(signal.SIGUSR2, None)  # submitit's: requeue this task, then exit
-            raise RuntimeError(f"{self.node.key}: stopped by {stopped_by} after a checkpoint; not requeued")
+        ended = self._run_child(job)
+        if ended.code < 0:  # the runner was killed (OOM killer, kill -9): the job ends as it would have
+            os._exit(128 - ended.code)  # 137 for SIGKILL, which a site's RequeueExit may requeue
+        if ended.code == EXIT_PREEMPTED:
+            self._requeue(job, ended)
+        if ended.code != 0:
+            raise RuntimeError(f"{self.node.key}: the runner exited with {ended.code}; see {job.resolved_run_dir()}/run.json")
         return summarize(job.resolved_run_dir()).to_dict()
+
+    def _run_child(self, job) -> Ended:
+        """The runner as a child process (inside the image when the profile names one), signals forwarded."""
+        spec = study_dir(self.study, self.profile) / "jobs" / f"{self.node.key}.yaml"
+        atomic.write_text(spec, yaml.safe_dump(to_dict(job), sort_keys=False))
+        workdir, cache = Path(self.workdir), Path(self.cache)
+        env = os.environ | runner_env(self.profile, cache)
+        return supervise(runner_command(self.profile, workdir, cache, spec.absolute()), env=env)
+
+    def _requeue(self, job, ended: Ended) -> None:
+        """Checkpointed on request: after USR2 (preemption, time limit ahead) submitit requeues from the host."""
+        handler = signal.getsignal(signal.SIGUSR2)
+        if ended.stopped_by(signal.SIGUSR2) and callable(handler):
+            handler(signal.SIGUSR2, None)  # submitit's: requeue this task (scontrol, here on the host), then exit
+        stopped_by = read_status(job.resolved_run_dir()).get("signal")
+        raise RuntimeError(f"{self.node.key}: stopped by {stopped_by} after a checkpoint; not requeued")
 
 
 # --- submission ------------------------------------------------------------------------------------
@@ -186,6 +211,9 @@ def check_budget(study: Study) -> Plan:
 def submit(study: Study, profile: Profile, log=print) -> Submission:
     """Submit every node that is neither complete nor queued, if the plan fits; detached backends return
     at once, the local one waits."""
+    problems = preflight.problems(study, profile)
+    if problems:
+        raise PreflightFailed(problems)
     plan = check_budget(study)
     log(f"plan: {plan.total:.3e} FLOPs, {plan.total / plan.budget:.2%} of the {plan.budget:.0e} budget")
     prepare(study)
@@ -202,7 +230,7 @@ class _Submitting:
 
     def __init__(self, study: Study, profile: Profile, log):
         self.study, self.profile, self.log = study, profile, log
-        self.backend = backend(profile)
+        self.backend = backend(profile, f"{study.name}-{study.scale}")
         self.folder = study_dir(study, profile) / "submitit"
         self.active = active_jobs(study, profile)
         self.stage_of = {n.key: n.stage for n in study_nodes(study)}

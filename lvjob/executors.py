@@ -20,16 +20,20 @@ from typing import Callable
 import submitit
 
 from lvjob import slurm
-from lvjob.paths import cache_dir
-from lvjob.profile import Profile, python_for_submitit
+from lvjob.profile import Profile
 
 # (stage, the tasks of its nodes, the job ids it waits for) of one wave
 Batch = tuple[str, list, list[str]]
 Record = Callable[[str, list], None]  # called with (stage, its submitted jobs) once their ids are known
 
 
-def _parameters(profile: Profile, stage: str) -> dict:
-    params = dict(name=f"lvjob-{stage}", timeout_min=profile.timeout_min, cpus_per_task=profile.cpus_per_task,
+def job_name(label: str, stage: str) -> str:
+    """What squeue shows: the suite, the study (name and scale), the stage: `lvjob:lv-study-demo:stage1`."""
+    return f"lvjob:{label}:{stage}" if label else f"lvjob:{stage}"
+
+
+def _parameters(profile: Profile, stage: str, label: str = "") -> dict:
+    params = dict(name=job_name(label, stage), timeout_min=profile.timeout_min, cpus_per_task=profile.cpus_per_task,
                   gpus_per_node=profile.gpus_per_node, mem_gb=profile.mem_gb)
     return {k: v for k, v in params.items() if v is not None}
 
@@ -40,12 +44,12 @@ class LocalBackend:
     detached = False
     verb = "run"
 
-    def __init__(self, profile: Profile):
-        self.profile = profile
+    def __init__(self, profile: Profile, label: str = ""):
+        self.profile, self.label = profile, label
 
     def executor(self, folder: Path, stage: str, after: list[str]) -> submitit.AutoExecutor:
         ex = submitit.AutoExecutor(folder=folder, cluster="local")
-        ex.update_parameters(**_parameters(self.profile, stage))
+        ex.update_parameters(**_parameters(self.profile, stage, self.label))
         return ex
 
     def submit_wave(self, folder: Path, batches: list[Batch], record: Record, log) -> list[list]:
@@ -102,17 +106,16 @@ class SlurmBackend:
     detached = True
     verb = "submitted"
 
-    def __init__(self, profile: Profile):
-        self.profile = profile
+    def __init__(self, profile: Profile, label: str = ""):
+        self.profile, self.label = profile, label
 
     def executor(self, folder: Path, stage: str, after: list[str]) -> submitit.AutoExecutor:
         p = self.profile
-        kwargs = {"slurm_max_num_timeout": p.max_num_timeout}
-        if p.image:
-            kwargs["slurm_python"] = python_for_submitit(p, Path.cwd(), cache_dir().resolve())
-        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", **kwargs)
-        extra = dict(p.sbatch) | ({"dependency": "afterany:" + ":".join(after)} if after else {})
-        params = _parameters(p, stage) | dict(
+        # submitit's Python is the host's (this project's): the image runs only the runner, as a child.
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=p.max_num_timeout)
+        # --requeue: a job whose node fails comes back whatever the site's JobRequeue default.
+        extra = {"requeue": True} | dict(p.sbatch) | ({"dependency": "afterany:" + ":".join(after)} if after else {})
+        params = _parameters(p, stage, self.label) | dict(
             slurm_partition=p.partition, slurm_account=p.account, slurm_qos=p.qos, slurm_constraint=p.constraint,
             slurm_signal_delay_s=p.signal_delay_s, slurm_array_parallelism=p.array_parallelism,
             slurm_additional_parameters=extra)
@@ -156,5 +159,6 @@ class SlurmBackend:
 BACKENDS = {"local": LocalBackend, "slurm": SlurmBackend}
 
 
-def backend(profile: Profile) -> LocalBackend | SlurmBackend:
-    return BACKENDS[profile.executor](profile)
+def backend(profile: Profile, label: str = "") -> LocalBackend | SlurmBackend:
+    """The profile's backend; `label` (study name and scale) names the jobs it submits."""
+    return BACKENDS[profile.executor](profile, label)

@@ -4,11 +4,14 @@
 out-of-range value is refused before anything is submitted, naming the key and what is valid.
 
 A profile chooses the executor (submitit's `local` or `slurm`), the study's scale and model, the
-SLURM resources, and optionally an Apptainer image. With an image, every job runs as
+SLURM resources, and optionally an Apptainer image. The process SLURM starts always stays on the
+host (the project's Python: it has SLURM's client and config, so it can requeue); it runs the
+runner as a child (lvjob.supervise), with an image as
 
-    apptainer exec --nv --bind <binds> IMAGE python -u -m submitit.core._submit ...
+    apptainer exec --nv --cleanenv --env K=V... --bind <binds> --pwd DIR IMAGE python -m lvjob run JOB.yaml
 
-which is what `exec_command` builds (as a list; submitit gets it quoted with shlex).
+which is what `runner_command` builds (a list, never a shell string). `--cleanenv` keeps the host's
+variables (and packages in ~/.local, with PYTHONNOUSERSITE) out; `runner_env` is what is passed in.
 
 Paths may name environment variables (`$SCRATCH/runs`, `${USER}`): they are expanded when the
 profile is loaded, on the machine that submits (clusters put runs on scratch). An unset one is
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -74,6 +76,7 @@ class Profile:
 
     # Apptainer
     image: str | None = None  # .sif file; None runs the project's own Python directly
+    container: str = "apptainer"  # the command that runs the image (apptainer, singularity)
     binds: tuple[str, ...] = ()  # extra --bind entries: "/scratch", "/data:/data:ro"
     env: dict[str, str] = field(default_factory=dict)  # environment of every job, e.g. HF_HOME
 
@@ -156,22 +159,24 @@ def bind_list(profile: Profile, workdir: Path, cache: Path) -> list[str]:
     return seen
 
 
-def exec_command(profile: Profile, workdir: Path, cache: Path) -> list[str]:
-    """The interpreter a job runs: the project's Python, or `apptainer exec ... IMAGE python`."""
+def runner_env(profile: Profile, cache: Path) -> dict[str, str]:
+    """The variables a runner needs, passed explicitly (into the image through --env)."""
+    env = {"LVJOB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1",
+           "OMP_NUM_THREADS": str(profile.cpus_per_task)}
+    if os.environ.get("SLURM_JOB_ID"):
+        env["SLURM_JOB_ID"] = os.environ["SLURM_JOB_ID"]  # names the run lock's holder
+    return env | dict(profile.env)
+
+
+def runner_command(profile: Profile, workdir: Path, cache: Path, job_file: Path) -> list[str]:
+    """The child that runs one job: the project's Python, or the same inside the image."""
     if profile.image is None:
         import sys
 
-        return [sys.executable]
-    cmd = ["apptainer", "exec"]
-    if profile.gpus_per_node > 0:
-        cmd.append("--nv")
+        return [sys.executable, "-m", "lvjob", "run", str(job_file)]
+    cmd = [profile.container, "exec"] + (["--nv"] if profile.gpus_per_node > 0 else []) + ["--cleanenv"]
+    for key, value in runner_env(profile, cache).items():
+        cmd += ["--env", f"{key}={value}"]
     for b in bind_list(profile, workdir, cache):
         cmd += ["--bind", b]
-    cmd += ["--pwd", str(workdir), profile.image, "python"]
-    return cmd
-
-
-def python_for_submitit(profile: Profile, workdir: Path, cache: Path) -> str:
-    """`exec_command` as the one shell word string submitit's `python` parameter expects."""
-    return shlex.join(exec_command(profile, workdir, cache))
-
+    return cmd + ["--pwd", str(workdir), profile.image, "python", "-m", "lvjob", "run", str(job_file)]

@@ -6,6 +6,7 @@ SLURM here, the controller down) raises ClusterError saying which and how.
 
 from __future__ import annotations
 
+import getpass
 import subprocess
 
 from lvjob.config import ClusterError
@@ -44,7 +45,7 @@ def states(job_ids: list[str]) -> dict[str, str]:
     """
     if not job_ids:
         return {}
-    queue = _table(["squeue", "-h", "-r", "-o", "%i|%T"])  # -r: one line per array task
+    queue = _table(["squeue", "--me", "-h", "-r", "-o", "%i|%T"])  # this user's jobs; -r: one line per array task
     ended = [j for j in job_ids if j not in queue]
     history = _history(ended) if ended else {}
     return {j: queue.get(j) or _ended_state(j, history) for j in job_ids}
@@ -52,7 +53,7 @@ def states(job_ids: list[str]) -> dict[str, str]:
 
 def _history(job_ids: list[str]) -> dict[str, str]:
     bases = sorted({array_id(j) for j in job_ids})
-    return _table(["sacct", "-n", "-P", "-X", "-j", ",".join(bases), "--format=JobID,State"])
+    return _table(["sacct", "-n", "-P", "-X", "-u", getpass.getuser(), "-j", ",".join(bases), "--format=JobID,State"])
 
 
 def _ended_state(job_id: str, history: dict[str, str]) -> str:

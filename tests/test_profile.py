@@ -1,6 +1,5 @@
 """Cluster profiles: validation like job specs, the Apptainer command line, the sbatch script they make."""
 
-import shlex
 import sys
 from pathlib import Path
 
@@ -8,7 +7,7 @@ import pytest
 import yaml
 
 from lvjob.config import ConfigError
-from lvjob.profile import exec_command, load_profile, python_for_submitit
+from lvjob.profile import load_profile, runner_command
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "slurm" / "gpu-cluster.example.yaml"
@@ -58,32 +57,44 @@ def test_out_of_range_values_are_refused_naming_the_key(tmp_path, values, key):
         load_profile(write(tmp_path, **values))
 
 
-def test_without_an_image_jobs_run_the_projects_python(tmp_path):
+JOB = Path("/w/runs/study/jobs/stage1-r4.yaml")
+
+
+def test_without_an_image_the_runner_is_the_projects_python_as_a_child(tmp_path):
     profile = load_profile(write(tmp_path, executor="slurm"))
-    assert exec_command(profile, Path("/work"), Path("/cache")) == [sys.executable]
+    assert runner_command(profile, Path("/work"), Path("/cache"), JOB) == [sys.executable, "-m", "lvjob", "run", str(JOB)]
 
 
-def test_with_an_image_jobs_run_apptainer_exec_with_gpus_and_binds():
+def test_with_an_image_the_runner_runs_in_apptainer_with_a_clean_environment_gpus_and_binds():
     profile = load_profile(EXAMPLE)
-    cmd = exec_command(profile, Path("/home/me/lvjob"), Path("/home/me/lvjob/.cache"))
-    assert cmd == ["apptainer", "exec", "--nv",
-                   "--bind", "/home/me/lvjob", "--bind", "/home/me/lvjob/.cache",
-                   "--bind", "/scratch/my-project/models/Qwen2.5-0.5B-Instruct", "--bind", "/scratch",
-                   "--pwd", "/home/me/lvjob", "/scratch/my-project/lvjob.sif", "python"]
+    cmd = runner_command(profile, Path("/home/me/lvjob"), Path("/home/me/lvjob/.cache"), JOB)
+    assert cmd[:4] == ["apptainer", "exec", "--nv", "--cleanenv"]
+    assert cmd[-9:] == ["--bind", "/scratch", "--pwd", "/home/me/lvjob", "/scratch/my-project/lvjob.sif",
+                        "python", "-m", "lvjob", "run", str(JOB)][-9:]
+    binds = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--bind"]
+    assert binds == ["/home/me/lvjob", "/home/me/lvjob/.cache", "/scratch/my-project/models/Qwen2.5-0.5B-Instruct", "/scratch"]
+
+
+def test_the_image_gets_exactly_the_environment_the_runner_needs(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    profile = load_profile(write(tmp_path, executor="slurm", image="/i.sif", env={"HF_HOME": "/hf"}, cpus_per_task=6))
+    cmd = runner_command(profile, Path("/w"), Path("/c"), JOB)
+    passed = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd) if a == "--env")
+    assert passed == {"LVJOB_CACHE": "/c", "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1", "OMP_NUM_THREADS": "6",
+                      "SLURM_JOB_ID": "4242", "HF_HOME": "/hf"}
 
 
 def test_no_gpu_no_nv_and_each_bind_once(tmp_path):
     profile = load_profile(write(tmp_path, executor="slurm", image="/i.sif", binds=["/w", "/data:/data:ro"]))
-    cmd = exec_command(profile, Path("/w"), Path("/c"))
+    cmd = runner_command(profile, Path("/w"), Path("/c"), JOB)
     assert "--nv" not in cmd
     assert cmd.count("/w") == 2  # one --bind and --pwd: the project folder is not bound twice
     assert ["--bind", "/data:/data:ro"] == cmd[cmd.index("/data:/data:ro") - 1: cmd.index("/data:/data:ro") + 1]
 
 
-def test_submitit_gets_the_command_quoted_so_odd_paths_survive(tmp_path):
-    profile = load_profile(write(tmp_path, executor="slurm", image="/my images/lv job.sif"))
-    line = python_for_submitit(profile, Path("/w w"), Path("/c"))
-    assert shlex.split(line) == exec_command(profile, Path("/w w"), Path("/c"))
+def test_the_container_command_is_the_profiles(tmp_path):
+    profile = load_profile(write(tmp_path, executor="slurm", image="/i.sif", container="singularity"))
+    assert runner_command(profile, Path("/w"), Path("/c"), JOB)[:2] == ["singularity", "exec"]
 
 
 def test_sbatch_script_of_the_gpu_profile(tmp_path, monkeypatch):
@@ -91,15 +102,15 @@ def test_sbatch_script_of_the_gpu_profile(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     profile = load_profile(EXAMPLE)
-    ex = backend(profile).executor(tmp_path / "submitit", "stage2", after=["12", "13"])
+    ex = backend(profile, "lv-study-full").executor(tmp_path / "submitit", "stage2", after=["12", "13"])
     script = ex._executor._make_submission_file_text(ex._executor._submitit_command_str, "uid")
     for flag in ("--partition=gpu", "--account=my-project", "--gpus-per-node=1", "--cpus-per-task=8",
                  "--mem=32GB", "--time=240", "--signal=USR2@180", "--dependency=afterany:12:13",
-                 "--job-name=lvjob-stage2"):
+                 "--job-name=lvjob:lv-study-full:stage2", "--requeue"):
         assert f"#SBATCH {flag}" in script
     command = [line for line in script.splitlines() if "submitit.core._submit" in line][0]
-    assert f"apptainer exec --nv --bind {tmp_path}" in command
-    assert "/scratch/my-project/lvjob.sif python -u -m submitit.core._submit" in command
+    assert f"{sys.executable} -u -m submitit.core._submit" in command  # on the host: the image runs only the runner
+    assert "apptainer" not in command
 
 
 # --- $VAR expansion in paths ------------------------------------------------------------------------

@@ -145,13 +145,20 @@ def _same_run(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def interrupted_runs(slurm, small_data, tmp_path_factory):
-    """Four copies of one training job: undisturbed, preempted (USR2), requeued by scontrol, SIGKILLed."""
+    """Five copies of one training job: undisturbed, preempted (USR2), requeued by scontrol, SIGKILLed, and
+    preempted (USR2) while its runner runs in a container where SLURM cannot be reached."""
     tmp = tmp_path_factory.mktemp("faults")
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
         "default.steps=40", "training.checkpoint_every=10", "training.val_every=10"])
+    # `apptainer` on the jobs' PATH is the stand-in: the runner inside sees no scontrol and no slurm.conf.
+    (tmp / "bin").mkdir()
+    (tmp / "bin" / "apptainer").symlink_to(Path(__file__).parent / "apptainer_standin.py")
+    (tmp / "lvjob.sif").write_text("stand-in image")
+    os.environ["PATH"] = f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    os.environ["LVJOB_STANDIN_LOG"] = str(tmp / "standin.log")
     out = {}
-    for name in ("reference", "usr2", "requeue", "sigkill"):
-        profile = make_profile(tmp / name, name)
+    for name in ("reference", "usr2", "requeue", "sigkill", "image"):
+        profile = make_profile(tmp / name, name, **({"image": str(tmp / "lvjob.sif")} if name == "image" else {}))
         out[name] = _default_job_on(profile, study) + (profile,)
     t0 = time.monotonic()
 
@@ -163,11 +170,12 @@ def interrupted_runs(slurm, small_data, tmp_path_factory):
     disturb("usr2", 5, lambda job, d: subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True))
     disturb("requeue", 13, lambda job, d: subprocess.run(["scontrol", "requeue", job.job_id], check=True))
     disturb("sigkill", 15, lambda job, d: os.kill(read_status(d)["pid"], signal.SIGKILL))
+    disturb("image", 5, lambda job, d: subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True))
     states = wait_for([v[0].job_id for v in out.values()], limit_s=600)
     print(f"fault runs: {time.monotonic() - t0:.0f} s")
     for name, (job, run_dir, profile) in out.items():
         assert states[job.job_id] == "COMPLETED", logs(Path(job.paths.folder))
-    return {name: run_dir for name, (_, run_dir, _) in out.items()}
+    return {name: run_dir for name, (_, run_dir, _) in out.items()} | {"standin.log": tmp / "standin.log"}
 
 
 def test_preempted_training_job_is_requeued_and_resumes_bit_identical(interrupted_runs):
@@ -184,6 +192,16 @@ def test_job_requeued_by_scontrol_resumes_from_a_checkpoint_bit_identical(interr
     resumes = [r for r in read_jsonl(run / "preemptions.jsonl") if r["event"] == "resume"]
     assert len(resumes) == 1 and resumes[0]["from_step"] >= 10
     _same_run(run, interrupted_runs["reference"])
+
+
+def test_preempted_job_whose_runner_is_in_the_image_is_requeued_from_the_host_and_resumes_bit_identical(interrupted_runs):
+    run = interrupted_runs["image"]
+    assert read_status(run)["attempts"] == 2
+    resumes = [r for r in read_jsonl(run / "preemptions.jsonl") if r["event"] == "resume"]
+    assert len(resumes) == 1 and resumes[0]["from_step"] >= 5
+    _same_run(run, interrupted_runs["reference"])
+    ran = interrupted_runs["standin.log"].read_text().splitlines()
+    assert len(ran) == 2 and all(line.startswith("python -m lvjob run ") for line in ran)  # both attempts in the image
 
 
 def test_job_killed_without_warning_restarts_from_its_last_periodic_checkpoint(interrupted_runs):
@@ -242,3 +260,19 @@ def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, smal
     wait_for([j.job_id for j in first.jobs.values()] + [redo], limit_s=400)
     choice = json.loads((study_dir(study, profile) / "choices" / "stage2.json").read_text())
     assert [c["status"] for c in choice["candidates"]] == ["complete", "complete"]  # it waited for the resubmitted run
+
+
+@pytest.mark.parametrize("field", ["gpus_per_node", "image", "results_dir", "data"])
+def test_a_broken_profile_or_study_field_is_refused_by_the_preflight_and_nothing_is_queued(slurm, small_data, tmp_path, field):
+    (tmp_path / "a-file").write_text("x")
+    change = {"gpus_per_node": {"gpus_per_node": 2}, "image": {"image": str(tmp_path / "missing.sif")},
+              "results_dir": {"results_dir": str(tmp_path / "a-file" / "results")}, "data": {}}[field]
+    profile = make_profile(tmp_path, **change)
+    extra = ["data.systems=40"] if field == "data" else []
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + extra)
+    with pytest.raises(cluster.PreflightFailed) as refused:
+        cluster.submit(study, profile, log=print)
+    assert len(refused.value.problems) == 1
+    assert not (study_dir(study, profile) / "submissions.jsonl").exists()
+    queued = subprocess.run(["squeue", "--me", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout
+    assert "lvjob:" not in queued

@@ -1,0 +1,113 @@
+"""The pre-flight (SPEC §7): every broken field of a profile is found before anything is queued, one line each."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lvjob import data, preflight
+from lvjob.models import ensure_tiny_model
+from lvjob.profile import load_profile
+from lvjob.study import load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "jobs" / "study.yaml"
+
+
+def profile_file(tmp_path: Path, **values) -> Path:
+    raw = {"name": "t", "executor": "slurm", "runs_root": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results")}
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(raw | values))
+    return path
+
+
+def study(tmp_path: Path, small_data: Path, *extra: str):
+    return load_study(STUDY, scale="demo", overrides=["model=tiny", f"data.path={small_data}", "data.systems=20",
+                                                      "data.points=30", "evaluation.series=2", *extra])
+
+
+def found(tmp_path, small_data, *extra, **values) -> list[str]:
+    return preflight.problems(study(tmp_path, small_data, *extra), load_profile(profile_file(tmp_path, **values)))
+
+
+def test_a_good_profile_has_no_problems(tmp_path, small_data):
+    assert found(tmp_path, small_data) == []
+
+
+def test_more_than_one_gpu_per_job_is_refused_saying_why(tmp_path, small_data):
+    lines = found(tmp_path, small_data, gpus_per_node=2)
+    assert len(lines) == 1 and lines[0].startswith("gpus_per_node: 2; valid: 0 or 1 (one device per job")
+
+
+def test_a_missing_image_is_named(tmp_path, small_data):
+    lines = found(tmp_path, small_data, image=str(tmp_path / "nope.sif"), container=sys.executable)
+    assert lines == [f"image: {tmp_path / 'nope.sif'} is not a readable file; valid: the .sif built by `make container`"]
+
+
+def test_a_container_command_not_on_path_is_named(tmp_path, small_data):
+    (tmp_path / "lvjob.sif").write_text("x")
+    lines = found(tmp_path, small_data, image=str(tmp_path / "lvjob.sif"), container="no-such-apptainer")
+    assert len(lines) == 1 and lines[0].startswith("container: 'no-such-apptainer' is not on PATH")
+
+
+def test_an_output_folder_that_cannot_be_made_is_named(tmp_path, small_data):
+    (tmp_path / "a-file").write_text("x")
+    lines = found(tmp_path, small_data, results_dir=str(tmp_path / "a-file" / "results"))
+    assert len(lines) == 1 and lines[0].startswith(f"results_dir: {tmp_path / 'a-file' / 'results'} cannot be written")
+
+
+def test_the_real_model_without_a_staged_folder_is_refused_on_a_cluster(tmp_path, small_data):
+    lines = found(tmp_path, small_data, "model=qwen2.5-0.5b")
+    assert len(lines) == 1 and lines[0].startswith("model_path: not set") and "lvjob fetch-model" in lines[0]
+
+
+def test_a_staged_model_folder_that_is_not_qwen_is_refused(tmp_path, small_data):
+    folder = tmp_path / "model"
+    shutil.copytree(ensure_tiny_model(), folder)
+    lines = found(tmp_path, small_data, "model=qwen2.5-0.5b", model_path=str(folder))
+    assert lines and all(line.startswith(f"model_path: {folder}") for line in lines)
+
+
+def test_a_data_file_of_other_sizes_than_the_study_says_is_refused(tmp_path, small_data):
+    lines = found(tmp_path, small_data, "data.systems=40")
+    assert lines == [f"data.systems/data.points: the study says 40 x 30, {small_data} holds 20 x 30; "
+                     "valid: the file's own sizes"]
+
+
+def test_a_damaged_data_file_is_refused_naming_it(tmp_path, small_data):
+    bad = tmp_path / "bad.h5"
+    lv, params = data.generate(n_systems=20, n_points=30, seed=0)
+    lv.trajectories[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError):
+        data.write(bad, lv, params)  # write refuses it too; make one by hand
+    import h5py
+
+    with h5py.File(bad, "w") as f:
+        f["trajectories"] = lv.trajectories
+        f["time"] = lv.time
+    lines = preflight.problems(load_study(STUDY, scale="demo", overrides=["model=tiny", f"data.path={bad}", "data.systems=20", "evaluation.series=2",
+                                                                          "data.points=30"]),
+                               load_profile(profile_file(tmp_path)))
+    assert len(lines) == 1 and lines[0].startswith("data.path: ") and str(bad) in lines[0]
+
+
+def test_lvjob_check_passes_on_the_local_profile():
+    proc = subprocess.run([sys.executable, "-m", "lvjob", "check", "jobs/study.yaml", "--profile", "local"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("pre-flight ok"), proc.stdout + proc.stderr
+
+
+def test_lvjob_check_refuses_an_unset_variable_in_a_path_naming_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("LVJOB_NO_SUCH_VAR", raising=False)
+    path = profile_file(tmp_path, runs_root="$LVJOB_NO_SUCH_VAR/runs")
+    proc = subprocess.run([sys.executable, "-m", "lvjob", "check", "jobs/study.yaml", "--profile", str(path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "LVJOB_NO_SUCH_VAR" in proc.stdout + proc.stderr and "runs_root" in proc.stdout + proc.stderr
+
+
+def test_lvjob_check_refuses_a_plan_over_budget(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lvjob", "check", "jobs/study.yaml", "--profile", "local", "final.steps=1000000000"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "budget:" in proc.stdout
