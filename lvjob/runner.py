@@ -37,6 +37,7 @@ from lvjob import atomic
 from lvjob.config import to_dict
 from lvjob.job import Job
 from lvjob.ledger import Ledger
+from lvjob.tracking import hparams_of, open_tracker
 
 EXIT_PREEMPTED = 3  # the job stopped on request after a checkpoint; run it again to resume
 
@@ -205,9 +206,19 @@ def _run_locked(job: Job, run_dir: Path, log) -> int:
 
 
 def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
+    tracker = open_tracker(run_dir)
+    try:
+        _run_tracked(job, run_dir, stop, attempt, log, tracker)
+    finally:
+        tracker.close()
+
+
+def _run_tracked(job: Job, run_dir: Path, stop, attempt: int, log, tracker) -> None:
     from lvjob import data, flops
+    from lvjob.ledger import read_jsonl
     from lvjob.tokenizer import load_tokenizer
 
+    started = time.monotonic()
     device = pick_device(job.device)
     tokenizer = load_tokenizer()
     lv = data.ensure(job.data)
@@ -218,13 +229,14 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
         adapter_dir = run_dir / "adapter"
         if (adapter_dir / "adapter_config.json").exists():
             model, ledger = _load_trained(job, adapter_dir, device), Ledger.read(ledger_path)
+            tracker.resume(read_jsonl(run_dir / "metrics.jsonl"))
             log("training already finished; evaluating the saved adapter")
         else:
             from lvjob.train import Preempted, build_corpus, train
 
             corpus = build_corpus(job, tokenizer, lv.trajectories, train_systems, val_systems)
             log(f"corpus: {len(corpus.train)} training chunks, {len(corpus.val)} validation chunks of <= {job.context} tokens")
-            model, ledger = train(job, run_dir, corpus, tokenizer.pad_token_id, device, stop, attempt, log)
+            model, ledger = train(job, run_dir, corpus, tokenizer.pad_token_id, device, stop, attempt, log, tracker, started)
             with atomic.atomic_dir(adapter_dir) as tmp:
                 model.save_pretrained(tmp)
             ledger.write(ledger_path)
@@ -239,11 +251,13 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
         if job.adapter:
             model = _attach_adapter(model, job.adapter)
         ledger, rank = Ledger(), _adapter_rank(job.adapter)
+        tracker.resume([])
 
     result = evaluate_model(job, model.eval(), tokenizer, lv.trajectories, val_systems, run_dir)
     prompt, generation = result.flops(flops.shape_of(job.model), rank)
     ledger.prompt, ledger.generation = prompt, generation
     ledger.write(ledger_path)
+    tracker.evaluation(json.loads((run_dir / "eval.json").read_text()), hparams_of(job) | {"rank": rank})
 
 
 def evaluate_model(job: Job, model, tokenizer, trajectories: np.ndarray, val_systems, run_dir: Path):
