@@ -58,10 +58,12 @@ class StudyTask(submitit.helpers.Checkpointable):
             plot_results(out)
             return {"results": str(out)}
 
+        from lvjob import logs
         from lvjob.runner import EXIT_PREEMPTED, read_status, run
 
         job = job_for(self.study, self.profile, self.node)
-        code = run(job, log=lambda msg: print(msg, flush=True))
+        logs.configure()  # a submitit worker does not pass through the CLI's main
+        code = run(job, log=logs.run_log(job.run_id()))
         if code == EXIT_PREEMPTED:
             stopped_by = read_status(job.resolved_run_dir()).get("signal")
             handler = signal.getsignal(signal.SIGUSR2)

@@ -18,7 +18,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from lvjob import atomic, checkpoint, flops
 from lvjob.corpus import pad_batch, training_chunks
 from lvjob.job import Job
 from lvjob.ledger import Ledger, losses, read_jsonl, record_resume, training_ledger
+from lvjob.provenance import utc_now
 
 LORA_TARGETS = ["q_proj", "v_proj"]
 
@@ -291,7 +291,7 @@ class PendingRows:
 
 def _timing(tokens: int, seconds: float, started: float) -> dict:
     """A row's time fields: UTC time (ISO 8601), seconds since the attempt began, training tokens/s."""
-    return {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+    return {"time": utc_now(),
             "elapsed": round(time.monotonic() - started, 3), "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
 
 

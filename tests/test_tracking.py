@@ -5,8 +5,13 @@ resumes it: the event files must then hold exactly one value per step, equal to 
 """
 
 import json
+import os
+import re
 import signal
+import socket
+import subprocess
 from collections import defaultdict
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +156,41 @@ def test_replayed_rows_keep_their_own_wall_time(tmp_path):
 
 def test_a_row_without_a_value_logs_nothing_for_it():
     assert row_scalars({"step": 3, "loss": 0.5, "val_loss": None}) == {"train/loss": 0.5}
+
+
+# --- time and provenance in the records of the same run ----------------------------------------------
+
+
+def test_every_metrics_row_carries_its_utc_time_and_seconds_since_its_attempt_began(resumed):
+    run_dir, _, _ = resumed
+    rows = _rows(run_dir)
+    times = [datetime.fromisoformat(r["time"]) for r in rows]
+    assert all(t.utcoffset() == timedelta(0) for t in times) and times == sorted(times)
+    resumed_rows = [r for r in rows if r["attempt"] == 2]
+    assert 0 < resumed_rows[0]["elapsed"] <= resumed_rows[-1]["elapsed"] < 300  # restarted with the attempt
+
+
+def test_run_json_keeps_one_record_per_attempt_with_where_and_what_it_ran(resumed):
+    run_dir, _, _ = resumed
+    status = json.loads((run_dir / "run.json").read_text())
+    killed, last = status["attempt_records"]
+    assert status["attempts"] == 2 and status["status"] == "complete"  # the keys other code reads are kept
+    assert [killed["attempt"], last["attempt"]] == [1, 2] and "ended" not in killed  # SIGKILL: no end written
+    assert last["status"] == "complete" and last["peak_memory_bytes"] > 10**6 and last["device"] == "cpu"
+    assert last["host"] == socket.gethostname() and last["slurm_job_id"] == os.environ.get("SLURM_JOB_ID")
+    assert last["versions"]["torch"] and last["device_name"]
+
+
+def test_run_json_names_the_codes_commit(resumed):
+    run_dir, _, _ = resumed
+    code = json.loads((run_dir / "run.json").read_text())["attempt_records"][-1]["code"]
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert code["commit"] == head and isinstance(code["dirty"], bool)
+
+
+def test_the_runs_log_lines_carry_utc_time_and_the_run_id(resumed):
+    run_dir, _, out = resumed
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    lines = [line for line in out.splitlines() if "resuming from step-0000004" in line]
+    assert len(lines) == 1 and re.match(rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z \[{run_id}\] resuming", lines[0])
