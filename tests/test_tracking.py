@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -194,3 +195,12 @@ def test_the_runs_log_lines_carry_utc_time_and_the_run_id(resumed):
     run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
     lines = [line for line in out.splitlines() if "resuming from step-0000004" in line]
     assert len(lines) == 1 and re.match(rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z \[{run_id}\] resuming", lines[0])
+
+
+def test_the_tracking_benchmark_runs_end_to_end(tmp_path):
+    """benchmarks/tracking_bench.py at its smallest, so it cannot rot; no timing is asserted."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tracking_bench.py"
+    proc = subprocess.run([sys.executable, str(script), "--steps", "13", "--reps", "1", "--context", "48", "--batch", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "tensorboard  ms/step per run" in proc.stdout and "inside tracker.row: median" in proc.stdout
