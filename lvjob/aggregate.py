@@ -5,7 +5,7 @@ Writes into `results/` (the profile's `results_dir`):
     runs.json        one entry per run of the study (lvjob.rundir summary) and the stages' choices
     table1_step_flops, table2_context_length, table3_forecast_error, table4_flops, stage1_grid,
     choices          each as .md, .csv and .tex (booktabs)
-    summary.md       every table with what it shows, readable on its own
+    summary.md       every table with what it shows, readable on its own, and the code versions the runs came from
 
 It tolerates runs that are missing, running, failed or resumed after a requeue: they are listed as
 such, and their cells say so. Nothing carries a timestamp: the same runs give the same files.
@@ -74,11 +74,52 @@ def summary(study: Study, index: dict, tables: list[Table]) -> str:
     lines = [f"# Results: {study.name} (scale {study.scale})", "",
              f"Model: {model}. Runs complete: {complete} of {len(index['runs'])}; a table cell marked `missing: ...` "
              "belongs to a run that has not finished, and says why.", ""]
+    lines += code_lines(code_versions(index))
     for table in tables:
         lines += [to_markdown(table)]
     lines += ["Each table is also in CSV (full precision) and LaTeX (booktabs) beside this file; "
               "`runs.json` lists every run with its directory."]
     return "\n".join(lines) + "\n"
+
+
+def code_versions(index: dict) -> dict[str, list[str]]:
+    """Each code version the study's runs came from (every attempt counts) -> the runs (nodes) that used it.
+
+    A run requeued after the code changed appears under both versions. Read from each run.json's
+    attempt records (lvjob.provenance); runs without records add nothing.
+    """
+    found: dict[str, list[str]] = {}
+    for run in index["runs"]:
+        for label in map(_code_label, _attempt_codes(run.get("run_dir"))):
+            nodes = found.setdefault(label, [])
+            if run["node"] not in nodes:
+                nodes.append(run["node"])
+    return found
+
+
+def _attempt_codes(run_dir: str | None) -> list[dict]:
+    try:
+        status = json.loads((Path(run_dir) / "run.json").read_text()) if run_dir else {}
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [record.get("code") or {} for record in status.get("attempt_records", [])]
+
+
+def _code_label(code: dict) -> str:
+    if not code.get("commit"):
+        return "an unknown code version (not run from a git checkout)"
+    return f"commit `{code['commit'][:12]}`" + (" with uncommitted changes" if code.get("dirty") else "")
+
+
+def code_lines(versions: dict[str, list[str]]) -> list[str]:
+    """summary.md's lines on the code the numbers came from; a plain warning when it is more than one version."""
+    if len(versions) == 1:
+        return [f"Code: every run came from {next(iter(versions))}.", ""]
+    if not versions:
+        return []
+    lines = [f"**Code: the runs came from {len(versions)} different code versions**, so their numbers may not be "
+             "comparable:", ""]
+    return lines + [f"- {label}: {', '.join(nodes)}" for label, nodes in versions.items()] + [""]
 
 
 def write_results(study: Study, profile: Profile) -> Path:

@@ -13,6 +13,9 @@ STUDY_HELP = "study file, e.g. jobs/study.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lvjob import logs
+
+    logs.configure()  # the one place log lines get their format: UTC time and run id
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE overrides may also follow options (`submit STUDY --profile P k=v`), which argparse
@@ -220,10 +223,11 @@ def _run(args) -> int:
     if args.print_run_dir:
         print(job.resolved_run_dir())
         return 0
+    from lvjob.logs import run_log
     from lvjob.runner import RunBusy, run
 
     try:
-        return run(job, log=lambda msg: print(msg, flush=True))
+        return run(job, log=run_log(job.run_id()))
     except RunBusy as e:
         print(f"lvjob run: error: {e}", file=sys.stderr)
         return 4

@@ -3,8 +3,10 @@
 Run directory (`checkpoints/<run id>/` unless `run_dir` is given):
 
     job.yaml         the job as resolved (spec + overrides)
-    run.json         status (running | preempted | failed | complete), attempts, timestamps
-    metrics.jsonl    training: one row per step (loss; val_loss on validation steps)
+    run.json         status (running | preempted | failed | complete), attempts, timestamps; attempt_records:
+                     per attempt its UTC start and end, host, SLURM job, device, peak memory, git commit, versions
+    metrics.jsonl    training: one row per step (loss; val_loss on validation steps; UTC time, elapsed, tokens/s)
+    tensorboard/     TensorBoard event files (lvjob.tracking)
     checkpoints/     training: step-NNNNNNN/ folders (see lvjob.checkpoint)
     adapter/         training: the final LoRA adapter, standard PEFT layout
     eval.json        metrics of the forecasts beside the persistence forecast, parse rate, settings
@@ -37,10 +39,12 @@ from lvjob import atomic, cost, data
 from lvjob.config import ConfigError, to_dict
 from lvjob.evaluate import ForecastSettings, error_metrics, forecast, persistence
 from lvjob.job import Job
-from lvjob.ledger import Ledger
+from lvjob.ledger import Ledger, read_jsonl
 from lvjob.models import load_model
 from lvjob.paths import ADAPTER_CONFIG, RunDir
+from lvjob.provenance import attempt_record, peak_memory, utc_now
 from lvjob.tokenizer import load_tokenizer
+from lvjob.tracking import hparams_of, open_tracker
 
 EXIT_PREEMPTED = 3  # the job stopped on request after a checkpoint; run it again to resume
 
@@ -185,8 +189,10 @@ def _run_locked(job: Job, run_dir: Path, log) -> int:
         return 0
     atomic.write_text(RunDir(run_dir).job, yaml.safe_dump(to_dict(job), sort_keys=False))
     attempt = status.get("attempts", 0) + 1
+    device = pick_device(job.device)
     _write_status(run_dir, status="running", error=None, signal=None, run_id=job.run_id(), kind=job.kind, name=job.name, attempts=attempt, host=socket.gethostname(), pid=os.getpid(),
-                  slurm_job_id=os.environ.get("SLURM_JOB_ID"), started=status.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))
+                  slurm_job_id=os.environ.get("SLURM_JOB_ID"), started=status.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  attempt_records=status.get("attempt_records", []) + [attempt_record(attempt, device)])
     log(f"run {job.run_id()} ({job.kind}) in {run_dir}")
     stop = StopFlag()
     try:
@@ -194,21 +200,40 @@ def _run_locked(job: Job, run_dir: Path, log) -> int:
             _run(job, run_dir, stop, attempt, log)
     except Preempted as e:
         # The signal tells a cluster wrapper what to do next: USR2 asks for a requeue (lvjob.cluster).
-        _write_status(run_dir, status="preempted", step=e.step, signal=signal.Signals(stop.signal).name)
+        _end_attempt(run_dir, device, status="preempted", step=e.step, signal=signal.Signals(stop.signal).name)
         log(f"{run_dir}: {e}; run the same command again to resume")
         return EXIT_PREEMPTED
     except SystemExit:  # a signal handed on to submitit, which requeued the job and exits
-        _write_status(run_dir, status="preempted", signal="handed on")
+        _end_attempt(run_dir, device, status="preempted", signal="handed on")
         raise
     except BaseException as e:
-        _write_status(run_dir, status="failed", error=f"{type(e).__name__}: {e}")
+        _end_attempt(run_dir, device, status="failed", error=f"{type(e).__name__}: {e}")
         raise
-    _write_status(run_dir, status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    _end_attempt(run_dir, device, status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     log(f"{run_dir}: complete")
     return 0
 
 
+def _end_attempt(run_dir: Path, device: str, **fields) -> dict:
+    """Write the attempt's outcome: `fields` at the top of run.json, and its end and peak memory in its record.
+
+    An attempt killed without warning never gets here: its record keeps only what it had at the start.
+    """
+    records = read_status(run_dir).get("attempt_records") or [{}]
+    records[-1] |= {"ended": utc_now(), "status": fields["status"]} | peak_memory(device)
+    return _write_status(run_dir, **fields, attempt_records=records)
+
+
 def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
+    tracker = open_tracker(run_dir)
+    try:
+        _run_tracked(job, run_dir, stop, attempt, log, tracker)
+    finally:
+        tracker.close()
+
+
+def _run_tracked(job: Job, run_dir: Path, stop, attempt: int, log, tracker) -> None:
+    started = time.monotonic()
     device = pick_device(job.device)
     tokenizer = load_tokenizer()
     lv = data.ensure(job.data)
@@ -220,13 +245,14 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
         adapter_dir = RunDir(run_dir).adapter
         if (adapter_dir / ADAPTER_CONFIG).exists():
             model, ledger = _load_trained(job, adapter_dir, device), Ledger.read(ledger_path)
+            tracker.resume(read_jsonl(RunDir(run_dir).metrics))
             log("training already finished; evaluating the saved adapter")
         else:
             from lvjob.train import Preempted, build_corpus, train  # deferred: imports torch
 
             corpus = build_corpus(job, tokenizer, lv.trajectories, train_systems, val_systems)
             log(f"corpus: {len(corpus.train)} training chunks, {len(corpus.val)} validation chunks of <= {job.context} tokens")
-            model, ledger = train(job, run_dir, corpus, tokenizer.pad_token_id, device, stop, attempt, log)
+            model, ledger = train(job, run_dir, corpus, tokenizer.pad_token_id, device, stop, attempt, log, tracker, started)
             with atomic.atomic_dir(adapter_dir) as tmp:
                 model.save_pretrained(tmp)
                 _sort_targets(tmp / ADAPTER_CONFIG)
@@ -240,10 +266,12 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
         if job.adapter:
             model = _attach_adapter(model, job.adapter)
         ledger, rank = Ledger.read(ledger_path), _adapter_rank(job.adapter)
+        tracker.resume([])
 
     book = eval_booking(job, ledger, rank, ledger_path)
     evaluate_model(job, model.eval(), tokenizer, lv.trajectories, val_systems, run_dir, on_batch=book)
     ledger.write(ledger_path)
+    tracker.evaluation(json.loads(RunDir(run_dir).evaluation.read_text()), hparams_of(job) | {"rank": rank})
 
 
 def _check_series(job: Job, available: int) -> None:

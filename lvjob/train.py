@@ -30,6 +30,7 @@ from lvjob.job import Job
 from lvjob.models import load_model
 from lvjob.paths import RunDir
 from lvjob.ledger import Ledger, losses, read_jsonl, record_resume, training_ledger
+from lvjob.provenance import utc_now
 
 
 class Preempted(Exception):
@@ -151,11 +152,14 @@ def validation_loss(model, chunks: list[list[int]], job: Job, pad_id: int, devic
 
 
 def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, stop: StopFlag,
-          attempt: int = 1, log=print):
+          attempt: int = 1, log=print, tracker=None, started: float | None = None):
     """Train (or resume) the LoRA adapters of `job` in `run_dir`; returns (trained model, FLOP ledger).
 
-    Writes `metrics.jsonl` (one row per step, validation loss on its rows) and checkpoints.
+    Writes `metrics.jsonl` (one row per step, validation loss on its rows) and checkpoints, and hands
+    the rows to `tracker` (lvjob.tracking) as they are written. Each row carries its UTC `time` and
+    `elapsed`, seconds since `started` (time.monotonic() when the attempt began; default: now).
     """
+    started = time.monotonic() if started is None else started
     step_flops = cost.step_flops(job)
     val_flops = cost.validation_flops(job, len(corpus.val))
 
@@ -181,6 +185,8 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
         log(f"resuming from {ckpt.path.name} (step {start}); {len(discarded)} step(s) after it are re-done")
     # The live metrics file restarts from the checkpoint's rows: no step appears twice.
     atomic.write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+    if tracker is not None:
+        tracker.resume(rows)
     lost = losses(run_dir)
 
     def ledger() -> Ledger:
@@ -197,11 +203,19 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
     bar = _progress(job.steps, start)
     stop.in_loop = True
     t0 = time.perf_counter()
+
+    def report(row: dict) -> None:
+        _report(bar, log, row, job.steps, t0, start)
+        if tracker is not None:
+            tracker.row(row)
+
     with open(metrics_path, "a") as live:
-        pending = PendingRows(live, lambda row: _report(bar, log, row, job.steps, t0, start))
+        pending = PendingRows(live, report)
+        t_prev = time.perf_counter()
         for step in range(start, job.steps):
             idx = batch_indices(len(corpus.train), job.batch_size, step, job.seed)
-            batch = _to_device(pad_batch([corpus.train[i] for i in idx], job.context, pad_id), device)
+            host = pad_batch([corpus.train[i] for i in idx], job.context, pad_id)
+            batch = _to_device(host, device)
             with _autocast(device):
                 loss = model(**batch).loss
             loss.backward()
@@ -211,6 +225,9 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
 
             done = step + 1
             row = {"step": done, "loss": None, "lr": scheduler.get_last_lr()[0], "attempt": attempt}  # loss: PendingRows
+            # Host time of the step alone (validation and checkpoints fall outside it). On a GPU the host
+            # runs ahead of the device by a bounded queue, so over steps this is the device's pace.
+            row |= _timing(int(host["attention_mask"].sum()), time.perf_counter() - t_prev, started)
             if is_validation_step(done, job):
                 row["val_loss"] = validation_loss(model, corpus.val, job, pad_id, device)
             rows.append(row)
@@ -227,6 +244,7 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
                 if bar is not None:
                     bar.close()
                 raise Preempted(done)
+            t_prev = time.perf_counter()
     if bar is not None:
         bar.close()
     if not math.isfinite(rows[-1]["loss"]):
@@ -266,6 +284,12 @@ class PendingRows:
             self.live.write(json.dumps(row) + "\n")
             self.report(row)
         self.live.flush()
+
+
+def _timing(tokens: int, seconds: float, started: float) -> dict:
+    """A row's time fields: UTC time (ISO 8601), seconds since the attempt began, training tokens/s."""
+    return {"time": utc_now(),
+            "elapsed": round(time.monotonic() - started, 3), "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
 
 
 def _progress(total: int, start: int):
