@@ -211,10 +211,10 @@ def check_budget(study: Study) -> Plan:
 def submit(study: Study, profile: Profile, log=print) -> Submission:
     """Submit every node that is neither complete nor queued, if the plan fits; detached backends return
     at once, the local one waits."""
+    plan = check_budget(study)
     problems = preflight.problems(study, profile)
     if problems:
         raise PreflightFailed(problems)
-    plan = check_budget(study)
     log(f"plan: {plan.total:.3e} FLOPs, {plan.total / plan.budget:.2%} of the {plan.budget:.0e} budget")
     prepare(study)
     run = _Submitting(study, profile, log)
