@@ -108,8 +108,12 @@ def _parser() -> argparse.ArgumentParser:
                   "(when the study uses Qwen2.5), the image and the container command, runs_root and results_dir "
                   "writable, the data file valid (or its folder writable to generate it), the FLOP plan within the "
                   "budget. One line per problem; exit 1 if there is any.", _check)
-    study_command("status", "show each job of the study: state, step, loss, FLOPs, requeues",
-                  "One row per job of the study, from its run directory and (on SLURM) sacct.", _status)
+    st = study_command("status", "show each job of the study: state, step, speed, ETA, loss, FLOPs, requeues",
+                       "One row per job of the study, from its run directory and (on SLURM) squeue/sacct: steps/s "
+                       "over its last 20 steps and the time left while it runs; per stage, runs done, running and "
+                       "waiting and when it will be done; the study's compute hours so far.", _status)
+    st.add_argument("--watch", type=float, nargs="?", const=10.0, default=None, metavar="SECONDS",
+                    help="redraw in place every SECONDS (default 10) until Ctrl-C")
     study_command("cancel", "cancel the study's queued and running SLURM jobs",
                   "scancel every job of the study that is queued or running. Runs keep their checkpoints: "
                   "`lvjob submit` later resumes them.", _cancel)
@@ -295,8 +299,15 @@ def _status(args) -> int:
     from lvjob.status import format_status, status_rows
 
     study, profile = _study_and_profile(args)
-    print(format_status(status_rows(study, profile)))
-    return 0
+    if not args.watch:
+        print(format_status(status_rows(study, profile)))
+        return 0
+    try:
+        while True:  # redrawn in place: home the cursor, clear the screen
+            print("\033[H\033[2J" + time.strftime("%H:%M:%S ") + format_status(status_rows(study, profile)), flush=True)
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _cancel(args) -> int:

@@ -1,4 +1,10 @@
-"""`lvjob status`: one row per node of the study, from its run directory and its executor's view of its job."""
+"""`lvjob status`: one row per node of the study, from its run directory and its executor's view of its job.
+
+Beside state and progress: each running job's speed over its last steps and when it will be done
+(lvjob.throughput), per stage how many runs are done, running and queued and when the stage ends
+(its slowest running run; queued runs are listed, not guessed), and the study's compute hours so far
+from the runs' attempt records.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,17 @@ from pathlib import Path
 
 from lvjob.aggregate import run_index
 from lvjob.cluster import index_is_complete, read_submissions
+from lvjob import throughput
 from lvjob.executors import backend
+from lvjob.ledger import read_jsonl
+from lvjob.paths import RunDir
 from lvjob.profile import Profile
+from lvjob.runner import read_status
 from lvjob.slurm import ACTIVE
 from lvjob.stages import study_dir
 from lvjob.study import Study
 
-COLUMNS = ("node", "job", "state", "step", "loss", "flops", "requeues", "why")
+COLUMNS = ("node", "job", "state", "step", "steps/s", "eta", "loss", "flops", "requeues", "why")
 
 
 def status_rows(study: Study, profile: Profile) -> list[dict]:
@@ -39,15 +49,48 @@ def _run_row(study: Study, profile: Profile, run: dict, sub: dict, states: dict[
             "step": f"{run.get('step') or 0}/{run['steps']}" if run.get("steps") else "-",
             "loss": f"{run['loss']:.4f}" if run.get("loss") is not None else "-",
             "flops": f"{run['flops']:.3e}" if run.get("flops") else "-",
-            "requeues": str(max(run.get("attempts", 0) - 1, 0)), "why": why}
+            "requeues": str(max(run.get("attempts", 0) - 1, 0)), "why": why, "stage": run["stage"]} | _speed(run, state)
+
+
+def _speed(run: dict, state: str) -> dict:
+    """steps/s over the last steps of the newest attempt, and the time left while it runs; held seconds."""
+    if not run.get("run_dir"):
+        return {"steps/s": "-", "eta": "-", "_eta_s": None, "_held_s": 0.0, "_kind": "CPU"}
+    folder = RunDir(run["run_dir"])
+    rate = throughput.steps_per_second(read_jsonl(folder.metrics)) if run.get("steps") else None
+    running = state.startswith("running")
+    eta = throughput.eta_seconds(run.get("step") or 0, run["steps"], rate) if running and run.get("steps") else None
+    records = read_status(folder.root).get("attempt_records", [])
+    return {"steps/s": f"{rate:.2f}" if rate else "-", "eta": throughput.duration(eta) if eta is not None else "-",
+            "_eta_s": eta, "_held_s": throughput.held_seconds(records), "_kind": throughput.device_kind(records)}
+
+
+def stage_lines(rows: list[dict]) -> list[str]:
+    """Per stage: runs done / running / queued, and when its slowest running run will be done."""
+    lines = []
+    for stage in dict.fromkeys(r["stage"] for r in rows if "stage" in r):
+        mine = [r for r in rows if r.get("stage") == stage]
+        done = sum(r["state"] == "complete" for r in mine)
+        running = [r for r in mine if r["_eta_s"] is not None or r["state"].startswith("running")]
+        etas = [r["_eta_s"] for r in running if r["_eta_s"] is not None]
+        left = f"; done in about {throughput.duration(max(etas))}" if etas and done < len(mine) else ""
+        lines.append(f"{stage}: {done} done, {len(running)} running, {len(mine) - done - len(running)} waiting{left}")
+    return lines
+
+
+def hours_line(rows: list[dict]) -> str:
+    """The study's compute hours so far, from every attempt's start and end."""
+    held = sum(r.get("_held_s", 0.0) for r in rows)
+    kind = "GPU" if any(r.get("_kind") == "GPU" for r in rows) else "CPU"
+    return f"compute so far: {held / 3600:.2f} {kind}-hours over {sum(r.get('_held_s', 0) > 0 for r in rows)} runs"
 
 
 def _aggregate_row(study: Study, profile: Profile, sub: dict, states: dict[str, str]) -> dict:
     job_state = states.get(sub.get("job_id", ""))
     done = index_is_complete(study, profile) and job_state in (None, "COMPLETED")
     state = "complete" if done else (job_state or "not started").lower()
-    return {"node": "aggregate", "job": sub.get("job_id", "-"), "state": state, "step": "-", "loss": "-",
-            "flops": "-", "requeues": "0", "why": f"writes {Path(profile.results_dir) / 'runs.json'}"}
+    return {"node": "aggregate", "job": sub.get("job_id", "-"), "state": state, "step": "-", "steps/s": "-", "eta": "-",
+            "loss": "-", "flops": "-", "requeues": "0", "why": f"writes {Path(profile.results_dir) / 'runs.json'}"}
 
 
 def _job_error(study: Study, profile: Profile, job_id: str | None) -> str:
@@ -66,4 +109,4 @@ def _job_error(study: Study, profile: Profile, job_id: str | None) -> str:
 def format_status(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + stage_lines(rows) + [hours_line(rows)])

@@ -37,4 +37,12 @@ def test_local_profile_runs_a_small_study_to_the_end_and_a_second_submit_does_no
     assert index["choices"]["final"]["chosen"] == {"rank": 2, "lr": 1e-3, "context": 48}
 
     assert main(args) == 0
-    assert "0 job(s) submitted; 6 of 6 already complete" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 job(s) submitted; 6 of 6 already complete" in out
+
+    # status of the finished study: each training run's speed, every stage done, the compute hours spent
+    assert main(["status", str(ROOT / "jobs" / "study.yaml"), "--profile", str(profile), *small]) == 0
+    out = capsys.readouterr().out
+    default = next(line for line in out.splitlines() if line.startswith("| default |"))
+    assert float(default.split("|")[5]) > 0  # steps/s
+    assert "stage1: 1 done, 0 running, 0 waiting" in out and "CPU-hours over 5 runs" in out
