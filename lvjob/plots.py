@@ -6,6 +6,9 @@
                                                    spread when several samples were drawn)
     flop_budget                                    FLOPs spent by experiment, stacked, against the
                                                    plan and the budget
+    throughput                                     steps/s of every training run against wall-clock
+                                                   time, one panel per stage: requeue gaps show as
+                                                   breaks, from the rows' own UTC times
 
 Each as PNG and PDF in `results/plots/`. Only `runs.json`, `table4_flops.csv` and the run
 directories' `metrics.jsonl` and `forecasts.npz` are read, so plots can be drawn from results
@@ -129,6 +132,46 @@ def budget_figure(table4_csv: Path):
     return fig
 
 
+def speed_series(rows: list[dict], every: int = 10) -> list[tuple[list, list]]:
+    """Per attempt: (UTC times, steps/s over each block of `every` steps); rows without times are skipped."""
+    from datetime import datetime
+
+    out = []
+    for attempt in dict.fromkeys(r.get("attempt") for r in rows if r.get("time")):
+        mine = [r for r in rows if r.get("attempt") == attempt and r.get("time")][::every]
+        pairs = list(zip(mine, mine[1:]))
+        times = [datetime.fromisoformat(b["time"].replace("Z", "+00:00")) for _, b in pairs]
+        speeds = [(b["step"] - a["step"]) / max(b["elapsed"] - a["elapsed"], 1e-9) for a, b in pairs]
+        if times:
+            out.append((times, speeds))
+    return out
+
+
+def throughput_figure(runs: list[dict], root: Path):
+    """Steps/s of each training run over wall-clock time, one panel per stage, each attempt its own line."""
+    stages = [s for s in dict.fromkeys(r["stage"] for r in runs) if any(_rows(root, r) for r in runs if r["stage"] == s)]
+    if not stages:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(len(stages), 1, figsize=(7, 1.8 * len(stages) + 0.6), sharex=True, squeeze=False)
+    for ax, stage in zip(axes[:, 0], stages):
+        for i, run in enumerate(r for r in runs if r["stage"] == stage):
+            for j, (times, speeds) in enumerate(speed_series(_rows(root, run))):
+                ax.plot(times, speeds, color=f"C{i % 10}", lw=1.2, marker=".", ms=3, label=run["node"] if j == 0 else None)
+        ax.set_ylabel("steps/s", fontsize=8)
+        ax.set_title(stage, fontsize=9, loc="left")
+        ax.grid(alpha=0.3)
+        if len(ax.lines) <= 10 and ax.lines:
+            ax.legend(fontsize=6, ncol=3)
+    axes[-1, 0].set_xlabel("wall-clock time (UTC); a break in a line is a requeue")
+    fig.autofmt_xdate()
+    return fig
+
+
+def _rows(root: Path, run: dict) -> list[dict]:
+    return read_jsonl(RunDir(root / run["run_dir"]).metrics) if run.get("run_dir") else []
+
+
 def loss_plots() -> dict[tuple[str, str], list[str]]:
     """{(figure, title): the stages drawn in it}, from the stage table, in its order."""
     plots: dict[tuple[str, str], list[str]] = {}
@@ -163,5 +206,9 @@ def plot_results(results: str | Path, root: str | Path = ".") -> list[Path]:
     if (results / "table4_flops.csv").exists():
         fig = budget_figure(results / "table4_flops.csv")
         written += _save(fig, out, "flop_budget")
+        plt.close(fig)
+    fig = throughput_figure(runs, root)
+    if fig is not None:
+        written += _save(fig, out, "throughput")
         plt.close(fig)
     return written

@@ -72,6 +72,10 @@ def test_plots_are_drawn_from_results_and_run_directories(tmp_path):
         d.mkdir(parents=True)
         (d / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 3 - 0.1 * s, "val_loss": 3.1 - 0.1 * s}) + "\n"
                                                  for s in (1, 2, 2, 3)))  # step 2 written twice (a resume)
+        if stage != "zero-shot":  # timed rows of two attempts, 25 steps apart in wall-clock time
+            (d / "metrics.jsonl").write_text("".join(json.dumps(
+                {"step": s, "loss": 1.0, "attempt": a, "elapsed": 0.5 * s, "time": f"2026-11-26T10:{5 * a + s // 60:02d}:{s % 60:02d}Z"}) + "\n"
+                for a, steps in ((1, range(1, 31)), (2, range(21, 51))) for s in steps))
         rng = np.random.default_rng(0)
         np.savez(d / "forecasts.npz", predictions=rng.random((2, 5, 2)), samples=rng.random((2, 3, 5, 2)),
                  truth=rng.random((2, 5, 2)), contexts=rng.random((2, 20, 2)), systems=np.array([3, 7]))
@@ -84,5 +88,14 @@ def test_plots_are_drawn_from_results_and_run_directories(tmp_path):
                                               "total,2/2,150,180,0,0.8\nbudget,,1e+17,1e+17,-,1e-15\n")
     written = plot_results(results, root=tmp_path)
     names = sorted({p.stem for p in written})
-    assert names == ["flop_budget", "forecasts", "loss_default_final", "loss_stage1", "loss_stage2"]
+    assert names == ["flop_budget", "forecasts", "loss_default_final", "loss_stage1", "loss_stage2", "throughput"]
     assert all(p.stat().st_size > 1000 for p in written) and {p.suffix for p in written} == {".png", ".pdf"}
+
+
+def test_speed_is_steps_per_second_per_block_of_steps_for_each_attempt():
+    from lvjob.plots import speed_series
+
+    rows = [{"step": s, "attempt": 1 if s <= 20 else 2, "elapsed": 0.5 * s if s <= 20 else 0.25 * (s - 20),
+             "time": f"2026-11-26T10:00:{s:02d}Z"} for s in range(1, 41)]
+    series = speed_series(rows, every=10)
+    assert [speeds for _, speeds in series] == [[2.0], [4.0]]  # 10 steps in 5 s, then 10 steps in 2.5 s
