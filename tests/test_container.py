@@ -42,3 +42,9 @@ def test_runscript_is_lvjob(recipe):
 
 def test_environment_keeps_jobs_offline(recipe):
     assert "HF_HUB_OFFLINE=1" in recipe.environ
+
+
+def test_image_self_test_loads_the_offline_tokenizer_and_checks_its_ids():
+    # spython keeps %test as a script reference; the section is read from the file itself.
+    section = DEF.read_text().split("%test", 1)[1]
+    assert "load_tokenizer().encode('0.571,0.772;'" in section and "[15, 13, 20, 22, 16, 11" in section
