@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -152,7 +153,9 @@ def interrupted_runs(slurm, small_data, tmp_path_factory):
         "default.steps=40", "training.checkpoint_every=10", "training.val_every=10"])
     # `apptainer` on the jobs' PATH is the stand-in: the runner inside sees no scontrol and no slurm.conf.
     (tmp / "bin").mkdir()
-    (tmp / "bin" / "apptainer").symlink_to(Path(__file__).parent / "apptainer_standin.py")
+    standin = tmp / "bin" / "apptainer"  # run by this test's Python: the "image" holds the project's packages
+    standin.write_text(f'#!/bin/sh\nexec {sys.executable} {Path(__file__).parent / "apptainer_standin.py"} "$@"\n')
+    standin.chmod(0o755)
     (tmp / "lvjob.sif").write_text("stand-in image")
     os.environ["PATH"] = f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}"
     os.environ["LVJOB_STANDIN_LOG"] = str(tmp / "standin.log")
