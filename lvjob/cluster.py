@@ -49,6 +49,18 @@ from lvjob.study import stage as entry
 from lvjob.tokenizer import ensure_tokenizer
 
 
+class RunnerFailed(Exception):
+    """The runner (the job's child process) failed; its own error, from run.json, when it wrote one.
+
+    Named without "Error" on purpose: `lvjob status` shows a failed job's last error line, and that
+    should be the runner's (e.g. its traceback in the same log), not this wrapper's.
+    """
+
+    def __init__(self, node: str, code: int, error: str | None):
+        why = f": {error}" if error else " (its traceback is above in this log)"
+        super().__init__(f"{node}: the runner exited with {code}{why}")
+
+
 class PreflightFailed(RuntimeError):
     """The pre-flight found problems (lvjob.preflight): nothing was submitted."""
 
@@ -85,7 +97,7 @@ class StudyTask(submitit.helpers.Checkpointable):
         if ended.code == EXIT_PREEMPTED:
             self._requeue(job, ended)
         if ended.code != 0:
-            raise RuntimeError(f"{self.node.key}: the runner exited with {ended.code}; see {job.resolved_run_dir()}/run.json")
+            raise RunnerFailed(self.node.key, ended.code, read_status(job.resolved_run_dir()).get("error"))
         return summarize(job.resolved_run_dir()).to_dict()
 
     def _run_child(self, job) -> Ended:
