@@ -26,6 +26,7 @@ import numpy as np
 from lvjob.ledger import read_jsonl
 from lvjob.paths import RunDir
 from lvjob.study import stage_table
+from lvjob.throughput import parse_utc
 
 VARIABLES = ("prey", "predator")
 
@@ -134,13 +135,11 @@ def budget_figure(table4_csv: Path):
 
 def speed_series(rows: list[dict], every: int = 10) -> list[tuple[list, list]]:
     """Per attempt: (UTC times, steps/s over each block of `every` steps); rows without times are skipped."""
-    from datetime import datetime
-
     out = []
     for attempt in dict.fromkeys(r.get("attempt") for r in rows if r.get("time")):
         mine = [r for r in rows if r.get("attempt") == attempt and r.get("time")][::every]
         pairs = list(zip(mine, mine[1:]))
-        times = [datetime.fromisoformat(b["time"].replace("Z", "+00:00")) for _, b in pairs]
+        times = [parse_utc(b["time"]) for _, b in pairs]
         speeds = [(b["step"] - a["step"]) / max(b["elapsed"] - a["elapsed"], 1e-9) for a, b in pairs]
         if times:
             out.append((times, speeds))

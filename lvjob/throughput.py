@@ -37,12 +37,13 @@ def held_seconds(records: list[dict], now: datetime | None = None) -> float:
     total = 0.0
     for record in records:
         if record.get("started"):
-            end = _parse(record["ended"]) if record.get("ended") else now
-            total += max((end - _parse(record["started"])).total_seconds(), 0.0)
+            end = parse_utc(record["ended"]) if record.get("ended") else now
+            total += max((end - parse_utc(record["started"])).total_seconds(), 0.0)
     return total
 
 
-def _parse(stamp: str) -> datetime:
+def parse_utc(stamp: str) -> datetime:
+    """A record's ISO 8601 UTC time (`...+00:00` or `...Z`) as an aware datetime."""
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
