@@ -71,7 +71,7 @@ def stage_lines(rows: list[dict]) -> list[str]:
     for stage in dict.fromkeys(r["stage"] for r in rows if "stage" in r):
         mine = [r for r in rows if r.get("stage") == stage]
         done = sum(r["state"] == "complete" for r in mine)
-        running = [r for r in mine if r["_eta_s"] is not None or r["state"].startswith("running")]
+        running = [r for r in mine if r["state"].startswith("running")]
         etas = [r["_eta_s"] for r in running if r["_eta_s"] is not None]
         left = f"; done in about {throughput.duration(max(etas))}" if etas and done < len(mine) else ""
         lines.append(f"{stage}: {done} done, {len(running)} running, {len(mine) - done - len(running)} waiting{left}")

@@ -46,3 +46,12 @@ def test_gpu_peak_is_looked_up_by_the_most_specific_name(name, peak):
     from gpu_bench import peak_flops
 
     assert peak_flops(name) == peak
+
+
+@pytest.mark.slow
+def test_fullsize_cpu_benchmark_reports_load_times_and_peak_memory():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fullsize_cpu.py")], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| load, float32 |" in proc.stdout and "494,032,768 parameters" in proc.stdout
+    assert "| load, NF4" in proc.stdout and "| peak RSS of this process |" in proc.stdout
