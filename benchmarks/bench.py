@@ -46,7 +46,7 @@ def main() -> int:
         path = Path(tmp) / "lv.h5"
         lv, params = data.generate(n_systems=1000, n_points=100, seed=0)
         data.write(path, lv, params)
-        train, val = data.split_systems(lv.n_systems)
+        train, val, _ = data.split_systems(lv.n_systems)
         series = lv.trajectories[val[: args.series]]
         contexts, horizon = series[:, :80], 20
         small = Path(tmp) / "small.h5"

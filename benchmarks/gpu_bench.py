@@ -160,12 +160,12 @@ def bench_eval(model_name: str, device: str, n_series: int, single: int) -> tupl
     tok = load_tokenizer()
     model = load_model(ModelChoice(model_name), device=device).eval()
     lv, _ = data.generate(1000, 100, 0)
-    _, val = data.split_systems(lv.n_systems)
+    val = data.split_systems(lv.n_systems).validation
     contexts = lv.trajectories[val[:n_series], :80]
     s = ForecastSettings(temperature=0.2, batch_size=n_series)
     sync(device)
     t_batch, out = rb.timed(lambda: forecast(model, tok, contexts, 20, s))
-    generated = sum(rows * new for rows, _, new, _ in out.batches)
+    generated = sum(rows * copies * new for rows, _, new, _, copies in out.batches)
     t_one, _ = rb.timed(lambda: forecast(model, tok, contexts[:single], 20, ForecastSettings(temperature=0.2, batch_size=1)))
     per_series = t_batch / n_series
     return [

@@ -121,7 +121,7 @@ def bench_checkpoint(small: Path, context: int, batch: int, steps: int) -> list[
     job = Job(kind="train", model="tiny", data=DataSpec(path=str(small), systems=20, points=100), context=context,
               batch_size=batch, steps=250, val_chunks=4, series=1)
     lv = data.load(small)
-    train_sys, val_sys = data.split_systems(lv.n_systems)
+    train_sys, val_sys, _ = data.split_systems(lv.n_systems)
     corpus = build_corpus(job, tok, lv.trajectories, train_sys, val_sys)
     model = lora_model(job, "cpu")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

@@ -68,7 +68,7 @@ def main() -> None:
     lv, params = data.generate(n_systems=20, n_points=100, seed=0)
     data.write(tmp / "lv.h5", lv, params)
     tok = load_tokenizer()
-    train_sys, val_sys = data.split_systems(20)
+    train_sys, val_sys, _ = data.split_systems(20)
     corpus = build_corpus(make_job(tmp / "lv.h5", tmp, args), tok, lv.trajectories, train_sys, val_sys)
     times, inside = {"none": [], "tensorboard": []}, []
     for rep in range(args.reps):

@@ -3,8 +3,8 @@
 Writes into `results/` (the profile's `results_dir`):
 
     runs.json        one entry per run of the study (lvjob.rundir summary) and the stages' choices
-    table1_step_flops, table2_context_length, table3_forecast_error, table4_flops, stage1_grid,
-    choices          each as .md, .csv and .tex (booktabs)
+    table1_step_flops, table2_context_length, table3_forecast_error, table3_lead_time, table4_flops,
+    stage1_grid, choices   each as .md, .csv and .tex (booktabs)
     summary.md       every table with what it shows, readable on its own, and the code versions the runs came from
 
 It tolerates runs that are missing, running, failed or resumed after a requeue: they are listed as
@@ -31,7 +31,8 @@ def run_index(study: Study, profile: Profile) -> dict:
     for node in (n for n in study_nodes(study) if entry(n.stage).runs_jobs):
         job = _recorded_job(study, profile, node)
         summary = summarize(job.resolved_run_dir()).to_dict() if job else {"status": "not started", "run_dir": None}
-        runs.append({"node": node.key, "stage": node.stage, "run_id": job.run_id() if job else None} | summary)
+        runs.append({"node": node.key, "stage": node.stage, "label": node.label, "run_id": job.run_id() if job else None}
+                    | summary)
     return {
         "study": study.name,
         "scale": study.scale,
@@ -58,6 +59,7 @@ def study_tables(study: Study, index: dict) -> list[Table]:
         report.step_flops_table(flops.shape_of(study.model), study.model, study.training.batch_size, d.context, d.rank),
         report.context_table(index),
         report.comparison_table(index, labels),
+        report.lead_time_table(index, labels),
         report.flops_table(index, plan.by_experiment(), study.budget_flops),
         report.grid_table(index),
         report.choices_table(index),
@@ -74,12 +76,23 @@ def summary(study: Study, index: dict, tables: list[Table]) -> str:
     lines = [f"# Results: {study.name} (scale {study.scale})", "",
              f"Model: {model}. Runs complete: {complete} of {len(index['runs'])}; a table cell marked `missing: ...` "
              "belongs to a run that has not finished, and says why.", ""]
+    lines += split_lines(study)
     lines += code_lines(code_versions(index))
     for table in tables:
         lines += [to_markdown(table)]
     lines += ["Each table is also in CSV (full precision) and LaTeX (booktabs) beside this file; "
               "`runs.json` lists every run with its directory."]
     return "\n".join(lines) + "\n"
+
+
+def split_lines(study: Study) -> list[str]:
+    """summary.md's statement of which systems each number comes from (SPEC §2)."""
+    sizes, d = study.data.split_sizes(), study.data
+    return [f"Systems: {sizes['train']} training / {sizes['validation']} validation / {sizes['test']} test, split with "
+            f"seed {d.seed}. Training reads the training systems; every choice (the stage-1 grid's validation loss, "
+            "stage 2's forecast error, Table 2) reads the validation systems; Table 3, its lead-time table and the "
+            f"forecast plots report the test systems, which no choice has seen. Each series is cut in time: the first "
+            f"{d.context_points} of {d.points} points are the context, the last {d.horizon_points} the horizon.", ""]
 
 
 def code_versions(index: dict) -> dict[str, list[str]]:

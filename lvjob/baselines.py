@@ -253,4 +253,16 @@ def lotka_volterra(contexts: np.ndarray, context_times: np.ndarray, horizon_time
     return lotka_volterra_fit(contexts, context_times, horizon_times).predictions
 
 
+def persistence_fit(contexts: np.ndarray, context_times: np.ndarray, horizon_times: np.ndarray) -> BaselineForecast:
+    """Persistence as a fit that never falls back."""
+    return BaselineForecast(persistence(contexts, context_times, horizon_times), np.zeros(len(contexts), dtype=bool))
+
+
+# The study's baselines by name (a baseline job's `forecaster`): each forecaster with its fit.
+FITS = {"persistence": persistence_fit, "statistical": autoregressive_fit, "physics": lotka_volterra_fit}
 FORECASTERS = {"persistence": persistence, "statistical": autoregressive, "physics": lotka_volterra}
+
+
+def forecast_with(name: str, contexts: np.ndarray, context_times: np.ndarray, horizon_times: np.ndarray) -> BaselineForecast:
+    """The named baseline's forecast of every context, with the series that fell back to persistence."""
+    return FITS[name](contexts, context_times, horizon_times)

@@ -180,10 +180,10 @@ def _data_check(args) -> int:
     from lvjob import data
 
     lv = data.load(args.path)
-    train, val = data.split_systems(lv.n_systems)
+    split = data.split_systems(lv.n_systems)
     ctx = data.context_points(lv.n_points)
-    print(f"{args.path}: {lv.n_systems} systems x {lv.n_points} points x 2 (prey, predator); "
-          f"split {len(train)} train / {len(val)} validation systems; "
+    print(f"{args.path}: {lv.n_systems} systems x {lv.n_points} points x 2 (prey, predator); split "
+          + " / ".join(f"{len(systems)} {name}" for name, systems in zip(data.SPLITS, split)) + " systems; "
           f"context {ctx} points, horizon {lv.n_points - ctx} points")
     return 0
 

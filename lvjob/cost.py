@@ -7,9 +7,11 @@ a job will do at most, and is what the planner charges. So for every job, planne
 - training: exactly `steps` steps (re-done steps after a preemption are booked on top, as lost);
 - validation: one pass of `val_chunks` chunks every `val_every` steps and at the last step (the
   runner's subset holds at most that many chunks);
-- evaluation: every series x sample as its own row, every value written at `max_int_digits`
-  integer digits and every row generated to the end of the horizon, which is the grammar's
-  maximum: a batch generates until its longest row ends, and no row can be longer than that.
+- evaluation: each series' prompt processed once, then every series x sample generated as its own
+  row against a copy of that prompt's KV cache (lvjob.forecast), every value written at
+  `max_int_digits` integer digits and every row generated to the end of the horizon, which is the
+  grammar's maximum: a batch generates until its longest row ends, and no row can be longer;
+- a baseline (no model) costs nothing in model FLOPs.
 """
 
 from __future__ import annotations
@@ -59,12 +61,19 @@ def validation_passes(steps: int, every: int) -> int:
 
 
 def evaluation_flops(job: Job, batches, lora_rank: int) -> tuple[int, int]:
-    """(prompt processing, generation) of generation batches given as (rows, padded prompt length,
-    tokens generated, LM-head rows): padding and rows that finished early included."""
+    """(prompt processing, generation) of generation batches given as (prompts, padded prompt length,
+    tokens generated, LM-head rows, copies of each prompt): padding and rows that finished early included.
+
+    The prompt pass runs once per prompt; every copy then decodes against its own copy of the cache:
+    the decode part of generating for prompts x copies rows, without their prompt passes.
+    """
     m, t = job.model, job.lora_targets
-    prompt = sum(_forward(m, rows, width, lora_rank, t, logits_vocab=vocab) for rows, width, _, vocab in batches)
-    total = sum(_generation(m, rows, width, new, lora_rank, t, vocab) for rows, width, new, vocab in batches)
-    return prompt, total - prompt
+    prompt = generation = 0
+    for prompts, width, new, vocab, copies in batches:
+        rows = prompts * copies
+        prompt += _forward(m, prompts, width, lora_rank, t, logits_vocab=vocab)
+        generation += _generation(m, rows, width, new, lora_rank, t, vocab) - _forward(m, rows, width, lora_rank, t, logits_vocab=vocab)
+    return prompt, generation
 
 
 def prompt_int_digits(beta: float) -> int:
@@ -76,14 +85,16 @@ def prompt_int_digits(beta: float) -> int:
     return len(str(int((1 + beta) / beta))) if beta > 0 else 9  # beta 0 has no bound: charge a wide one
 
 
-def evaluation_batches(job: Job) -> list[tuple[int, int, int, int]]:
+def evaluation_batches(job: Job) -> list[tuple[int, int, int, int, int]]:
     """The generation batches of the job's evaluation at their largest: see the module's docstring."""
+    if job.kind == "baseline":
+        return []
     d, t = job.data, job.text
     width = prompt_tokens(job.prompt, d.context_points, d.horizon_points, t.decimals, int_digits=prompt_int_digits(t.beta))
     new = forecast_tokens(d.horizon_points, t.decimals, int_digits=job.max_int_digits)
-    rows, per_batch = job.series * job.samples, job.eval_batch_size * job.samples
-    sizes = [per_batch] * (rows // per_batch) + ([rows % per_batch] if rows % per_batch else [])
-    return [(n, width, new, GRAMMAR_ROWS) for n in sizes]
+    series, per_batch = job.series, job.eval_batch_size
+    sizes = [per_batch] * (series // per_batch) + ([series % per_batch] if series % per_batch else [])
+    return [(n, width, new, GRAMMAR_ROWS, job.samples) for n in sizes]
 
 
 def evaluation_rank(job: Job) -> int:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -49,7 +50,8 @@ CHUNK = 100  # systems per solve_ivp call
 # 5 points is the shortest series whose 20% horizon is a whole point (1 of 5) and whose context
 # (4 points) still gives the scaler a range to fit; the temporal split needs both parts non-empty.
 MIN_POINTS = 5
-MIN_SYSTEMS = 2  # the system split needs at least one training and one validation system
+MIN_SYSTEMS = 3  # the system split needs at least one training, one validation and one test system
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -59,19 +61,30 @@ class DataSpec:
     path: str = "data/lv.h5"  # generated with the settings below if missing
     systems: int = 1000
     points: int = 100
-    seed: int = 0
-    val_fraction: float = 0.2
+    seed: int = 0  # generates the file and draws the system split
+    val_fraction: float = 0.1  # 800 / 100 / 100 systems for training / validation / test (SPEC §2)
+    test_fraction: float = 0.1
     horizon_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         require(self.systems >= MIN_SYSTEMS, "data.systems", self.systems, f"integers >= {MIN_SYSTEMS}")
         require(self.points >= MIN_POINTS, "data.points", self.points, f"integers >= {MIN_POINTS}")
         require(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "0 < value < 1")
+        require(0 < self.test_fraction < 1 - self.val_fraction, "data.test_fraction", self.test_fraction,
+                f"0 < value < 1 - data.val_fraction ({1 - self.val_fraction:g}), so training systems remain")
         require(0 < self.horizon_fraction < 1, "data.horizon_fraction", self.horizon_fraction, "0 < value < 1")
+
+    def split_sizes(self, n_systems: int | None = None) -> dict[str, int]:
+        """{split: systems} of a file with `n_systems` systems (default: the spec's own count)."""
+        return dict(zip(SPLITS, split_counts(n_systems or self.systems, self.val_fraction, self.test_fraction)))
+
+    def split(self, n_systems: int) -> "Split":
+        """The seeded system split of a file with `n_systems` systems."""
+        return split_systems(n_systems, self.val_fraction, self.test_fraction, self.seed)
 
     @property
     def val_systems(self) -> int:
-        return validation_count(self.systems, self.val_fraction)
+        return self.split_sizes()["validation"]
 
     @property
     def horizon_points(self) -> int:
@@ -257,7 +270,7 @@ def _check_trajectories(path: Path, x: np.ndarray, min_points: int) -> None:
         raise DataError(f"{where} has last axis {x.shape[2]} (shape {x.shape}); valid: 2 (prey, predator)")
     if x.shape[0] < MIN_SYSTEMS:
         raise DataError(f"{where} has {x.shape[0]} system(s); valid: at least {MIN_SYSTEMS}, "
-                        "so the system split has a training and a validation system")
+                        "so the system split has a training, a validation and a test system")
     if x.shape[1] < min_points:
         raise DataError(f"{where} has {x.shape[1]} time points; valid: at least {min_points}, "
                         "so the 80/20 temporal split leaves a non-empty context and horizon")
@@ -291,20 +304,36 @@ def _check_time(path: Path, t: np.ndarray, n_points: int) -> None:
 # --- splits ----------------------------------------------------------------------------------------
 
 
-def split_systems(n_systems: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of system indices into (train, validation), each sorted; 800/200 for 1000."""
-    n_val = validation_count(n_systems, val_fraction)
+class Split(NamedTuple):
+    """System indices of each part, each sorted: training, validation (every choice), test (reports)."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+
+def split_systems(n_systems: int, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Split:
+    """Seeded split of system indices into (train, validation, test); 800/100/100 for 1000.
+
+    One permutation: validation takes its head, test the next part, training the rest. The sizes
+    come from `split_counts`, so every part is non-empty.
+    """
+    _, n_val, n_test = split_counts(n_systems, val_fraction, test_fraction)
     perm = np.random.default_rng(seed).permutation(n_systems)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    return Split(np.sort(perm[n_val + n_test:]), np.sort(perm[:n_val]), np.sort(perm[n_val:n_val + n_test]))
 
 
-def validation_count(n_systems: int, val_fraction: float = 0.2) -> int:
-    """round(n_systems * val_fraction), kept between 1 and n_systems - 1 so both sides are non-empty."""
+def split_counts(n_systems: int, val_fraction: float = 0.1, test_fraction: float = 0.1) -> tuple[int, int, int]:
+    """(train, validation, test) sizes: validation and test round(n x fraction), at least 1 each, and
+    at least one training system left."""
     if n_systems < MIN_SYSTEMS:
-        raise ValueError(f"split_systems: need at least {MIN_SYSTEMS} systems, got {n_systems}")
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"split_systems: val_fraction must be in (0, 1), got {val_fraction}")
-    return min(n_systems - 1, max(1, round(n_systems * val_fraction)))
+        raise ValueError(f"split_systems: need at least {MIN_SYSTEMS} systems (train, validation, test), got {n_systems}")
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"split_systems: val_fraction {val_fraction} and test_fraction {test_fraction} must be in "
+                         "(0, 1) with a sum below 1")
+    n_val = min(n_systems - 2, max(1, round(n_systems * val_fraction)))
+    n_test = min(n_systems - 1 - n_val, max(1, round(n_systems * test_fraction)))
+    return n_systems - n_val - n_test, n_val, n_test
 
 
 def context_points(n_points: int, horizon_fraction: float = 0.2) -> int:

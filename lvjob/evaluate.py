@@ -1,10 +1,9 @@
-"""Forecast validation systems and score them against the truth (SPEC §4).
+"""Forecast series with a language model (SPEC §4); lvjob.scores scores them.
 
 For each series: fit the scaler on the context only, render it, prompt (plain or instruct),
-generate a constrained forecast of the horizon, parse it, map it back to population units. Metrics
-(MAE, MSE, RMSE per variable and overall) are on the original scale over the horizon, beside the
-persistence forecast (repeat the last observed point). With k samples per series the point
-forecast is their element-wise median (LLMTIME).
+generate k constrained forecasts of the horizon (sharing one prompt pass), parse them, map them
+back to population units. With k samples per series the point forecast is their element-wise
+median (LLMTIME).
 """
 
 from __future__ import annotations
@@ -13,13 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lvjob.baselines import repeat_last as persistence  # noqa: F401  (lvjob.baselines owns it; kept for callers)
 from lvjob.grammar import Grammar
 from lvjob.llmtime import fit_scaler, parse, render
 from lvjob.prompts import instruct_prompt, plain_prompt
-
-VARIABLES = ("prey", "predator")
-
 
 @dataclass(frozen=True)
 class ForecastSettings:
@@ -30,7 +25,7 @@ class ForecastSettings:
     samples: int = 1
     temperature: float = 0.2
     max_int_digits: int = 3
-    batch_size: int = 64  # series per generation batch (x samples)
+    batch_size: int = 64  # series per generation batch (each generates `samples` rows from one prompt pass)
     seed: int = 0
 
 
@@ -40,7 +35,8 @@ class Forecasts:
     samples: np.ndarray  # (series, samples, horizon, 2)
     texts: list[list[str]]  # generated text per series and sample
     parsed_ok: np.ndarray  # (series, samples) bool: the text parsed to a full horizon
-    batches: list[tuple[int, int, int, int]]  # per generation batch: rows, padded prompt length, tokens generated, LM-head rows
+    batches: list[tuple[int, int, int, int, int]]  # per generation batch: prompts, padded prompt length, tokens
+    # generated, LM-head rows, copies (samples) of each prompt
 
 
 def build_prompt(tokenizer, context: np.ndarray, horizon_points: int, s: ForecastSettings) -> tuple[list[int], object]:
@@ -68,21 +64,18 @@ def forecast(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: For
     g = Grammar(variables=contexts.shape[-1], decimals=s.decimals, max_int_digits=s.max_int_digits, points=horizon_points)
     alphabet = alphabet_ids(tokenizer)
     built = [build_prompt(tokenizer, c, horizon_points, s) for c in contexts]
-    jobs = [(i, k) for i in range(len(built)) for k in range(s.samples)]
-    texts = [[""] * s.samples for _ in built]
+    texts = []
     generator = torch.Generator().manual_seed(s.seed)
     batches = []
-    per_batch = max(1, s.batch_size * s.samples)
-    for start in range(0, len(jobs), per_batch):
-        chunk = jobs[start:start + per_batch]
-        out = generate(model, [built[i][0] for i, _ in chunk], g, alphabet, tokenizer.pad_token_id,
-                       temperature=s.temperature, generator=generator)
+    for start in range(0, len(built), s.batch_size):
+        prompts = [p for p, _ in built[start:start + s.batch_size]]
+        out = generate(model, prompts, g, alphabet, tokenizer.pad_token_id, temperature=s.temperature,
+                       generator=generator, copies=s.samples)
         # The first token comes from the prompt pass, each further one from a decode step.
-        batches.append((len(chunk), out.padded_prompt_len, out.steps + 1, out.logits_vocab))
+        batches.append((len(prompts), out.padded_prompt_len, out.steps + 1, out.logits_vocab, s.samples))
         if on_batch is not None:
             on_batch(batches[-1])
-        for (i, k), text in zip(chunk, out.texts):
-            texts[i][k] = text
+        texts += [out.texts[i:i + s.samples] for i in range(0, len(out.texts), s.samples)]
 
     n, h, v = len(built), horizon_points, contexts.shape[-1]
     samples = np.full((n, s.samples, h, v), np.nan)
@@ -96,19 +89,3 @@ def forecast(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: For
     with np.errstate(all="ignore"):
         predictions = np.nanmedian(samples, axis=1) if s.samples > 1 else samples[:, 0]
     return Forecasts(predictions, samples, texts, ok, batches)
-
-
-def error_metrics(predictions: np.ndarray, truth: np.ndarray) -> dict:
-    """MAE, MSE, RMSE per variable and overall over the series whose forecast is complete."""
-    complete = ~np.isnan(predictions).any(axis=(1, 2))
-    err = predictions[complete] - truth[complete]
-    out: dict = {"series": int(len(predictions)), "scored_series": int(complete.sum())}
-    if not complete.any():
-        return out | {name: None for name in ("mae", "mse", "rmse")} | {v: None for v in VARIABLES}
-    for j, name in enumerate(VARIABLES):
-        e = err[..., j]
-        out[name] = {"mae": float(np.abs(e).mean()), "mse": float((e**2).mean()), "rmse": float(np.sqrt((e**2).mean()))}
-    out["mae"] = float(np.abs(err).mean())
-    out["mse"] = float((err**2).mean())
-    out["rmse"] = float(np.sqrt(out["mse"]))
-    return out

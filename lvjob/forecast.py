@@ -72,10 +72,17 @@ class PreallocatedLayer(DynamicLayer):
         self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
         return self.keys, self.values
 
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Each row `repeats` times in a row (the buffers too, so later steps still write in place)."""
+        if self.is_initialized:
+            self._keys = self._keys.repeat_interleave(repeats, dim=0)
+            self._values = self._values.repeat_interleave(repeats, dim=0)
+            self.keys, self.values = self._keys[:, :, :self.filled], self._values[:, :, :self.filled]
+
 
 @dataclass
 class Generated:
-    texts: list[str]  # one per prompt, the generated characters (decoded tokens)
+    texts: list[str]  # one per row (prompt x copy), the generated characters (decoded tokens)
     padded_prompt_len: int
     steps: int  # decode forwards after the prompt
     logits_vocab: int  # vocabulary rows the LM head computed per position
@@ -99,8 +106,12 @@ def generate(
     max_new_tokens: int | None = None,
     decode=None,
     full_head: bool = False,
+    copies: int = 1,
 ) -> Generated:
-    """Generate one forecast per prompt, all prompts in one batch.
+    """Generate `copies` forecasts per prompt, all in one batch (row i x copies + j: copy j of prompt i).
+
+    Each prompt is processed once; its KV cache and first logits are then repeated `copies` times,
+    so k samples of a series share the prompt's computation and differ only in what they draw.
 
     Constrained: stops when every row has written `g.points` points. Only the logits of the
     grammar's tokens are computed (the hidden state times those rows of the LM head): a choice
@@ -144,6 +155,10 @@ def generate(
         return lm.lm_head(hidden)
 
     logits = _prefill(next_logits, ids, mask, positions)
+    if copies > 1:
+        cache.batch_repeat_interleave(copies)
+        logits, mask, positions = (t.repeat_interleave(copies, dim=0) for t in (logits, mask, positions))
+        n *= copies
     states = [grammar.START] * n
     done = [False] * n
     chosen: list[list[int]] = [[] for _ in range(n)]

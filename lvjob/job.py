@@ -1,4 +1,5 @@
-"""A job spec: one run of the study (a zero-shot evaluation, or a LoRA training run then its evaluation).
+"""A job spec: one run of the study (a zero-shot evaluation, a LoRA training run then its evaluation, or
+a baseline forecaster scored the same way).
 
 `lvjob run JOB.yaml key=value ...` loads it here. The same spec and overrides always give the same
 run id, so a restarted job finds its own run directory and resumes.
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
+from lvjob.baselines import FORECASTERS
 from lvjob.config import apply_overrides, build, read_yaml, require, to_dict
 from lvjob.data import DataSpec
 from lvjob.flops import LINEARS
@@ -27,7 +29,7 @@ ADDED_LATER = {"lora_targets": list(DEFAULT_LORA_TARGETS)}
 
 @dataclass(frozen=True)
 class Job:
-    kind: Literal["train", "evaluate"] = "evaluate"
+    kind: Literal["train", "evaluate", "baseline"] = "evaluate"
     name: str = "job"
     seed: int = 0
     device: str = "auto"  # auto: cuda if available, else cpu
@@ -56,7 +58,9 @@ class Job:
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
 
-    # evaluation (both kinds)
+    # evaluation (every kind): which systems it forecasts and how
+    eval_split: Literal["validation", "test"] = "validation"  # test: reported, never chosen from (SPEC §2)
+    forecaster: str | None = None  # baseline: one of lvjob.baselines.FORECASTERS
     prompt: Literal["plain", "instruct"] = "plain"
     series: int = 200
     samples: int = 1
@@ -78,8 +82,11 @@ class Job:
         require(self.steps >= 1, "steps", self.steps, "integers >= 1")
         for key in ("batch_size", "val_every", "val_chunks", "checkpoint_every", "keep_checkpoints", "series", "samples", "eval_batch_size"):
             require(getattr(self, key) >= 1, key, getattr(self, key), "integers >= 1")
-        require(self.series <= self.data.val_systems, "series", self.series,
-                f"at most the {self.data.val_systems} validation systems of the data")
+        available = self.data.split_sizes()[self.eval_split]
+        require(self.series <= available, "series", self.series, f"at most the {available} {self.eval_split} systems of the data")
+        require((self.kind == "baseline") == (self.forecaster is not None), "forecaster", self.forecaster,
+                f"one of {', '.join(FORECASTERS)} for a baseline job, null for the other kinds")
+        require(self.forecaster is None or self.forecaster in FORECASTERS, "forecaster", self.forecaster, ", ".join(FORECASTERS))
         require(self.temperature >= 0, "temperature", self.temperature, "temperature >= 0 (0 = greedy)")
         require(1 <= self.max_int_digits <= 6, "max_int_digits", self.max_int_digits, "integers 1..6")
         require(self.kind == "evaluate" or self.adapter is None, "adapter", self.adapter, "null for a training job")

@@ -55,6 +55,8 @@ class Plan:
 
 
 def _label(job: Job, late: str | None) -> str:
+    if job.kind == "baseline":
+        return f"{job.forecaster} (CPU, no model)"
     if job.kind == "evaluate":
         return f"{job.prompt} prompt"
     what = f"r={job.rank} lr={job.lr:g} ctx={job.context}"
@@ -111,6 +113,18 @@ def _largest(fits, hi: int, lo: int = 0) -> int:
     return lo
 
 
+def _with_samples(study: Study, samples: int) -> Study:
+    return dataclasses.replace(study, evaluation=dataclasses.replace(study.evaluation, samples=samples))
+
+
+MAX_SAMPLES = 1000  # where the search for the most samples that fit stops
+
+
+def samples_that_fit(study: Study) -> int:
+    """The most forecast samples per series (`evaluation.samples`) with which the study fits its budget; 0 if none."""
+    return max(0, _largest(lambda k: plan_study(_with_samples(study, k)).fits, MAX_SAMPLES, lo=1))
+
+
 @dataclass(frozen=True)
 class Proposal:
     study: Study
@@ -153,7 +167,7 @@ def format_plan(plan: Plan) -> str:
         "",
         "Charged by the rules of SPEC §5: a training step = 3 x forward (LoRA or not); validation loss = forward of",
         f"{s.training.val_chunks} chunks every {s.training.val_every} steps; evaluation = {e.series} series x {e.samples} sample(s),",
-        "prompt + one forward per generated token with a KV cache, the LM head computing only the grammar's 13",
+        "each series' prompt once, then one forward per generated token and sample with a KV cache, the LM head computing only the grammar's 13",
         "tokens (as constrained decoding does), every value at the grammar's most integer digits. Late-bound",
         "stages (stage 2, the final run) are charged at the costliest configuration they could choose.",
         "",
@@ -177,6 +191,9 @@ def format_plan(plan: Plan) -> str:
     lines.append("")
     verdict = "fits" if plan.fits else f"does NOT fit: over by {fmt_flops(plan.total - plan.budget)} ({plan.total / plan.budget - 1:.1%})"
     lines.append(f"Budget {fmt_flops(plan.budget)}: the plan {verdict}.")
+    if plan.fits:
+        lines.append(f"With everything else as it is, up to {samples_that_fit(s)} samples per series fit "
+                     f"(evaluation.samples, now {e.samples}).")
     return "\n".join(lines)
 
 

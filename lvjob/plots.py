@@ -1,9 +1,11 @@
 """Plots of a study's results (SPEC §8), from `results/` and the run directories it lists.
 
     loss_stage1, loss_stage2, loss_default_final   training loss per step and validation loss
-    forecasts                                      a few validation systems: context, truth, the
-                                                   zero-shot and fine-tuned forecasts (median and
-                                                   spread when several samples were drawn)
+    forecasts                                      a few test systems: context, truth, the zero-shot
+                                                   and fine-tuned forecasts (median and 10-90%
+                                                   interval when several samples were drawn) and
+                                                   the physics baseline
+    lead_time                                      MAE by forecast step of every row of Table 3
     flop_budget                                    FLOPs spent by experiment, stacked, against the
                                                    plan and the budget
     throughput                                     steps/s of every training run against wall-clock
@@ -25,6 +27,7 @@ import numpy as np
 
 from lvjob.ledger import read_jsonl
 from lvjob.paths import RunDir
+from lvjob.scores import interval
 from lvjob.study import stage_table
 from lvjob.throughput import parse_utc
 
@@ -76,14 +79,17 @@ def loss_figure(runs: list[dict], title: str, root: Path):
     return fig
 
 
-def forecast_figure(zero_shot: Path | None, tuned: Path | None, n_systems: int = 3):
-    """Prey and predator of the first validation systems: context, truth and the forecasts."""
+def forecast_figure(sources: list[tuple[str, Path | None]], n_systems: int = 3):
+    """Prey and predator of the first evaluated systems: context, truth and each source's forecast.
+
+    `sources`: (label, forecasts.npz) pairs that forecast the same systems (Table 3's rows do).
+    """
     plt = pyplot()
-    sources = [(label, np.load(path)) for label, path in (("zero-shot", zero_shot), ("fine-tuned", tuned))
-               if path is not None and path.exists()]
-    if not sources:
+    loaded = [(label, np.load(path)) for label, path in sources if path is not None and path.exists()]
+    if not loaded:
         return None
-    ref = sources[0][1]
+    ref = loaded[0][1]
+    split = str(ref["split"]) if "split" in ref else "validation"
     n = min(n_systems, len(ref["systems"]))
     fig, axes = plt.subplots(n, 2, figsize=(10, 2.6 * n), squeeze=False)
     ctx_len, horizon = ref["contexts"].shape[1], ref["truth"].shape[1]
@@ -93,18 +99,44 @@ def forecast_figure(zero_shot: Path | None, tuned: Path | None, n_systems: int =
             ax = axes[row, v]
             ax.plot(t_ctx, ref["contexts"][row, :, v], color="0.3", lw=1, label="context")
             ax.plot(t_hor, ref["truth"][row, :, v], color="black", lw=2, label="truth")
-            for (label, f), color in zip(sources, ("C1", "C0")):
-                samples = f["samples"][row, :, :, v]  # (samples, horizon)
-                ax.plot(t_hor, f["predictions"][row, :, v], color=color, lw=1.5,
-                        label=f"{label} ({'median of ' + str(len(samples)) if len(samples) > 1 else 'forecast'})")
-                if len(samples) > 1:
-                    ax.fill_between(t_hor, np.nanmin(samples, 0), np.nanmax(samples, 0), color=color, alpha=0.2)
+            for (label, f), color in zip(loaded, ("C1", "C0", "C2", "C3")):
+                _draw_forecast(ax, t_hor, f["samples"][row, :, :, v], label, color)
             ax.axvline(ctx_len - 0.5, color="0.6", ls=":", lw=1)
-            ax.set_title(f"validation system {int(ref['systems'][row])}: {name}", fontsize=9)
+            ax.set_title(f"{split} system {int(ref['systems'][row])}: {name}", fontsize=9)
             ax.set_xlabel("time point")
             ax.set_ylabel(f"{name} population")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle("Forecasts of the horizon (right of the dotted line) against the truth", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_forecast(ax, t_hor, samples: np.ndarray, label: str, color: str) -> None:
+    """One forecaster on one panel: the median of its samples (horizon,) and, with several, their 10-90% interval."""
+    with np.errstate(all="ignore"):
+        median = np.nanmedian(samples, 0)
+    k = len(samples)
+    ax.plot(t_hor, median, color=color, lw=1.5, label=f"{label} ({'median of ' + str(k) if k > 1 else 'forecast'})")
+    if k > 1 and not np.isnan(samples).any():
+        lower, upper = interval(samples[None, :, :, None])
+        ax.fill_between(t_hor, lower[0, :, 0], upper[0, :, 0], color=color, alpha=0.2)
+
+
+def lead_time_figure(runs: list[dict]):
+    """MAE against forecast step for every compared run (Table 3's rows) that has finished."""
+    shown = [r for r in runs if r.get("label") and r.get("status") == "complete" and r.get("lead_time_mae")]
+    if not shown:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in shown:
+        steps = np.arange(1, len(r["lead_time_mae"]) + 1)
+        ax.plot(steps, r["lead_time_mae"], marker=".", lw=1.2, ls="--" if r["stage"] == "baselines" else "-", label=r["label"])
+    ax.set_yscale("log")
+    ax.set_xlabel("forecast step (lead time)")
+    ax.set_ylabel("MAE (population units, log scale)")
+    ax.set_title(f"Error by lead time on the {shown[0].get('split') or 'test'} systems", fontsize=10)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -198,10 +230,12 @@ def plot_results(results: str | Path, root: str | Path = ".") -> list[Path]:
         run = by_node.get(node)
         return RunDir(root / run["run_dir"]).forecasts if run and run.get("run_dir") else None
 
-    fig = forecast_figure(forecasts("zero-shot-plain"), forecasts("final"))
-    if fig is not None:
-        written += _save(fig, out, "forecasts")
-        plt.close(fig)
+    shown = [("zero-shot", "zero-shot-plain"), ("fine-tuned", "final"), ("physics baseline", "baseline-physics")]
+    for name, fig in (("forecasts", forecast_figure([(label, forecasts(node)) for label, node in shown])),
+                      ("lead_time", lead_time_figure(runs))):
+        if fig is not None:
+            written += _save(fig, out, name)
+            plt.close(fig)
     if (results / "table4_flops.csv").exists():
         fig = budget_figure(results / "table4_flops.csv")
         written += _save(fig, out, "flop_budget")

@@ -60,7 +60,7 @@ def pretrain(spec: PretrainSpec, log=print):
     """Train the tiny model on the training systems' text; returns (model, loss every 50 steps)."""
     tokenizer = load_tokenizer()
     lv, _ = data.generate(spec.systems, spec.points, spec.data_seed)
-    train_systems, _ = data.split_systems(lv.n_systems, 0.2, spec.data_seed)
+    train_systems = data.split_systems(lv.n_systems, seed=spec.data_seed).train
     chunks = training_chunks(lv.trajectories, train_systems, tokenizer, spec.context)
     alphabet = alphabet_ids(tokenizer)  # the grammar's token ids, checked one token per character
     to_class = np.full(max(alphabet) + 1, -100, dtype=np.int64)

@@ -14,7 +14,8 @@ from lvjob import flops
 from lvjob.study import stage_table
 from lvjob.tables import Mark, Table
 
-METRICS = ("mae", "mse", "rmse")
+METRICS = ("mae", "mse", "rmse")  # Table 2's point errors
+COMPARED = ("mae", "mse", "rmse", "mase", "crps", "coverage")  # Table 3's scores (SPEC §8)
 
 
 def why_missing(run: dict) -> Mark:
@@ -30,11 +31,11 @@ def _done(run: dict | None) -> bool:
     return bool(run) and run.get("status") == "complete"
 
 
-def _errors(run: dict | None, prefix: str = "eval") -> list:
+def _errors(run: dict | None, metrics: tuple[str, ...] = METRICS) -> list:
     if not _done(run):
         mark = why_missing(run or {})
-        return [mark] * len(METRICS)
-    return [run.get(f"{prefix}_{m}") for m in METRICS]
+        return [mark] * len(metrics)
+    return [run.get(f"eval_{m}") for m in metrics]
 
 
 def step_flops_table(shape: flops.ModelShape, model: str, batch: int, context: int, rank: int) -> Table:
@@ -61,27 +62,54 @@ def context_table(index: dict) -> Table:
     rows.sort(key=lambda row: row[0])
     choice = (index.get("choices") or {}).get("final")
     notes = (f"The final run took context {choice['chosen']['context']} (lowest MAE).",) if choice else ()
-    return Table(name="table2_context_length", title="Table 2. Forecast error by context length (stage 2)",
+    return Table(name="table2_context_length", title="Table 2. Forecast error by context length (stage 2, validation systems)",
                  columns=("context (tokens)", "rank", "lr", "MAE", "MSE", "RMSE", "parse rate"),
                  rows=tuple(rows), formats=("d", "d", "g", ".4g", ".4g", ".4g", ".1%"), notes=notes)
 
 
 def comparison_table(index: dict, labels: dict[str, str]) -> Table:
-    """Table 3: the compared runs (`labels`: node key -> row label, from the stage table) vs persistence."""
+    """Table 3: the compared runs (`labels`: node key -> row label, from the stage table) on the test systems."""
     by_node = {r["node"]: r for r in index["runs"]}
     rows = []
     for key, label in labels.items():
-        r = by_node.get(key)
-        rows.append((label, *_errors(r), r.get("parse_rate") if _done(r) else why_missing(r or {}),
-                     r.get("series") if _done(r) else why_missing(r or {})))
-    # Persistence is computed on the same validation series by every evaluation: take any finished one.
-    ref = next((r for r in index["runs"] if _done(r) and r.get("persistence_mae") is not None), None)
-    rows.append(("persistence (last point repeated)", *(_errors(ref, "persistence") if ref else [Mark("missing")] * 3),
-                 1.0 if ref else Mark("missing"), ref.get("series") if ref else Mark("missing")))
-    return Table(name="table3_forecast_error", title="Table 3. Forecast error on the validation systems' horizon",
-                 columns=("model", "MAE", "MSE", "RMSE", "parse rate", "series"), rows=tuple(rows),
-                 formats=("", ".4g", ".4g", ".4g", ".1%", "d"),
-                 notes=("Errors in population units over the horizon, both variables (SPEC §4).",))
+        r = by_node.get(key) or {}
+        rows.append((label, *_errors(r, COMPARED), _parse_rate(r), r.get("samples") if _done(r) else why_missing(r),
+                     r.get("series") if _done(r) else why_missing(r)))
+    return Table(name="table3_forecast_error", title=f"Table 3. Forecast error on the {_split_of(by_node, labels)} systems' horizon",
+                 columns=("model", "MAE", "MSE", "RMSE", "MASE", "CRPS", "coverage 10-90%", "parse rate", "samples", "series"),
+                 rows=tuple(rows), formats=("", ".4g", ".4g", ".4g", ".4g", ".4g", ".1%", ".1%", "d", "d"),
+                 notes=("Scores in population units over the horizon, both variables (SPEC §4): the point forecast is the "
+                        "median of the samples; MASE divides each series' MAE by its context's one-step naive MAE; CRPS "
+                        "is of the samples' empirical distribution (a single forecast's CRPS is its MAE); coverage is "
+                        "the share of true values inside the samples' 10-90% interval. Baselines are deterministic "
+                        "(1 sample) and write numbers directly, so they have no parse rate.",))
+
+
+def _parse_rate(run: dict):
+    if not _done(run):
+        return why_missing(run)
+    return Mark("-") if run.get("parse_rate") is None else run["parse_rate"]
+
+
+def _split_of(by_node: dict, keys) -> str:
+    """The split the compared runs scored, in words (one word when they agree, which the stage table ensures)."""
+    splits = sorted({by_node[k]["split"] for k in keys if _done(by_node.get(k)) and by_node[k].get("split")})
+    return " / ".join(splits) or "test"
+
+
+def lead_time_table(index: dict, labels: dict[str, str]) -> Table:
+    """MAE by forecast step (1 ... horizon) of every row of Table 3."""
+    by_node = {r["node"]: r for r in index["runs"]}
+    horizon = max((len(r.get("lead_time_mae") or []) for r in index["runs"]), default=0)
+    rows = []
+    for key, label in labels.items():
+        r = by_node.get(key) or {}
+        steps = r.get("lead_time_mae") if _done(r) else None
+        rows.append((label, *(steps if steps else [why_missing(r) if not _done(r) else Mark("-")] * horizon)))
+    return Table(name="table3_lead_time", title=f"MAE by lead time on the {_split_of(by_node, labels)} systems (the rows of Table 3)",
+                 columns=("model", *(f"step {h}" for h in range(1, horizon + 1))), rows=tuple(rows),
+                 formats=("",) + (".3g",) * horizon,
+                 notes=("Mean absolute error over the series and both variables at each step after the context.",))
 
 
 def flops_table(index: dict, planned: dict[str, int], budget: float, experiments: list[str] | None = None) -> Table:

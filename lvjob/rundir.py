@@ -18,8 +18,9 @@ from lvjob.ledger import Ledger, read_jsonl
 from lvjob.paths import RunDir
 
 
-EVAL_METRICS = ("eval_mae", "eval_mse", "eval_rmse", "parse_rate", "series", "persistence_mae", "persistence_mse",
-                "persistence_rmse")
+SCORES = ("mae", "mse", "rmse", "mase", "crps", "coverage")  # lvjob.scores' overall scores, as the run index has them
+EVAL_METRICS = (*(f"eval_{k}" for k in SCORES), "parse_rate", "series", "samples", "eval_seconds",
+                *(f"persistence_{k}" for k in SCORES))
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,11 @@ class RunSummary:
     lr: float | None = None
     context: int | None = None
     prompt: str | None = None
-    # From eval.json (EVAL_METRICS): the forecasts' overall errors on the horizon, the parse rate and
-    # series, and the persistence forecast's errors on the same series; None until evaluated.
+    split: str | None = None  # the systems its evaluation scored: validation or test
+    lead_time_mae: list | None = None  # overall MAE at forecast step 1 ... horizon
+    # From eval.json (EVAL_METRICS): the forecasts' overall scores on the horizon, the parse rate,
+    # series and samples, the evaluation's wall time, and the persistence forecast's scores on the
+    # same series; None until evaluated.
     metrics: dict = field(default_factory=lambda: dict.fromkeys(EVAL_METRICS))
 
     def to_dict(self) -> dict:
@@ -100,7 +104,10 @@ def summarize(run_dir: str | Path) -> RunSummary:
         lr=job.get("lr") if train else None,
         context=job.get("context") if train else None,
         prompt=job.get("prompt"),
-        metrics={f"eval_{k}": model.get(k) for k in ("mae", "mse", "rmse")}
+        split=evaluation.get("split"),
+        lead_time_mae=(model.get("lead_time_mae") or {}).get("overall"),
+        metrics={f"eval_{k}": model.get(k) for k in SCORES}
         | {k: evaluation.get(k) for k in ("parse_rate", "series")}
-        | {f"persistence_{k}": persistence.get(k) for k in ("mae", "mse", "rmse")},
+        | {"samples": model.get("samples"), "eval_seconds": evaluation.get("seconds")}
+        | {f"persistence_{k}": persistence.get(k) for k in SCORES},
     )

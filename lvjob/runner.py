@@ -9,7 +9,7 @@ Run directory (`checkpoints/<run id>/` unless `run_dir` is given):
     tensorboard/     TensorBoard event files (lvjob.tracking)
     checkpoints/     training: step-NNNNNNN/ folders (see lvjob.checkpoint)
     adapter/         training: the final LoRA adapter, standard PEFT layout
-    eval.json        metrics of the forecasts beside the persistence forecast, parse rate, settings
+    eval.json        the split it scored, the forecasts' scores (lvjob.scores) beside persistence's, parse rate, settings
     forecasts.npz    forecasts, samples, truth, contexts, systems, generated text
     ledger.json      FLOPs spent (lvjob.ledger)
     preemptions.jsonl  training: resumes and the steps they discarded (lvjob.ledger)
@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lvjob import atomic, cost, data
+from lvjob import atomic, baselines, cost, data
 from lvjob.config import ConfigError, to_dict
-from lvjob.evaluate import ForecastSettings, error_metrics, forecast, persistence
+from lvjob.evaluate import ForecastSettings, forecast
+from lvjob.scores import scores
 from lvjob.job import Job
 from lvjob.ledger import Ledger, read_jsonl
 from lvjob.models import load_model
@@ -234,11 +235,17 @@ def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
 
 def _run_tracked(job: Job, run_dir: Path, stop, attempt: int, log, tracker) -> None:
     started = time.monotonic()
+    lv = data.ensure(job.data)
+    split = job.data.split(lv.n_systems)
+    _check_series(job, split)
+    if job.kind == "baseline":
+        tracker.resume([])
+        evaluate_baseline(job, lv, split, run_dir)
+        Ledger().write(RunDir(run_dir).ledger)  # no model: 0 FLOPs, booked so the run reads like every other
+        tracker.evaluation(json.loads(RunDir(run_dir).evaluation.read_text()), hparams_of(job))
+        return
     device = pick_device(job.device)
     tokenizer = load_tokenizer()
-    lv = data.ensure(job.data)
-    train_systems, val_systems = data.split_systems(lv.n_systems, job.data.val_fraction, job.data.seed)
-    _check_series(job, len(val_systems))
     ledger_path = RunDir(run_dir).ledger
 
     if job.kind == "train":
@@ -250,7 +257,7 @@ def _run_tracked(job: Job, run_dir: Path, stop, attempt: int, log, tracker) -> N
         else:
             from lvjob.train import Preempted, build_corpus, train  # deferred: imports torch
 
-            corpus = build_corpus(job, tokenizer, lv.trajectories, train_systems, val_systems)
+            corpus = build_corpus(job, tokenizer, lv.trajectories, split.train, split.validation)
             log(f"corpus: {len(corpus.train)} training chunks, {len(corpus.val)} validation chunks of <= {job.context} tokens")
             model, ledger = train(job, run_dir, corpus, tokenizer.pad_token_id, device, stop, attempt, log, tracker, started)
             with atomic.atomic_dir(adapter_dir) as tmp:
@@ -269,15 +276,16 @@ def _run_tracked(job: Job, run_dir: Path, stop, attempt: int, log, tracker) -> N
         tracker.resume([])
 
     book = eval_booking(job, ledger, rank, ledger_path)
-    evaluate_model(job, model.eval(), tokenizer, lv.trajectories, val_systems, run_dir, on_batch=book)
+    evaluate_model(job, model.eval(), tokenizer, lv.trajectories, split, run_dir, on_batch=book)
     ledger.write(ledger_path)
     tracker.evaluation(json.loads(RunDir(run_dir).evaluation.read_text()), hparams_of(job) | {"rank": rank})
 
 
-def _check_series(job: Job, available: int) -> None:
-    """Refuse, before any work, to evaluate more series than the data file has validation systems."""
+def _check_series(job: Job, split: data.Split) -> None:
+    """Refuse, before any work, to evaluate more series than the data file has systems in the job's split."""
+    available = len(getattr(split, job.eval_split))
     if job.series > available:
-        raise ConfigError(f"series: {job.series} is more than the {available} validation systems of {job.data.path}; "
+        raise ConfigError(f"series: {job.series} is more than the {available} {job.eval_split} systems of {job.data.path}; "
                           f"valid: 1..{available} (or a file with more systems)")
 
 
@@ -307,34 +315,54 @@ def _sort_targets(config: Path) -> None:
     config.write_text(json.dumps(settings, indent=2, sort_keys=True))  # as peft writes it
 
 
-def evaluate_model(job: Job, model, tokenizer, trajectories: np.ndarray, val_systems, run_dir: Path, on_batch=None):
-    """Forecast the first `series` validation systems; write eval.json and forecasts.npz."""
-    systems = np.asarray(val_systems)[: job.series]
-    series = trajectories[systems]
-    n_ctx = data.context_points(series.shape[1], job.data.horizon_fraction)
-    contexts, truth = series[:, :n_ctx], series[:, n_ctx:]
+def evaluation_series(job: Job, trajectories: np.ndarray, split: data.Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(systems, contexts, truth): the first `series` systems of the job's split, cut at the horizon."""
+    systems = np.asarray(getattr(split, job.eval_split))[: job.series]
+    contexts, truth = data.split_time(trajectories[systems], job.data.horizon_fraction)
+    return systems, contexts, truth
+
+
+def evaluate_model(job: Job, model, tokenizer, trajectories: np.ndarray, split: data.Split, run_dir: Path, on_batch=None):
+    """Forecast the job's evaluation series with the model; write eval.json and forecasts.npz."""
+    systems, contexts, truth = evaluation_series(job, trajectories, split)
     settings = ForecastSettings(prompt=job.prompt, decimals=job.text.decimals, alpha=job.text.alpha, beta=job.text.beta,
                                 samples=job.samples, temperature=job.temperature, max_int_digits=job.max_int_digits,
                                 batch_size=job.eval_batch_size, seed=job.seed)
     t0 = time.perf_counter()
     result = forecast(model, tokenizer, contexts, truth.shape[1], settings, on_batch)
     seconds = time.perf_counter() - t0
-    report = {
-        "run_id": job.run_id(),
-        "prompt": job.prompt,
-        "series": int(len(systems)),
-        "parse_rate": float(result.parsed_ok.mean()),
-        "model": error_metrics(result.predictions, truth),
-        "persistence": error_metrics(persistence(contexts, truth.shape[1]), truth),
-        "settings": to_dict(settings),
-        "seconds": round(seconds, 3),
-    }
+    report = {"parse_rate": float(result.parsed_ok.mean()), "settings": to_dict(settings)}
+    write_evaluation(job, run_dir, result.samples, truth, contexts, systems, seconds, report,
+                     parsed_ok=result.parsed_ok, texts=np.array(result.texts, dtype=str))
+    return result
+
+
+def evaluate_baseline(job: Job, lv: data.LVData, split: data.Split, run_dir: Path) -> None:
+    """Forecast the job's evaluation series with its baseline forecaster (CPU, no model); write its evaluation."""
+    systems, contexts, truth = evaluation_series(job, lv.trajectories, split)
+    context_times, horizon_times = data.split_time(lv.time, job.data.horizon_fraction)
+    t0 = time.perf_counter()
+    fit = baselines.forecast_with(job.forecaster, contexts, context_times, horizon_times)
+    seconds = time.perf_counter() - t0
+    report = {"parse_rate": None, "fell_back": int(fit.fell_back.sum()), "forecaster": job.forecaster}
+    write_evaluation(job, run_dir, fit.predictions[:, None], truth, contexts, systems, seconds, report)
+
+
+def write_evaluation(job: Job, run_dir: Path, samples: np.ndarray, truth: np.ndarray, contexts: np.ndarray,
+                     systems: np.ndarray, seconds: float, report: dict, **arrays) -> None:
+    """eval.json (the split, scores beside persistence's on the same series) and forecasts.npz, atomically."""
+    horizon = truth.shape[1]
+    report = {"run_id": job.run_id(), "prompt": job.prompt, "split": job.eval_split, "series": int(len(systems))} | report | {
+        "model": scores(samples, truth, contexts),
+        "persistence": scores(baselines.repeat_last(contexts, horizon)[:, None], truth, contexts),
+        "seconds": round(seconds, 3)}
     atomic.write_text(RunDir(run_dir).evaluation, json.dumps(report, indent=1))
     buf = io.BytesIO()
-    np.savez_compressed(buf, predictions=result.predictions, samples=result.samples, truth=truth, contexts=contexts,
-                        systems=systems, parsed_ok=result.parsed_ok, texts=np.array(result.texts, dtype=str))
+    with np.errstate(all="ignore"):
+        predictions = np.nanmedian(samples, axis=1)
+    np.savez_compressed(buf, predictions=predictions, samples=samples, truth=truth, contexts=contexts, systems=systems,
+                        split=np.array(job.eval_split), **arrays)
     atomic.write_bytes(RunDir(run_dir).forecasts, buf.getvalue())
-    return result
 
 
 def _attach_adapter(model, adapter: str):

@@ -17,6 +17,9 @@ results when the job starts, not when the study is submitted:
 - the final run takes the (rank, lr, context) of the stage-2 run with the lowest forecast MAE on
   the validation systems (validation losses at different context lengths are not comparable).
 
+A choice reads runs that scored the validation systems only: one that finds a finished candidate
+scored on any other split refuses to choose (the test systems are for reporting, SPEC §2).
+
 Runs of the earlier stage that failed are left out of the choice and named in it; if none
 finished, the later stage fails with a message saying why.
 """
@@ -91,8 +94,9 @@ def choose(study: Study, profile: Profile, stage: str, require_all: bool = False
     for node in (n for n in study_nodes(study) if n.stage == source):
         job = make_job(study, profile, node, upstream.chosen if upstream else None)
         runs.append((node, job, summarize(job.resolved_run_dir())))
-    candidates = tuple({"key": n.key, "run_dir": s.run_dir, "status": s.status, metric: s.value(metric),
+    candidates = tuple({"key": n.key, "run_dir": s.run_dir, "status": s.status, metric: s.value(metric), "split": s.split,
                         **{k: getattr(j, k) for k in copied}} for n, j, s in runs)
+    _refuse_unseen_systems(stage, candidates)
     usable = [c for c in candidates if c["status"] == "complete" and c[metric] is not None]
     if require_all and len(usable) < len(candidates):
         return None
@@ -102,6 +106,14 @@ def choose(study: Study, profile: Profile, stage: str, require_all: bool = False
     best = min(usable, key=lambda c: c[metric])  # ties: the first in study order
     return Choice(stage=stage, source=source, metric=metric, chosen={k: best[k] for k in copied},
                   best=best["key"], candidates=candidates)
+
+
+def _refuse_unseen_systems(stage: str, candidates: tuple[dict, ...]) -> None:
+    """A choice reads validation systems only (SPEC §2): a finished candidate that scored others is a fault, not a run to skip."""
+    wrong = [c for c in candidates if c["status"] == "complete" and c["split"] != "validation"]
+    if wrong:
+        raise StageError(f"{stage} cannot choose: " + ", ".join(f"{c['key']} scored the {c['split']} systems" for c in wrong)
+                         + "; valid: choices read validation systems only")
 
 
 def record_choice(study: Study, profile: Profile, choice: Choice) -> Path:

@@ -9,6 +9,10 @@ Every setting the stages give a job goes through `Job`'s own rules when the stud
 (`check_jobs`, late-bound stages at every configuration they could choose): a study that loads is
 one whose every job can be built, and a refusal names the study key it came from.
 
+Splits (SPEC §2): every stage says which systems its evaluations score. The stages that others
+choose from score the validation systems; the stages compared in Table 3 score the test systems,
+which no choice ever reads (`check_table` refuses a table where a choice could read them).
+
 A study file may carry named `scales`: dotted overrides applied on request (`--scale demo`) so the
 same file runs at a laptop's size without being edited. Overrides from the command line come last.
 """
@@ -43,8 +47,8 @@ class TrainingSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    series: int = 200  # validation systems forecast per evaluation
-    samples: int = 1  # forecasts per series; > 1 takes the element-wise median
+    series: int = 100  # systems forecast per evaluation, from the split its stage scores
+    samples: int = 1  # forecasts per series: the point forecast is their element-wise median (SPEC §4)
     temperature: float = 0.2  # 0 = greedy
     trained_prompt: Prompt = "plain"  # the prompt trained models are evaluated with
 
@@ -138,6 +142,7 @@ class Stage:
     choice: ChoiceRule | None = None  # late-bound: chooses from earlier results when it starts
     loss_plot: tuple[str, str] | None = None  # (figure, title) its training curves are drawn in
     runs_jobs: bool = True  # False for the aggregation, which gathers instead of running a job
+    split: Literal["validation", "test"] = "validation"  # the systems its evaluations score
 
 
 def _run_origin(section: str) -> tuple[tuple[str, str], ...]:
@@ -172,20 +177,31 @@ def _final(study: Study) -> list[Node]:
     return [Node("final", "final", (("steps", study.final.steps),), (("steps", "final.steps"),), "best fine-tune (final run)")]
 
 
+def _baselines(study: Study) -> list[Node]:
+    return [Node("baselines", f"baseline-{name}", (("kind", "baseline"), ("forecaster", name)), (), label)
+            for name, label in BASELINE_LABELS.items()]
+
+
+# lvjob.baselines' forecasters, as Table 3 names them
+BASELINE_LABELS = {"persistence": "persistence (last point repeated)", "statistical": "statistical: AR(p), p by AIC",
+                   "physics": "physics: Lotka-Volterra fit"}
+
+
 def _aggregate(study: Study) -> list[Node]:
     return [Node("aggregate", "aggregate")]
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("zero-shot", _zero_shot),
-    Stage("default", _default, loss_plot=("loss_default_final", "Default fine-tune and final run")),
+    Stage("zero-shot", _zero_shot, split="test"),
+    Stage("default", _default, loss_plot=("loss_default_final", "Default fine-tune and final run"), split="test"),
     Stage("stage1", _stage1, loss_plot=("loss_stage1", "Stage 1: LoRA rank x learning rate")),
     # Stage 1's runs share one context, so their validation losses are comparable.
     Stage("stage2", _stage2, after=("stage1",), choice=ChoiceRule("stage1", "val_loss", ("rank", "lr")),
           loss_plot=("loss_stage2", "Stage 2: context length")),
     # Validation losses at different context lengths are not comparable: stage 2 is chosen by forecast error.
     Stage("final", _final, after=("stage2",), choice=ChoiceRule("stage2", "eval_mae", ("rank", "lr", "context")),
-          loss_plot=("loss_default_final", "Default fine-tune and final run")),
+          loss_plot=("loss_default_final", "Default fine-tune and final run"), split="test"),
+    Stage("baselines", _baselines, split="test"),
     Stage("aggregate", _aggregate, runs_jobs=False),
 )
 
@@ -193,6 +209,19 @@ STAGES: tuple[Stage, ...] = (
 def stage_table() -> tuple[Stage, ...]:
     """The stages in study order. Read at call time, so a stage added to STAGES is seen everywhere."""
     return STAGES
+
+
+def check_table(stages: Sequence[Stage]) -> None:
+    """Refuse a stage table in which a choice could read the test systems, or a report could show
+    systems a choice was made on (SPEC §2)."""
+    by_name = {s.name: s for s in stages}
+    for s in stages:
+        if s.choice and by_name[s.choice.source].split != "validation":
+            raise ValueError(f"stage {s.name} chooses from {s.choice.source}, which scores the {by_name[s.choice.source].split} "
+                             "systems; valid: choices read validation systems only")
+        labelled = s.runs_jobs and any(n.label for n in s.nodes(Study()))
+        if labelled and s.split != "test":
+            raise ValueError(f"stage {s.name} is compared in Table 3 but scores the {s.split} systems; valid: test")
 
 
 def stage(name: str) -> Stage:
@@ -223,7 +252,7 @@ def job_fields(study: Study, node: Node, chosen: dict | None = None) -> dict:
                   batch_size=t.batch_size, val_every=t.val_every, val_chunks=t.val_chunks,
                   checkpoint_every=t.checkpoint_every, prompt=e.trained_prompt, series=e.series, samples=e.samples,
                   temperature=e.temperature)
-    return common | {"name": node.key} | dict(node.settings) | (chosen or {})
+    return common | {"name": node.key, "eval_split": stage(node.stage).split} | dict(node.settings) | (chosen or {})
 
 
 def possible_choices(study: Study, stage_name: str) -> list[dict]:
@@ -287,6 +316,7 @@ def load_study(path: str | Path, scale: str | None = None, overrides: Sequence[s
         raw["scale"] = scale
     raw = apply_overrides(raw, overrides)
     study = build(Study, raw, where=str(path))
+    check_table(stage_table())
     check_jobs(study, where=str(path))
     return study
 

@@ -21,13 +21,6 @@ def test_persistence_repeats_the_last_observed_point():
     assert p.shape == (2, 4, 2) and (p == contexts[:, -1:, :]).all()
 
 
-def test_evaluate_persistence_is_the_baselines_one():
-    from lvjob import evaluate
-
-    contexts = np.arange(12, dtype=float).reshape(2, 3, 2)
-    assert (evaluate.persistence(contexts, 4) == baselines.persistence(contexts, np.arange(3.0), np.arange(4.0))).all()
-
-
 def test_physics_baseline_recovers_the_generating_parameters_and_forecasts_the_horizon(clean):
     contexts, truth, context_times, horizon_times, params = clean
     fit = baselines.lotka_volterra_fit(contexts, context_times, horizon_times)

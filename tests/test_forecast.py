@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lvjob import data
-from lvjob.evaluate import ForecastSettings, error_metrics, forecast, persistence
+from lvjob.evaluate import ForecastSettings, forecast
 from lvjob.forecast import alphabet_ids, generate
 from lvjob.grammar import Grammar
 from lvjob.llmtime import parse
@@ -75,28 +75,6 @@ def test_several_samples_give_their_elementwise_median(tiny_model, tokenizer, co
 def test_sampling_is_reproducible_with_the_same_seed(tiny_model, tokenizer, contexts):
     s = ForecastSettings(temperature=1.0, seed=7)
     assert forecast(tiny_model, tokenizer, contexts[:3], HORIZON, s).texts == forecast(tiny_model, tokenizer, contexts[:3], HORIZON, s).texts
-
-
-def test_persistence_repeats_the_last_observed_point():
-    ctx = np.arange(12, dtype=float).reshape(2, 3, 2)
-    p = persistence(ctx, 4)
-    assert p.shape == (2, 4, 2) and (p == ctx[:, -1:, :]).all()
-
-
-def test_error_metrics_per_variable_and_overall():
-    truth = np.zeros((2, 2, 2))
-    pred = np.array([[[1.0, 2.0], [1.0, 2.0]], [[1.0, 2.0], [1.0, 2.0]]])
-    m = error_metrics(pred, truth)
-    assert m["prey"] == {"mae": 1.0, "mse": 1.0, "rmse": 1.0}
-    assert m["predator"] == {"mae": 2.0, "mse": 4.0, "rmse": 2.0}
-    assert m["mae"] == 1.5 and m["mse"] == 2.5 and m["rmse"] == pytest.approx(np.sqrt(2.5))
-
-
-def test_a_short_forecast_is_not_scored_and_not_padded():
-    truth = np.zeros((2, 2, 2))
-    pred = np.array([[[1.0, 1.0], [1.0, 1.0]], [[1.0, 1.0], [np.nan, np.nan]]])
-    m = error_metrics(pred, truth)
-    assert m["series"] == 2 and m["scored_series"] == 1 and m["mae"] == 1.0
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])

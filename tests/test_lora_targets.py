@@ -63,7 +63,7 @@ def test_an_evaluation_books_each_batch_and_moves_earlier_evaluation_work_to_los
     path = tmp_path / "ledger.json"
     ledger = Ledger(prompt=100, generation=20)  # an earlier attempt's evaluation, cut off
     book = eval_booking(job, ledger, 0, path)
-    batch = (2, 90, 40, 13)
+    batch = (2, 90, 40, 13, 1)
     book(batch)
     booked = Ledger.read(path)
     prompt, generation = cost.evaluation_flops(job, [batch], 0)
