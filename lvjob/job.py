@@ -62,11 +62,11 @@ class Job:
     eval_split: Literal["validation", "test"] = "validation"  # test: reported, never chosen from (SPEC §2)
     forecaster: str | None = None  # baseline: one of lvjob.baselines.FORECASTERS
     prompt: Literal["plain", "instruct"] = "plain"
-    series: int = 200
+    series: int = 100  # systems forecast, the first of the eval_split
     samples: int = 1
     temperature: float = 0.2
     max_int_digits: int = 3
-    eval_batch_size: int = 200  # series per generation batch; all 200 at once by default
+    eval_batch_size: int = 100  # series per generation batch (x samples rows); all 100 at once by default
 
     def __post_init__(self) -> None:
         require(self.model in MODEL_NAMES, "model", self.model, ", ".join(MODEL_NAMES))

@@ -54,7 +54,7 @@ def test_statistical_baseline_gives_finite_forecasts_of_the_horizons_shape(clean
 
 
 def test_statistical_baseline_on_the_shortest_context_still_forecasts():
-    lv, _ = data.generate(n_systems=2, n_points=data.MIN_POINTS, seed=0)
+    lv, _ = data.generate(n_systems=3, n_points=data.MIN_POINTS, seed=0)
     contexts, truth = data.split_time(lv.trajectories)
     context_times, horizon_times = data.split_time(lv.time)
     p = baselines.autoregressive(contexts, context_times, horizon_times)

@@ -44,7 +44,7 @@ def test_generated_arrays_have_the_file_layout(generated):
 
 
 def test_time_grid_is_uniform_from_zero_to_t_end():
-    lv, _ = data.generate(n_systems=2, n_points=11, seed=0, t_end=5.0)
+    lv, _ = data.generate(n_systems=3, n_points=11, seed=0, t_end=5.0)
     assert lv.time[0] == 0.0 and lv.time[-1] == 5.0
     assert np.allclose(np.diff(lv.time), 0.5)
 
@@ -246,7 +246,7 @@ def test_a_caller_can_demand_more_points(tmp_path):
 
 def test_a_single_system_is_refused(tmp_path):
     _refused(_file(tmp_path, trajectories=np.ones((1, 10, 2))), "dataset 'trajectories'", "1 system",
-             "at least 2")
+             "at least 3")
 
 
 def test_time_of_the_wrong_length_is_refused(tmp_path):
@@ -351,29 +351,30 @@ def test_a_process_killed_mid_write_leaves_the_old_file_loadable(tmp_path, gener
 # --- splits ------------------------------------------------------------------------------------------
 
 
-def test_system_split_is_800_train_200_validation_for_1000():
-    train, val = data.split_systems(1000, 0.2, seed=0)
-    assert (len(train), len(val)) == (800, 200)
+def test_system_split_is_800_train_100_validation_100_test_for_1000():
+    split = data.split_systems(1000, seed=0)
+    assert [len(part) for part in split] == [800, 100, 100]
 
 
 def test_system_split_is_disjoint_covering_and_sorted():
-    train, val = data.split_systems(1000, 0.2, seed=0)
-    assert not set(train.tolist()) & set(val.tolist())
-    assert sorted(np.concatenate([train, val]).tolist()) == list(range(1000))
-    assert (np.diff(train) > 0).all() and (np.diff(val) > 0).all()
+    split = data.split_systems(1000, seed=0)
+    parts = [set(p.tolist()) for p in split]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert sorted(np.concatenate(split).tolist()) == list(range(1000))
+    assert all((np.diff(p) > 0).all() for p in split)
 
 
 def test_system_split_is_seeded():
-    assert np.array_equal(data.split_systems(1000, seed=0)[1], data.split_systems(1000, seed=0)[1])
-    assert not np.array_equal(data.split_systems(1000, seed=0)[1], data.split_systems(1000, seed=1)[1])
+    assert all(np.array_equal(a, b) for a, b in zip(data.split_systems(1000, seed=0), data.split_systems(1000, seed=0)))
+    assert not np.array_equal(data.split_systems(1000, seed=0).test, data.split_systems(1000, seed=1).test)
 
 
-def test_system_split_keeps_both_sides_non_empty():
-    assert [len(s) for s in data.split_systems(2)] == [1, 1]
-    assert [len(s) for s in data.split_systems(3, val_fraction=0.9)] == [1, 2]
+def test_system_split_keeps_every_part_non_empty():
+    assert [len(s) for s in data.split_systems(3)] == [1, 1, 1]
+    assert [len(s) for s in data.split_systems(4, val_fraction=0.8, test_fraction=0.1)] == [1, 2, 1]
 
 
-@pytest.mark.parametrize("args", [(1, 0.2), (10, 0.0), (10, 1.0)])
+@pytest.mark.parametrize("args", [(2, 0.1, 0.1), (10, 0.0, 0.1), (10, 0.1, 0.0), (10, 0.5, 0.5), (10, 1.0, 0.1)])
 def test_system_split_refuses_what_it_cannot_split(args):
     with pytest.raises(ValueError):
         data.split_systems(*args)
@@ -382,10 +383,18 @@ def test_system_split_refuses_what_it_cannot_split(args):
 def test_splits_count_like_the_study_spec():
     from lvjob.data import DataSpec
 
-    for systems, points in [(1000, 100), (20, 30), (7, 13), (2, 5)]:
+    for systems, points in [(1000, 100), (20, 30), (7, 13), (3, 5)]:
         spec = DataSpec(systems=systems, points=points)
-        assert len(data.split_systems(systems)[1]) == spec.val_systems
+        assert [len(p) for p in data.split_systems(systems)] == list(spec.split_sizes().values())
         assert data.context_points(points) == spec.context_points
+
+
+def test_a_data_spec_without_training_systems_left_is_refused_naming_the_field():
+    from lvjob.config import ConfigError, build
+    from lvjob.data import DataSpec
+
+    with pytest.raises(ConfigError, match="data.test_fraction"):
+        build(DataSpec, {"val_fraction": 0.5, "test_fraction": 0.5}, where="study.yaml")
 
 
 def test_temporal_split_is_the_first_80_percent_then_the_horizon():

@@ -143,3 +143,29 @@ def test_a_prompt_processed_in_slices_gives_the_same_forecasts_as_one_pass(tiny_
     one_pass = texts()
     monkeypatch.setattr(lvjob.forecast, "PREFILL_CHUNK", 16)
     assert texts() == one_pass
+
+
+def test_k_samples_from_one_prompt_pass_equal_k_samples_from_repeated_prompts(tiny_model, tokenizer):
+    prompts = [tokenizer.encode("0.512,0.300;0.498,0.310;", add_special_tokens=False), tokenizer.encode("1.0,2.0;", add_special_tokens=False)]
+    g, alphabet = Grammar(points=4), alphabet_ids(tokenizer)
+    shared = generate(tiny_model, prompts, g, alphabet, tokenizer.pad_token_id, temperature=1.0,
+                      generator=torch.Generator().manual_seed(0), copies=3)
+    repeated = generate(tiny_model, [p for p in prompts for _ in range(3)], g, alphabet, tokenizer.pad_token_id,
+                        temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert shared.texts == repeated.texts
+    assert len(set(shared.texts[:3])) > 1  # the copies draw their own tokens
+
+
+def test_forecast_with_k_samples_books_one_prompt_pass_per_series(tiny_model, tokenizer, contexts):
+    from lvjob import cost
+    from lvjob.job import Job
+
+    out = forecast(tiny_model, tokenizer, contexts, HORIZON, ForecastSettings(samples=4, temperature=1.0, batch_size=6))
+    assert out.samples.shape == (6, 4, HORIZON, 2) and out.parsed_ok.all()
+    (prompts, width, new, vocab, copies), = out.batches
+    assert (prompts, copies) == (6, 4)
+    job = Job(model="tiny", samples=4, series=6)
+    prompt, generation = cost.evaluation_flops(job, out.batches, 0)
+    assert prompt == cost._forward("tiny", 6, width, 0, job.lora_targets, logits_vocab=vocab)
+    assert generation == (cost._generation("tiny", 24, width, new, 0, job.lora_targets, vocab)
+                          - cost._forward("tiny", 24, width, 0, job.lora_targets, logits_vocab=vocab))

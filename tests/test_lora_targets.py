@@ -59,7 +59,7 @@ def test_the_same_run_gives_byte_identical_adapter_folders_in_different_processe
 
 
 def test_an_evaluation_books_each_batch_and_moves_earlier_evaluation_work_to_lost(tmp_path):
-    job = Job(kind="evaluate", model="tiny", data=DataSpec(systems=20, points=30), series=4, eval_batch_size=2)
+    job = Job(kind="evaluate", model="tiny", data=DataSpec(systems=20, points=30, val_fraction=0.2), series=4, eval_batch_size=2)
     path = tmp_path / "ledger.json"
     ledger = Ledger(prompt=100, generation=20)  # an earlier attempt's evaluation, cut off
     book = eval_booking(job, ledger, 0, path)

@@ -11,7 +11,7 @@ from lvjob.aggregate import run_index, write_results
 from lvjob.config import to_dict
 from lvjob.plan import plan_study
 from lvjob.profile import Profile
-from lvjob.report import comparison_table, context_table, flops_table, grid_table
+from lvjob.report import comparison_table, context_table, flops_table, grid_table, lead_time_table
 from lvjob.stages import job_for, study_nodes
 from lvjob.study import load_study
 from lvjob.tables import Mark, Table, to_csv, to_latex, to_markdown
@@ -31,9 +31,15 @@ def write_run(job, status, rows=(), evaluation=None, ledger=None, attempts=1):
         (d / "ledger.json").write_text(json.dumps(ledger))
 
 
-def evaluation(mae, mse, series=20, persistence=(0.5, 0.4)):
-    return {"series": series, "parse_rate": 1.0, "model": {"mae": mae, "mse": mse, "rmse": math.sqrt(mse)},
-            "persistence": {"mae": persistence[0], "mse": persistence[1], "rmse": math.sqrt(persistence[1])}}
+def scored(mae, mse, samples=5, lead=(0.1, 0.2)):
+    """eval.json's scores (lvjob.scores' layout) with made-up but distinct values."""
+    return {"mae": mae, "mse": mse, "rmse": math.sqrt(mse), "mase": 2 * mae, "crps": mae / 2, "coverage": 0.5,
+            "samples": samples, "lead_time_mae": {"overall": list(lead)}}
+
+
+def evaluation(mae, mse, series=20, persistence=(0.5, 0.4), split="validation", parse_rate=1.0, samples=5):
+    return {"series": series, "split": split, "parse_rate": parse_rate, "seconds": 1.5, "model": scored(mae, mse, samples),
+            "persistence": scored(*persistence, samples=1)}
 
 
 @pytest.fixture
@@ -43,7 +49,9 @@ def study_runs(tmp_path):
     profile = Profile(runs_root=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
     nodes = {n.key: n for n in study_nodes(study)}
     job = lambda key: job_for(study, profile, nodes[key])  # noqa: E731
-    write_run(job("zero-shot-plain"), "complete", evaluation=evaluation(2.0, 5.0), ledger={"prompt": 100, "generation": 20})
+    write_run(job("zero-shot-plain"), "complete", evaluation=evaluation(2.0, 5.0, split="test"), ledger={"prompt": 100, "generation": 20})
+    write_run(job("baseline-physics"), "complete", evaluation=evaluation(1e-6, 1e-12, split="test", parse_rate=None, samples=1),
+              ledger={})
     write_run(job("zero-shot-instruct"), "failed")
     write_run(job("default"), "running", rows=[{"step": s, "loss": 3.0, "flops": 1000 * s, "lost_flops": 0} for s in (1, 2, 12)])
     for i, key in enumerate(k for k in nodes if k.startswith("stage1-")):
@@ -64,14 +72,42 @@ def cells(table: Table, first: str) -> tuple:
     return next(row for row in table.rows if row[0] == first)[1:]
 
 
-def test_table3_puts_finished_runs_beside_marked_missing_ones_and_persistence(study_runs):
+def labels(study):
+    return {n.key: n.label for n in study_nodes(study) if n.label}
+
+
+def test_table3_has_a_row_per_model_and_baseline_and_a_column_per_score(study_runs):
     study, profile = study_runs
-    t = comparison_table(run_index(study, profile), {n.key: n.label for n in study_nodes(study) if n.label})
-    assert cells(t, "zero-shot, plain prompt") == (2.0, 5.0, math.sqrt(5.0), 1.0, 20)
-    assert cells(t, "zero-shot, instruct prompt") == (Mark("missing: failed"),) * 5
+    t = comparison_table(run_index(study, profile), labels(study))
+    assert [row[0] for row in t.rows] == ["zero-shot, plain prompt", "zero-shot, instruct prompt", "default fine-tune",
+                                          "best fine-tune (final run)", "persistence (last point repeated)",
+                                          "statistical: AR(p), p by AIC", "physics: Lotka-Volterra fit"]
+    assert t.columns == ("model", "MAE", "MSE", "RMSE", "MASE", "CRPS", "coverage 10-90%", "parse rate", "samples", "series")
+
+
+def test_table3_puts_finished_runs_beside_marked_missing_ones(study_runs):
+    study, profile = study_runs
+    t = comparison_table(run_index(study, profile), labels(study))
+    assert cells(t, "zero-shot, plain prompt") == (2.0, 5.0, math.sqrt(5.0), 4.0, 1.0, 0.5, 1.0, 5, 20)
+    assert cells(t, "zero-shot, instruct prompt") == (Mark("missing: failed"),) * 9
     assert cells(t, "default fine-tune")[0] == Mark("missing: running, step 12/60")
     assert cells(t, "best fine-tune (final run)")[0] == Mark("missing: not started")
-    assert cells(t, "persistence (last point repeated)") == (0.5, 0.4, math.sqrt(0.4), 1.0, 20)
+    assert cells(t, "persistence (last point repeated)")[0] == Mark("missing: not started")
+
+
+def test_table3_says_the_test_split_and_gives_a_baseline_no_parse_rate(study_runs):
+    study, profile = study_runs
+    t = comparison_table(run_index(study, profile), labels(study))
+    assert "test systems" in t.title
+    assert cells(t, "physics: Lotka-Volterra fit")[6:] == (Mark("-"), 1, 20)
+
+
+def test_lead_time_table_has_each_rows_mae_per_forecast_step(study_runs):
+    study, profile = study_runs
+    t = lead_time_table(run_index(study, profile), labels(study))
+    assert t.columns == ("model", "step 1", "step 2")
+    assert cells(t, "zero-shot, plain prompt") == (0.1, 0.2)
+    assert cells(t, "zero-shot, instruct prompt") == (Mark("missing: failed"),) * 2
 
 
 def test_table4_sums_spent_and_lost_flops_of_every_run_finished_or_not(study_runs):
@@ -84,7 +120,8 @@ def test_table4_sums_spent_and_lost_flops_of_every_run_finished_or_not(study_run
     assert cells(t, "stage2")[:4] == ("1/3", 700 + 350, planned["stage2"], 40)
     assert cells(t, "final")[:4] == ("0/1", 0, planned["final"], 0)
     spent = 120 + 12000 + 16300 + 1050
-    assert cells(t, "total") == ("10/16", spent, sum(planned.values()), 340, spent / sum(planned.values()))
+    assert cells(t, "baselines")[:4] == ("1/3", 0, 0, 0)
+    assert cells(t, "total") == ("11/19", spent, sum(planned.values()), 340, spent / sum(planned.values()))
     assert cells(t, "budget")[-1] == spent / 1e17
 
 
@@ -108,14 +145,16 @@ def test_table2_lists_every_context_of_stage2(study_runs):
 def test_each_table_is_written_in_three_formats_and_a_second_run_gives_the_same_files(study_runs):
     study, profile = study_runs
     out = write_results(study, profile)
-    names = ["table1_step_flops", "table2_context_length", "table3_forecast_error", "table4_flops", "stage1_grid", "choices"]
+    names = ["table1_step_flops", "table2_context_length", "table3_forecast_error", "table3_lead_time", "table4_flops",
+             "stage1_grid", "choices"]
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted([f"{n}.{ext}" for n in names for ext in ("md", "csv", "tex")] + ["runs.json", "summary.md"])
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     write_results(study, profile)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
     text = (out / "summary.md").read_text()
-    assert "missing: failed" in text and "tiny demo model" in text and "Runs complete: 10 of 16" in text
+    assert "missing: failed" in text and "tiny demo model" in text and "Runs complete: 11 of 19" in text
+    assert "Table 3, its lead-time table" in text and "800 training / 100 validation / 100 test" in text
 
 
 def test_formats_keep_marks_and_escape_latex():

@@ -15,7 +15,7 @@ JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
 def small_job(small_data, run_dir, **kw) -> Job:
-    base = dict(kind="train", name="t", model="tiny", data=DataSpec(path=str(small_data), systems=20, points=30),
+    base = dict(kind="train", name="t", model="tiny", data=DataSpec(path=str(small_data), systems=20, points=30, val_fraction=0.2),
                 context=48, steps=6, batch_size=2, lr=1e-3, rank=2, val_every=3, val_chunks=4, checkpoint_every=3,
                 series=3, eval_batch_size=3, temperature=0.0, run_dir=str(run_dir))
     return Job(**(base | kw))
@@ -56,7 +56,7 @@ def test_run_dir_override_places_the_run_elsewhere_without_changing_its_id(tmp_p
         ("context=10", "context", "too short for one forecast"),
         ("steps=0", "steps", "integers >= 1"),
         ("prompt=chat", "prompt", "'plain', 'instruct'"),
-        ("series=999", "series", "validation systems"),
+        ("series=999", "series", "100 test systems"),
         ("temperature=-1", "temperature", ">= 0"),
         ("rank=two", "rank", "expected an integer"),
         ("ranks=4", "ranks", "unknown key"),
@@ -219,6 +219,25 @@ def test_more_series_than_the_files_validation_systems_is_refused_before_any_wor
     path = tmp_path / "lv60.h5"
     data.write(path, *data.generate(n_systems=60, n_points=20, seed=0))
     job = Job(kind="evaluate", model="tiny", data=DataSpec(path=str(path)), series=50, run_dir=str(tmp_path / "run"))
-    with pytest.raises(ConfigError, match=r"series: 50 is more than the 12 validation systems of .*lv60.h5"):
+    with pytest.raises(ConfigError, match=r"series: 50 is more than the 6 validation systems of .*lv60.h5"):
         run(job, log=lambda m: None)
     assert not (tmp_path / "run" / "eval.json").exists()
+
+
+def test_a_baseline_job_forecasts_the_test_systems_without_a_model_and_spends_no_flops(tmp_path, small_data):
+    from lvjob import data
+
+    job = small_job(small_data, tmp_path / "b", kind="baseline", forecaster="physics", eval_split="test", series=2)
+    assert run(job, log=lambda m: None) == 0
+    report = json.loads((tmp_path / "b" / "eval.json").read_text())
+    assert (report["split"], report["forecaster"], report["parse_rate"], report["fell_back"]) == ("test", "physics", None, 0)
+    assert report["model"]["mae"] < report["persistence"]["mae"] / 100  # the model class is known: near exact
+    assert json.loads((tmp_path / "b" / "ledger.json").read_text())["total"] == 0
+    test_systems = data.split_systems(20, 0.2, 0.1, seed=0).test
+    assert np.load(tmp_path / "b" / "forecasts.npz")["systems"].tolist() == test_systems.tolist()
+
+
+def test_a_training_run_says_it_scored_the_validation_systems(trained):
+    _, run_dir = trained
+    assert json.loads((run_dir / "eval.json").read_text())["split"] == "validation"
+    assert str(np.load(run_dir / "forecasts.npz")["split"]) == "validation"
