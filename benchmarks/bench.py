@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import pipeline_bench as pb
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--series", type=int, default=200, help="validation series in the batched evaluation (default 200)")
+    p.add_argument("--series", type=int, default=200, help="validation and test series in the batched evaluation (default 200)")
     p.add_argument("--single", type=int, default=20, help="series timed one at a time (default 20)")
     p.add_argument("--decode-series", type=int, default=50, help="series in the decoding comparison (default 50)")
     p.add_argument("--train-steps", type=int, default=5, help="training steps timed for the checkpoint ratio (default 5)")
@@ -46,8 +47,8 @@ def main() -> int:
         path = Path(tmp) / "lv.h5"
         lv, params = data.generate(n_systems=1000, n_points=100, seed=0)
         data.write(path, lv, params)
-        train, val, _ = data.split_systems(lv.n_systems)
-        series = lv.trajectories[val[: args.series]]
+        train, val, test = data.split_systems(lv.n_systems)
+        series = lv.trajectories[np.concatenate([val, test])[: args.series]]  # the systems evaluations read
         contexts, horizon = series[:, :80], 20
         small = Path(tmp) / "small.h5"
         lv_small, params_small = data.generate(n_systems=20, n_points=100, seed=0)

@@ -160,8 +160,8 @@ def bench_eval(model_name: str, device: str, n_series: int, single: int) -> tupl
     tok = load_tokenizer()
     model = load_model(ModelChoice(model_name), device=device).eval()
     lv, _ = data.generate(1000, 100, 0)
-    val = data.split_systems(lv.n_systems).validation
-    contexts = lv.trajectories[val[:n_series], :80]
+    split = data.split_systems(lv.n_systems)
+    contexts = lv.trajectories[np.concatenate([split.validation, split.test])[:n_series], :80]
     s = ForecastSettings(temperature=0.2, batch_size=n_series)
     sync(device)
     t_batch, out = rb.timed(lambda: forecast(model, tok, contexts, 20, s))
