@@ -35,7 +35,7 @@ def test_wrong_type_is_refused_naming_the_key(tmp_path):
         ("default: {lr: 0}", "lr", "lr > 0"),
         ("stage1: {lrs: [1.0e-4, -1]}", "stage1.lrs", "numbers > 0"),
         ("training: {batch_size: 0}", "training.batch_size", "integers >= 1"),
-        ("evaluation: {series: 500}", "evaluation.series", "200 validation systems"),
+        ("evaluation: {series: 500}", "evaluation.series", "100 test systems"),
         ("model: gpt2", "model", "qwen2.5-0.5b"),
     ],
 )

@@ -28,8 +28,8 @@ def fake_run(job, status="complete", val_loss=None, mae=None):
     (d / "job.yaml").write_text(yaml.safe_dump({"kind": job.kind, "steps": job.steps}))
     if val_loss is not None:
         (d / "metrics.jsonl").write_text(json.dumps({"step": job.steps, "loss": 1.0, "val_loss": val_loss}) + "\n")
-    if mae is not None:
-        (d / "eval.json").write_text(json.dumps({"model": {"mae": mae}, "parse_rate": 1.0}))
+    if status == "complete":  # a finished run has evaluated on its split
+        (d / "eval.json").write_text(json.dumps({"split": job.eval_split, "model": {"mae": mae}, "parse_rate": 1.0}))
 
 
 def nodes_of(study, stage):
@@ -41,11 +41,12 @@ def test_the_study_has_every_stage_of_spec_section_1(setup):
     keys = [n.key for n in study_nodes(study)]
     assert keys[:3] == ["zero-shot-plain", "zero-shot-instruct", "default"]
     assert len(nodes_of(study, "stage1")) == 9 and len(nodes_of(study, "stage2")) == 3
-    assert keys[-2:] == ["final", "aggregate"] and len(set(keys)) == len(keys) == 17
+    assert keys[-5:] == ["final", "baseline-persistence", "baseline-statistical", "baseline-physics", "aggregate"]
+    assert len(set(keys)) == len(keys) == 20
 
 
 def test_waves_put_each_stage_after_the_stages_it_waits_for():
-    assert waves() == [["zero-shot", "default", "stage1"], ["stage2"], ["final"], ["aggregate"]]
+    assert waves() == [["zero-shot", "default", "stage1", "baselines"], ["stage2"], ["final"], ["aggregate"]]
 
 
 def test_a_node_always_maps_to_the_same_run_directory(setup):

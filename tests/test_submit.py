@@ -16,7 +16,7 @@ def test_over_budget_study_is_refused_before_anything_is_submitted(tmp_path, cap
     code = main(["submit", str(ROOT / "jobs" / "reference_study.yaml"), "--profile", str(profile)])
     out = capsys.readouterr().out
     assert code == 1
-    assert "does NOT fit: over by 7.254e+16 (72.5%)" in out and "final.steps=2670" in out
+    assert "does NOT fit: over by 7.255e+16 (72.6%)" in out and "final.steps=2669" in out
     assert "Nothing submitted" in out and not (tmp_path / "runs").exists()
 
 
@@ -31,18 +31,18 @@ def test_local_profile_runs_a_small_study_to_the_end_and_a_second_submit_does_no
     args = ["submit", str(ROOT / "jobs" / "study.yaml"), "--profile", str(profile), *small]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "6 job(s) submitted; 0 of 6 already complete" in out
+    assert "9 job(s) submitted; 0 of 9 already complete" in out
     index = json.loads((tmp_path / "results" / "runs.json").read_text())
-    assert [r["status"] for r in index["runs"]] == ["complete"] * 5
+    assert [r["status"] for r in index["runs"]] == ["complete"] * 8
     assert index["choices"]["final"]["chosen"] == {"rank": 2, "lr": 1e-3, "context": 48}
 
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "0 job(s) submitted; 6 of 6 already complete" in out
+    assert "0 job(s) submitted; 9 of 9 already complete" in out
 
     # status of the finished study: each training run's speed, every stage done, the compute hours spent
     assert main(["status", str(ROOT / "jobs" / "study.yaml"), "--profile", str(profile), *small]) == 0
     out = capsys.readouterr().out
     default = next(line for line in out.splitlines() if line.startswith("| default |"))
     assert float(default.split("|")[5]) > 0  # steps/s
-    assert "stage1: 1 done, 0 running, 0 waiting" in out and "CPU-hours over 5 runs" in out
+    assert "stage1: 1 done, 0 running, 0 waiting" in out and "CPU-hours over 8 runs" in out
