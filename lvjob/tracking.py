@@ -18,13 +18,15 @@ W&B (optional: the `wandb` extra, `tracking: [tensorboard, wandb]` in the profil
 per lvjob run: the run id is W&B's id, every attempt opens it with resume="allow", and files go to
 `run_dir/wandb/`. Mode: $WANDB_MODE when set, else offline (compute nodes have no internet); offline,
 each attempt writes its own `offline-run-*-<run id>` folder, and `wandb sync` uploads them into the
-one run. W&B cannot delete a logged step, and its steps must only go up; so the steps are not
-replayed: before a row goes to W&B its step is written to `run_dir/wandb/last-step`, and a later
-attempt logs only the rows after that step. A step is thus logged at most once: a row re-done after
-a kill keeps the value W&B had first (the same value on CPU, where a resume is bit-identical), and a
-hard kill may leave the few steps W&B had not yet written missing there (never doubled). The
-evaluation goes to the run's summary and the hyper-parameters to its config (W&B's runs table is
-its HParams view), so nothing is logged at a step already passed.
+one run. W&B cannot delete a logged step, and its steps must only go up; so an attempt first reads
+the highest step W&B holds on disk for the run (the earlier attempts' transaction logs,
+`run-<id>.wandb`), then logs only the rows after it: the kept rows it replays, then its new ones.
+Each step is thus in W&B once, with no gap: what a kill cut off before W&B wrote it (W&B flushes
+every 15 s) is logged again by the next attempt, and a step W&B holds from a killed attempt keeps
+that attempt's value (the same on CPU, where a resume is bit-identical). Online, a resumed run also
+continues from the server's last step, and W&B itself ignores rows below it. The evaluation goes to
+the run's summary and the hyper-parameters to its config (W&B's runs table is its HParams view), so
+nothing is logged at a step already passed.
 
 The profile's list reaches the runner as $LVJOB_TRACKING (lvjob.profile.runner_env, through
 `--env` into an image), with the user's WANDB_MODE, WANDB_PROJECT and WANDB_ENTITY; credentials are
@@ -43,7 +45,7 @@ from lvjob.config import ConfigError
 
 TENSORBOARD_DIR = "tensorboard"
 WANDB_DIR = "wandb"  # wandb.init(dir=run_dir) writes run_dir/wandb/
-LAST_STEP_FILE = "last-step"  # in WANDB_DIR: the last step handed to W&B
+LOG_BLOCK, LOG_HEADER = 32768, 7  # W&B's transaction log: block size, and the size of its file and record headers
 BACKENDS = ("tensorboard", "wandb")
 DEFAULT_BACKENDS = ("tensorboard",)
 TRACKING_ENV = "LVJOB_TRACKING"  # the profile's list, comma-separated, as the runner sees it
@@ -126,28 +128,42 @@ class TensorBoard:
             self.writer.close()
 
 
-class StepMark:
-    """The last step handed to W&B, in a small file rewritten in place: one pwrite per step, no rename.
+def transaction_log(path: Path):
+    """The records of a W&B transaction log (`run-<id>.wandb`, the file `wandb sync` uploads), in order.
 
-    A process killed at any instant leaves the old number or the new one: a write of a few bytes at
-    offset 0 lands in the page cache whole, and the page cache outlives the process.
+    The file is `:W&B` and 3 more header bytes, then LevelDB-style log blocks of 32 KiB: each
+    record is checksum (4 bytes), length (2), type (1: whole, 2-3-4: first, middle, last part) and
+    its bytes, a protobuf `Record` of wandb.proto. A file cut short by a kill ends the reading there.
     """
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2
 
-    WIDTH = 12
+    data = path.read_bytes()
+    if data[:4] != b":W&B":
+        return
+    pos, parts = LOG_HEADER, b""
+    while pos + LOG_HEADER <= len(data):
+        left = LOG_BLOCK - pos % LOG_BLOCK
+        if left < LOG_HEADER:  # a block's tail too short for a record header is padding
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if length == 0 and kind == 0 or pos + LOG_HEADER + length > len(data):
+            return  # zeros a writer had not filled yet, or a record cut short
+        parts += data[pos + LOG_HEADER:pos + LOG_HEADER + length]
+        pos += LOG_HEADER + length
+        if kind in (1, 4):
+            try:
+                yield wandb_internal_pb2.Record.FromString(parts)
+            except DecodeError:
+                return
+            parts = b""
 
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
 
-    def read(self) -> int:
-        text = os.pread(self.fd, 64, 0).decode().strip()
-        return int(text) if text else 0
-
-    def write(self, step: int) -> None:
-        os.pwrite(self.fd, f"{step:>{self.WIDTH}}\n".encode(), 0)
-
-    def close(self) -> None:
-        os.close(self.fd)
+def wandb_last_step(folder: Path, run_id: str) -> int:
+    """The highest step W&B holds on disk for `run_id` under `folder` (its attempts' runs), 0 for none."""
+    return max((record.history.step.num for path in folder.glob(f"*run-*-{run_id}/run-{run_id}.wandb")
+                for record in transaction_log(path) if record.WhichOneof("record_type") == "history"), default=0)
 
 
 def import_wandb():
@@ -165,12 +181,11 @@ class WandB:
     def __init__(self, run_dir: Path, run_id: str, config: dict):
         self.wandb = import_wandb()  # first: refused before any work when it is missing
         self.run_dir, self.run_id, self.config = Path(run_dir), run_id, config
-        self.mark = StepMark(self.run_dir / WANDB_DIR / LAST_STEP_FILE)
         self.run = None
         self.logged = 0
 
     def resume(self, rows: list[dict]) -> None:
-        self.logged = self.mark.read()
+        self.logged = wandb_last_step(self.run_dir / WANDB_DIR, self.run_id)  # before init adds this attempt's run
         self.run = self.wandb.init(
             project=os.environ.get("WANDB_PROJECT") or WANDB_PROJECT, id=self.run_id, name=self.run_id, resume="allow",
             dir=str(self.run_dir), mode=os.environ.get("WANDB_MODE") or "offline", config=self.config,
@@ -180,8 +195,7 @@ class WandB:
 
     def row(self, row: dict) -> None:
         if row["step"] <= self.logged:
-            return  # W&B has this step from an earlier attempt, and its steps only go up
-        self.mark.write(row["step"])  # before the log: a kill in between loses the step in W&B, never doubles it
+            return  # W&B holds this step from an earlier attempt, and its steps only go up
         self.run.log(row_scalars(row), step=row["step"])
         self.logged = row["step"]
 
@@ -192,7 +206,6 @@ class WandB:
     def close(self) -> None:
         if self.run is not None:
             self.run.finish()
-        self.mark.close()
 
 
 class Tracker:
