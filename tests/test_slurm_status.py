@@ -70,6 +70,7 @@ def test_status_watch_redraws_the_table_with_the_running_jobs_eta(running):
     finally:
         proc.send_signal(signal.SIGINT)  # how a user leaves --watch: Ctrl-C, exit 0
         assert proc.wait(timeout=30) == 0
+    print(frames[0])  # with -s: the view README.md shows
     for frame in frames:
         assert re.search(rf"\| default \| {job_id} \| running \| \d+/{STEPS} \| [\d.]+ \| (\d+h\d\dm|(\d+m)?\d+s) \|", frame), frame
 
