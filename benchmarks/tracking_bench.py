@@ -10,6 +10,11 @@ Measured on the project's 2-core CPU machine while other tests ran (context 48, 
 3 runs each): 0.16 ms median inside row() per step (1.5 ms mean: rare spikes), against steps of
 about 200 ms; fastest steps 195-333 ms without tracking, 204-209 ms with it (medians 260-423 vs
 359-430 ms, spread by the other load, not by tracking).
+With W&B too (offline, the `wandb` extra), same settings, 2026-11-26, the same machine far busier
+(load average 8-11 from other engineers' tests): inside row() 10.0 ms median with TensorBoard and
+W&B against 2.8 ms with TensorBoard alone, against steps of 600-2100 ms median; W&B's own process
+competes for the 2 cores. Rows alone, without training (2000 rows, same load): 0.06-0.19 ms per
+W&B row, 0.16 ms per TensorBoard row. Each attempt also pays W&B's start, 0.3-3.5 s.
 """
 
 from __future__ import annotations

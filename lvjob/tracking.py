@@ -148,7 +148,7 @@ def transaction_log(path: Path):
             pos += left
             continue
         length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
-        if length == 0 and kind == 0 or pos + LOG_HEADER + length > len(data):
+        if (length, kind) == (0, 0) or pos + LOG_HEADER + length > len(data):
             return  # zeros a writer had not filled yet, or a record cut short
         parts += data[pos + LOG_HEADER:pos + LOG_HEADER + length]
         pos += LOG_HEADER + length
@@ -176,7 +176,7 @@ def import_wandb():
 
 
 class WandB:
-    """One W&B run per lvjob run, continued by every attempt; each step logged at most once (see the module doc)."""
+    """One W&B run per lvjob run, continued by every attempt; each step in it once (see the module doc)."""
 
     def __init__(self, run_dir: Path, run_id: str, config: dict):
         self.wandb = import_wandb()  # first: refused before any work when it is missing
