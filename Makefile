@@ -12,7 +12,7 @@ IMAGE ?= lvjob.sif
 export LVJOB_CACHE ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install study submit status cancel aggregate plots pull container data plan flops bench bench-gpu device-check wheels test clean help
+.PHONY: install wandb study submit status cancel aggregate plots pull container data plan flops bench bench-gpu device-check wheels test clean help
 
 help:
 	@echo "make study      the whole study on this machine (= make submit PROFILE=local: tiny model, demo scale)"
@@ -30,6 +30,7 @@ help:
 	@echo "make device-check  on a GPU machine without network: device tests on CUDA + bench-gpu, one table (SMOKE=1 on CPU)"
 	@echo "make wheels     where the registry is reachable: the wheels device-check carries, into .whl/"
 	@echo "make install    create .venv with pinned dependencies (CPU torch here; CUDA torch on GPU machines)"
+	@echo "make wandb      add the optional W&B extra (pinned) to .venv, for profiles with tracking: [tensorboard, wandb]"
 
 install: $(VENV)/.installed
 
@@ -44,6 +45,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	$(LVJOB) prepare
+	touch $@
+
+# W&B is an optional extra, never part of `make install`; `make test` adds it so its test runs.
+wandb: $(VENV)/.wandb
+
+$(VENV)/.wandb: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e '.[wandb]'
 	touch $@
 
 data/lv.h5: | $(VENV)/.installed
@@ -107,7 +115,7 @@ wheels:
 
 # As root the cluster tests get a real single-node SLURM (slurm/local/, ~3 s to bring up once its
 # packages are installed); otherwise they are skipped and say so.
-test: install
+test: install wandb
 	slurm/local/with-cluster.sh $(PY) -m pytest -q
 
 clean:

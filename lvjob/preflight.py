@@ -8,20 +8,23 @@ profile and the study already refuses unknown keys, bad values and unset `$VAR`s
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from lvjob import data, modelcheck
 from lvjob.profile import Profile
 from lvjob.study import Study
+from lvjob.tracking import INSTALL_WANDB
 
 REAL_MODEL = "qwen2.5-0.5b"
 
 
 def problems(study: Study, profile: Profile) -> list[str]:
     """Every reason the study cannot run with this profile; [] when it can."""
-    checks = (_gpus, _model, _image, _writable_outputs, _data)
+    checks = (_gpus, _model, _image, _tracking, _writable_outputs, _data)
     return [line for check in checks for line in check(study, profile)]
 
 
@@ -54,6 +57,13 @@ def _image(study: Study, profile: Profile) -> list[str]:
         out.append(f"container: {profile.container!r} is not on PATH; valid: the command that runs the image "
                    "(apptainer, or singularity on older sites)")
     return out
+
+
+def _tracking(study: Study, profile: Profile) -> list[str]:
+    """W&B, when the profile lists it, importable by the Python the jobs run (an image's is checked when its job starts)."""
+    if "wandb" not in profile.tracking or profile.image is not None or importlib.util.find_spec("wandb") is not None:
+        return []
+    return [f"tracking: lists wandb, which is not installed in {sys.executable}; {INSTALL_WANDB}"]
 
 
 def _writable(path: str) -> bool:

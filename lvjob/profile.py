@@ -28,6 +28,7 @@ from typing import Literal, Sequence
 
 from lvjob.config import ConfigError, apply_overrides, build, read_yaml, require
 from lvjob.modelspec import MODEL_NAMES
+from lvjob.tracking import BACKENDS, DEFAULT_BACKENDS, tracking_env, unknown_backends
 
 PROFILES_DIR = Path("slurm")
 # Fields holding one path each; every entry of `binds` and every value of `env` is expanded too.
@@ -80,6 +81,9 @@ class Profile:
     binds: tuple[str, ...] = ()  # extra --bind entries: "/scratch", "/data:/data:ro"
     env: dict[str, str] = field(default_factory=dict)  # environment of every job, e.g. HF_HOME
 
+    # what each run logs to besides its records (lvjob.tracking): tensorboard, wandb (the optional extra)
+    tracking: tuple[str, ...] = DEFAULT_BACKENDS
+
     pull: Pull = field(default_factory=Pull)
 
     def __post_init__(self) -> None:
@@ -95,6 +99,8 @@ class Profile:
                 "null with the local executor (images run on the cluster)")
         for b in self.binds:
             require(bool(b) and not b.startswith(":"), "binds", b, "entries like /scratch or /src:/dst[:ro]")
+        require(not unknown_backends(self.tracking) and len(set(self.tracking)) == len(self.tracking), "tracking",
+                list(self.tracking), f"a list of {', '.join(BACKENDS)}, each at most once (e.g. [tensorboard, wandb])")
 
 
 def profile_path(name_or_path: str | Path) -> Path:
@@ -162,7 +168,7 @@ def bind_list(profile: Profile, workdir: Path, cache: Path) -> list[str]:
 def runner_env(profile: Profile, cache: Path) -> dict[str, str]:
     """The variables a runner needs, passed explicitly (into the image through --env)."""
     env = {"LVJOB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1",
-           "OMP_NUM_THREADS": str(profile.cpus_per_task)}
+           "OMP_NUM_THREADS": str(profile.cpus_per_task)} | tracking_env(profile.tracking)
     if os.environ.get("SLURM_JOB_ID"):
         env["SLURM_JOB_ID"] = os.environ["SLURM_JOB_ID"]  # names the run lock's holder
     return env | dict(profile.env)

@@ -7,6 +7,7 @@ Run directory (`checkpoints/<run id>/` unless `run_dir` is given):
                      per attempt its UTC start and end, host, SLURM job, device, peak memory, git commit, versions
     metrics.jsonl    training: one row per step (loss; val_loss on validation steps; UTC time, elapsed, tokens/s)
     tensorboard/     TensorBoard event files (lvjob.tracking)
+    wandb/           W&B's files, when the profile's tracking lists wandb (lvjob.tracking)
     checkpoints/     training: step-NNNNNNN/ folders (see lvjob.checkpoint)
     adapter/         training: the final LoRA adapter, standard PEFT layout
     eval.json        the split it scored, the forecasts' scores (lvjob.scores) beside persistence's, parse rate, settings
@@ -45,7 +46,7 @@ from lvjob.models import load_model
 from lvjob.paths import ADAPTER_CONFIG, RunDir
 from lvjob.provenance import attempt_record, peak_memory, utc_now
 from lvjob.tokenizer import load_tokenizer
-from lvjob.tracking import hparams_of, open_tracker
+from lvjob.tracking import backends_from_env, hparams_of, open_tracker
 
 EXIT_PREEMPTED = 3  # the job stopped on request after a checkpoint; run it again to resume
 
@@ -226,7 +227,7 @@ def _end_attempt(run_dir: Path, device: str, **fields) -> dict:
 
 
 def _run(job: Job, run_dir: Path, stop, attempt: int, log) -> None:
-    tracker = open_tracker(run_dir)
+    tracker = open_tracker(run_dir, backends_from_env(), job)  # first: a tracker that cannot run is refused before any work
     try:
         _run_tracked(job, run_dir, stop, attempt, log, tracker)
     finally:

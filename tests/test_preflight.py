@@ -53,6 +53,18 @@ def test_a_container_command_not_on_path_is_named(tmp_path, small_data):
     assert len(lines) == 1 and lines[0].startswith("container: 'no-such-apptainer' is not on PATH")
 
 
+def test_wandb_in_the_tracking_list_without_wandb_installed_is_refused_saying_how_to_install(tmp_path, small_data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # how Python marks a module as absent
+    lines = found(tmp_path, small_data, tracking=["tensorboard", "wandb"])
+    assert len(lines) == 1 and lines[0].startswith(f"tracking: lists wandb, which is not installed in {sys.executable}; ")
+    assert "`make wandb`" in lines[0]
+
+
+def test_wandb_in_the_tracking_list_passes_where_it_is_installed(tmp_path, small_data):
+    pytest.importorskip("wandb", reason="the optional extra: `make wandb` (make test installs it)")
+    assert found(tmp_path, small_data, tracking=["tensorboard", "wandb"]) == []
+
+
 def test_an_output_folder_that_cannot_be_made_is_named(tmp_path, small_data):
     (tmp_path / "a-file").write_text("x")
     lines = found(tmp_path, small_data, results_dir=str(tmp_path / "a-file" / "results"))

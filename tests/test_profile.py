@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from lvjob.config import ConfigError
-from lvjob.profile import load_profile, runner_command
+from lvjob.profile import load_profile, runner_command, runner_env
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "slurm" / "gpu-cluster.example.yaml"
@@ -81,7 +81,34 @@ def test_the_image_gets_exactly_the_environment_the_runner_needs(tmp_path, monke
     cmd = runner_command(profile, Path("/w"), Path("/c"), JOB)
     passed = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd) if a == "--env")
     assert passed == {"LVJOB_CACHE": "/c", "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1", "OMP_NUM_THREADS": "6",
-                      "SLURM_JOB_ID": "4242", "HF_HOME": "/hf"}
+                      "LVJOB_TRACKING": "tensorboard", "SLURM_JOB_ID": "4242", "HF_HOME": "/hf"}
+
+
+def test_tracking_is_tensorboard_alone_unless_the_profile_says_otherwise(tmp_path):
+    assert load_profile(write(tmp_path, executor="local")).tracking == ("tensorboard",)
+    assert load_profile(write(tmp_path, executor="local", tracking=["tensorboard", "wandb"])).tracking == ("tensorboard", "wandb")
+
+
+@pytest.mark.parametrize("tracking", [["tensorboard", "wandbb"], ["wandb", "wandb"]])
+def test_an_unknown_or_repeated_tracking_backend_is_refused_naming_the_field_and_the_valid_ones(tmp_path, tracking):
+    with pytest.raises(ConfigError, match=r"tracking: .* valid: a list of tensorboard, wandb"):
+        load_profile(write(tmp_path, executor="local", tracking=tracking))
+
+
+def test_the_runner_in_the_image_is_told_the_tracking_list_and_the_users_wandb_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    profile = load_profile(write(tmp_path, executor="slurm", image="/i.sif", tracking=["tensorboard", "wandb"]))
+    cmd = runner_command(profile, Path("/w"), Path("/c"), JOB)
+    passed = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd) if a == "--env")
+    assert passed["LVJOB_TRACKING"] == "tensorboard,wandb" and passed["WANDB_MODE"] == "online"
+    assert "WANDB_PROJECT" not in passed  # only what the user set
+
+
+def test_without_wandb_in_the_list_no_wandb_variable_is_passed(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    env = runner_env(load_profile(write(tmp_path, executor="slurm")), Path("/c"))
+    assert not [k for k in env if k.startswith("WANDB_")]
 
 
 def test_no_gpu_no_nv_and_each_bind_once(tmp_path):
