@@ -64,7 +64,7 @@ ROW_TAGS = {
     "flops": "flops/spent",
     "lost_flops": "flops/lost_to_preemption",
 }
-EVAL_TAGS = {"mae": "eval/mae", "mse": "eval/mse", "rmse": "eval/rmse"}
+EVAL_TAGS = {k: f"eval/{k}" for k in ("mae", "mse", "rmse", "mase", "crps", "coverage")}  # lvjob.scores, overall
 HPARAM_METRICS = ("val/loss", "eval/mae")  # the HParams view's columns: last value of each tag
 
 
