@@ -6,6 +6,7 @@ tests are skipped, saying why; under CI they fail instead, so CI cannot pass wit
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -13,10 +14,13 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+
+import faults
 
 from lvjob import cluster
 from lvjob import slurm as slurm_client  # the fixture `slurm` is the test cluster
@@ -88,20 +92,51 @@ def logs(folder: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(folder.glob("*_log.*")))
 
 
-def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(slurm, small_data, tmp_path):
-    profile = make_profile(tmp_path)
+@dataclass
+class StudyRun:
+    """A whole study submitted to the test cluster and run to its end."""
+
+    study: object
+    profile: object
+    sub: object
+    results: Path
+    seconds: float
+
+
+def run_whole_study(tmp: Path, small_data: Path, during=None, **profile_changes) -> StudyRun:
+    """Submit the study (small overrides), run `during(study, profile, sub, t0)` while it runs, wait for its end."""
+    profile = make_profile(tmp, **profile_changes)
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
     t0 = time.monotonic()
     sub = cluster.submit(study, profile, log=print)
     assert time.monotonic() - t0 < 60, "submission must return at once, not wait for the jobs"
-    ids = [j.job_id for j in sub.jobs.values()]
-    assert len(ids) == len(study_nodes(study)) == 17
-    states = wait_for(ids, limit_s=600)
-    folder = study_dir(study, profile) / "submitit"
-    assert set(states.values()) == {"COMPLETED"}, logs(folder)
-    print(f"study DAG: {len(ids)} jobs in {time.monotonic() - t0:.0f} s")
+    if during:
+        during(study, profile, sub, t0)
+    wait_for([j.job_id for j in sub.jobs.values()], limit_s=600)
+    wait_until(lambda: not study_jobs_queued(), 120, "every job of the study to end")
+    return StudyRun(study, profile, sub, tmp / "results", time.monotonic() - t0)
 
-    runs = json.loads((tmp_path / "results" / "runs.json").read_text())["runs"]
+
+def study_jobs_queued() -> list[str]:
+    out = subprocess.run(["squeue", "--me", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout
+    return [name for name in out.split() if name.startswith("lvjob:")]
+
+
+@pytest.fixture(scope="module")
+def whole_study(slurm, small_data, tmp_path_factory) -> StudyRun:
+    """The study undisturbed: once per test session, for its own checks and as the faulted study's reference."""
+    run = run_whole_study(tmp_path_factory.mktemp("whole-study"), small_data)
+    print(f"study DAG: {len(run.sub.jobs)} jobs in {run.seconds:.0f} s")
+    return run
+
+
+def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(whole_study):
+    study, profile, sub = whole_study.study, whole_study.profile, whole_study.sub
+    assert len(sub.jobs) == len(study_nodes(study)) == 17
+    states = slurm_client.states([j.job_id for j in sub.jobs.values()])
+    assert set(states.values()) == {"COMPLETED"}, logs(study_dir(study, profile) / "submitit")
+
+    runs = json.loads((whole_study.results / "runs.json").read_text())["runs"]
     assert [r["status"] for r in runs] == ["complete"] * 16
     for r in runs:
         assert (Path(r["run_dir"]) / "eval.json").exists() and (Path(r["run_dir"]) / "ledger.json").exists()
@@ -122,6 +157,48 @@ def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(
     again = cluster.submit(study, profile, log=print)
     assert again.jobs == {}
     assert {s.status for s in again.states} == {"complete"}
+
+
+FAULT_SEED = int(os.environ.get("LVJOB_FAULT_SEED", "15"))
+
+
+@pytest.fixture(scope="module")
+def faulted_study(slurm, small_data, tmp_path_factory, whole_study) -> tuple[StudyRun, list[dict]]:
+    """The same study, disturbed by every kind of fault (tests/faults.py) with RequeueExit off."""
+    injected = []
+
+    def disturb(study, profile, sub, t0):
+        aggregate = sub.jobs["aggregate"].job_id
+        print(f"fault seed: {FAULT_SEED} (set LVJOB_FAULT_SEED to replay another)")
+        injector = faults.Injector(study, profile, FAULT_SEED)
+        injected.extend(injector.run(lambda: slurm_client.states([aggregate])[aggregate] in slurm_client.ACTIVE, t0))
+
+    with faults.requeue_exit_off(slurm):
+        run = run_whole_study(tmp_path_factory.mktemp("faulted-study"), small_data, during=disturb)
+    kinds = {k: sum(f["kind"] == k for f in injected) for k in faults.KINDS}
+    print(f"faulted study: {len(injected)} faults ({kinds}) in {run.seconds:.0f} s")
+    assert len(injected) == len(faults.plan(FAULT_SEED)), f"the study ended before every fault was injected: {injected}"
+    return run, injected
+
+
+def _table(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.open()))
+
+
+def test_a_study_disturbed_by_every_kind_of_fault_ends_with_the_undisturbed_tables(whole_study, faulted_study):
+    run, _ = faulted_study
+    names = sorted(p.name for p in whole_study.results.glob("*.csv"))
+    assert names == sorted(p.name for p in run.results.glob("*.csv"))
+    for name in (n for n in names if n != "table4_flops.csv"):
+        assert _table(run.results / name) == _table(whole_study.results / name), name
+    # Table 4: the same FLOPs once the re-done ones (reported as lost to preemption) are taken off.
+    head, *calm = _table(whole_study.results / "table4_flops.csv")
+    _, *hit = _table(run.results / "table4_flops.csv")
+    spent, planned, lost = head.index("spent"), head.index("planned"), head.index("lost to preemption")
+    for a, b in zip(calm[:-1], hit[:-1]):  # the budget row compares spent with the budget
+        assert (b[0], b[1], b[planned]) == (a[0], a[1], a[planned])
+        assert float(b[spent]) - float(b[lost]) == float(a[spent]) and float(a[lost]) == 0, b[0]
+    assert float(hit[-2][lost]) > 0  # the total: the faults cost re-done work
 
 
 def _default_job_on(profile, study):
