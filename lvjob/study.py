@@ -138,6 +138,7 @@ class Stage:
     choice: ChoiceRule | None = None  # late-bound: chooses from earlier results when it starts
     loss_plot: tuple[str, str] | None = None  # (figure, title) its training curves are drawn in
     runs_jobs: bool = True  # False for the aggregation, which gathers instead of running a job
+    gpu: bool = True  # False: its jobs need no accelerator (they ask for no GPU; the aggregation never does)
 
 
 def _run_origin(section: str) -> tuple[tuple[str, str], ...]:
