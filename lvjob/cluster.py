@@ -54,6 +54,7 @@ from lvjob.plots import plot_results
 from lvjob.profile import Profile, runner_command, runner_env
 from lvjob.rundir import summarize
 from lvjob.runner import EXIT_PREEMPTED, read_status
+from lvjob.slurm import ACTIVE
 from lvjob.stages import job_for, study_dir
 from lvjob.supervise import Ended, supervise
 from lvjob.study import Node, Study, stage_table, study_nodes, waits_for
@@ -366,25 +367,36 @@ class GateTask(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         os.chdir(self.workdir)
         os.environ.update({"LVJOB_CACHE": self.cache, "HF_HUB_OFFLINE": "1", **self.profile.env})
-        retried: list[str] = []
-        while due := self.due():
-            jobs = self.resubmit(due)
-            retried += [r.node for r in due]
-            if self._backend().detached:  # they run later: a gate after them decides again
-                self.gate_after(jobs)
-                break
+        rounds = [self.retry_round()]
+        while rounds[-1] and not self._backend().detached:  # local: the retried runs have ended; look again
+            rounds.append(self.retry_round())
+        retried = [node for r in rounds for node in r]
         print(f"{self.name}: {len(retried)} run(s) retried", flush=True)
         return {"stage": self.stage, "retried": retried}
+
+    def retry_round(self) -> list[str]:
+        """Resubmit the runs due; on SLURM a gate then follows them and any run still queued or running (a
+        requeued job may have let this gate start early). The nodes retried."""
+        due, active = self.look()
+        jobs = self.resubmit(due) if due else []
+        follow = [j.job_id for j in jobs] + active
+        if follow and self._backend().detached:
+            self.gate_after(follow)
+        return [r.node for r in due]
 
     def _backend(self):
         return backend(self.profile, f"{self.study.name}-{self.study.scale}")
 
-    def due(self) -> list[retries.Retry]:
+    def look(self) -> tuple[list[retries.Retry], list[str]]:
+        """The stage's runs to retry now, and the jobs of its runs still queued or running."""
         runs = [r for r in run_index(self.study, self.profile)["runs"] if r["stage"] == self.stage]
-        latest = {k: r for k, r in read_submissions(self.study, self.profile).items()
-                  if r.get("executor") == self.profile.executor}
-        states = self._backend().states([latest[r["node"]]["job_id"] for r in runs if r["node"] in latest])
-        return retries.due(runs, latest, states, retries.used(self.study, self.profile), self.profile.max_retries)
+        subs = read_submissions(self.study, self.profile)
+        latest = {r["node"]: subs[r["node"]]["job_id"] for r in runs
+                  if r["node"] in subs and subs[r["node"]].get("executor") == self.profile.executor}
+        states = self._backend().states(list(latest.values()))
+        due = retries.due(runs, {k: {"job_id": j} for k, j in latest.items()}, states,
+                          retries.used(self.study, self.profile), self.profile.max_retries)
+        return due, [j for j in latest.values() if states.get(j) in ACTIVE]
 
     def resubmit(self, due: list[retries.Retry]) -> list:
         """Submit the runs again (no dependency: their sources have ended); recorded as submissions and retries."""
@@ -402,11 +414,12 @@ class GateTask(submitit.helpers.Checkpointable):
         (jobs,) = self._backend().submit_wave(self._folder(), [batch], record, print)
         return jobs
 
-    def gate_after(self, jobs: list) -> None:
-        """A gate after the resubmitted jobs; the queued jobs of the stages waiting for this one wait for it too."""
+    def gate_after(self, job_ids: list[str]) -> None:
+        """A gate after `job_ids` (each array task by itself); the queued jobs of the stages waiting for this one
+        wait for it too."""
         b = self._backend()
         gate = Batch(self.name, [GateTask(self.study, self.profile, self.stage, self.workdir, self.cache)],
-                     b.dependency_ids([j.job_id for j in jobs]), gpu=False)
+                     sorted(set(job_ids)), gpu=False)
         with _gates_lock(self.study, self.profile):  # one gate at a time re-points a stage waiting for several
             b.submit_wave(self._folder(), [gate], lambda _, g: _record_gates(self.study, self.profile, self.stage, g), print)
             waiting = [s for s in stage_table() if self.stage in waits_for(s)]

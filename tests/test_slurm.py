@@ -22,7 +22,7 @@ import yaml
 
 import faults
 
-from lvjob import cluster
+from lvjob import cluster, retries
 from lvjob import slurm as slurm_client  # the fixture `slurm` is the test cluster
 from lvjob.executors import backend
 from lvjob.ledger import read_jsonl
@@ -176,9 +176,21 @@ def faulted_study(slurm, small_data, tmp_path_factory, whole_study) -> tuple[Stu
     with faults.requeue_exit_off(slurm):
         run = run_whole_study(tmp_path_factory.mktemp("faulted-study"), small_data, during=disturb)
     kinds = {k: sum(f["kind"] == k for f in injected) for k in faults.KINDS}
-    print(f"faulted study: {len(injected)} faults ({kinds}) in {run.seconds:.0f} s")
+    made = retries.read(run.study, run.profile)
+    print(f"faulted study: {len(injected)} faults ({kinds}) in {run.seconds:.0f} s; {len(made)} retries: "
+          + "; ".join(f"{r['node']} ({r['why']})" for r in made))
     assert len(injected) == len(faults.plan(FAULT_SEED)), f"the study ended before every fault was injected: {injected}"
     return run, injected
+
+
+def test_a_sigkilled_stage1_run_is_retried_before_stage2_chooses(faulted_study):
+    run, injected = faulted_study
+    killed = injected[0]  # the first fault: SIGKILL of a stage-1 run's runner (tests/faults.py)
+    assert (killed["kind"], killed["node"].startswith("stage1-")) == ("sigkill", True)
+    made = [r for r in retries.read(run.study, run.profile) if r["node"] == killed["node"]]
+    assert [(r["job_id"], r["state"]) for r in made] == [(killed["job"], "FAILED")]
+    choice = json.loads((study_dir(run.study, run.profile) / "choices" / "stage2.json").read_text())
+    assert [c["status"] for c in choice["candidates"]] == ["complete"] * 9
 
 
 def _table(path: Path) -> list[list[str]]:
@@ -294,7 +306,7 @@ def test_job_killed_without_warning_restarts_from_its_last_periodic_checkpoint(i
 
 
 def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, small_data, tmp_path):
-    profile = make_profile(tmp_path)
+    profile = make_profile(tmp_path, max_retries=0)  # a run that fails at start every time: retries would only add time
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
         "stage1.ranks=[2]", "stage1.lrs=[1e-3]", "stage2.contexts=[64]", "zero_shot_prompts=[plain]"])
     # Sabotage the one stage-1 run: its job.yaml path is a folder, so the run fails at start.
@@ -318,6 +330,21 @@ def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, 
     assert sorted(again.jobs) == ["aggregate", "final", "stage1-r2-lr0.001", "stage2-ctx64"]
     states = wait_for([j.job_id for j in again.jobs.values()], limit_s=400)
     assert set(states.values()) == {"COMPLETED"}
+
+
+def test_a_stage1_run_cancelled_by_its_user_is_not_retried(slurm, small_data, tmp_path):
+    profile = make_profile(tmp_path)
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
+        "stage1.ranks=[2,4]", "stage1.lrs=[1e-3]", "stage2.contexts=[48]", "zero_shot_prompts=[plain]"])
+    sub = cluster.submit(study, profile, log=print)
+    cancelled = sub.jobs["stage1-r4-lr0.001"].job_id
+    wait_until(lambda: slurm_client.states([cancelled])[cancelled] == "RUNNING", 300, "the stage-1 run to start")
+    subprocess.run(["scancel", cancelled], check=True)
+    wait_for([sub.jobs["aggregate"].job_id], limit_s=400)
+    assert slurm_client.states([cancelled])[cancelled] == "CANCELLED"
+    assert retries.read(study, profile) == []
+    choice = json.loads((study_dir(study, profile) / "choices" / "stage2.json").read_text())
+    assert [c["status"] == "complete" for c in choice["candidates"]] == [True, False]  # chose without it
 
 
 def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, small_data, tmp_path):
