@@ -332,19 +332,20 @@ def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, 
     assert set(states.values()) == {"COMPLETED"}
 
 
-def test_a_stage1_run_cancelled_by_its_user_is_not_retried(slurm, small_data, tmp_path):
+def test_a_run_cancelled_by_its_user_is_not_retried_by_its_stages_gate(slurm, small_data, tmp_path):
     profile = make_profile(tmp_path)
-    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
-        "stage1.ranks=[2,4]", "stage1.lrs=[1e-3]", "stage2.contexts=[48]", "zero_shot_prompts=[plain]"])
-    sub = cluster.submit(study, profile, log=print)
-    cancelled = sub.jobs["stage1-r4-lr0.001"].job_id
-    wait_until(lambda: slurm_client.states([cancelled])[cancelled] == "RUNNING", 300, "the stage-1 run to start")
-    subprocess.run(["scancel", cancelled], check=True)
-    wait_for([sub.jobs["aggregate"].job_id], limit_s=400)
-    assert slurm_client.states([cancelled])[cancelled] == "CANCELLED"
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
+    node = next(n for n in study_nodes(study) if n.stage == "stage1")
+    where = (str(Path.cwd()), os.environ["LVJOB_CACHE"])
+    job = backend(profile).executor(study_dir(study, profile) / "submitit", "stage1", []).submit(
+        cluster.StudyTask(study, profile, node, *where))
+    cluster._record(study, profile, cluster._rows("stage1", [node], [job], profile))  # as `submit` records it
+    wait_until(lambda: slurm_client.states([job.job_id])[job.job_id] == "RUNNING", 120, "the run to start")
+    subprocess.run(["scancel", job.job_id], check=True)
+    assert wait_for([job.job_id], limit_s=120)[job.job_id] == "CANCELLED"
+    # What the stage's gate job runs once the stage has ended (the whole study is not needed for it).
+    assert cluster.GateTask(study, profile, "stage1", *where)() == {"stage": "stage1", "retried": []}
     assert retries.read(study, profile) == []
-    choice = json.loads((study_dir(study, profile) / "choices" / "stage2.json").read_text())
-    assert [c["status"] == "complete" for c in choice["candidates"]] == [True, False]  # chose without it
 
 
 def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, small_data, tmp_path):
