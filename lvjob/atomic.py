@@ -9,6 +9,7 @@ can read a study's results where the umask lets them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -109,3 +110,18 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Append `rows` as JSON lines in one write, fsynced: a journal that concurrent writers share.
+
+    A line an earlier writer left cut short (killed mid-write) is ended first, so it cannot swallow
+    the next; readers skip it (lvjob.ledger.read_jsonl).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with open(path, "a") as f:
+        f.write(("\n" if torn else "") + "".join(json.dumps(r) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())

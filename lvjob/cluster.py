@@ -12,28 +12,40 @@ profile names one): the host process forwards the signal, the runner finishes th
 checkpoint and exits with EXIT_PREEMPTED; the task then hands the signal to submitit's own
 handler, which requeues the job from the host (counting time-outs against `max_num_timeout`), so
 the image needs no SLURM client. The requeued job runs the same task again, and the runner resumes from the
-checkpoint. A job killed without warning restarts from its last periodic checkpoint the same way.
+checkpoint. A job killed without warning restarts from its last periodic checkpoint the same way,
+when SLURM requeues it (a site's RequeueExit) or a retry gate submits it again.
+
+Retry gates: every stage that another stage waits for (lvjob.study.waits_for, so every stage that
+runs jobs: the aggregation waits for all) is followed by a gate, a short CPU-only job `afterany` on
+the stage's jobs; the stages waiting for it wait for its gate instead. The gate submits again the
+runs that ended incomplete but were not cancelled (lvjob.retries, up to `max_retries` per run), and
+on SLURM then queues a gate after those jobs and makes the waiting stages' queued jobs wait for it
+too. So a stage starts only when every run it waits for is complete or out of retries. Locally the
+gate runs after its stage's wave and waits for the runs it retries, with the same policy.
 
 The study's records (`<runs_root>/study-.../`): `submissions.jsonl` (every job submitted, by
-node), `choices/` (what stage 2 and the final run chose), `submitit/` (logs and pickles).
+node), `gates.jsonl` (every gate, by stage), `retries.jsonl` (every retry and why),
+`choices/` (what stage 2 and the final run chose), `submitit/` (logs and pickles).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import submitit
 import yaml
 
-from lvjob import atomic, data, preflight
+from lvjob import atomic, data, preflight, retries
 from lvjob.config import to_dict
-from lvjob.aggregate import write_results
-from lvjob.executors import backend
+from lvjob.aggregate import run_index, write_results
+from lvjob.executors import Batch, backend
 from lvjob.ledger import read_jsonl
 from lvjob.models import ensure_tiny_model
 from lvjob.paths import cache_dir
@@ -42,6 +54,7 @@ from lvjob.plots import plot_results
 from lvjob.profile import Profile, runner_command, runner_env
 from lvjob.rundir import summarize
 from lvjob.runner import EXIT_PREEMPTED, read_status
+from lvjob.slurm import ACTIVE
 from lvjob.stages import job_for, study_dir
 from lvjob.supervise import Ended, supervise
 from lvjob.study import Node, Study, stage_table, study_nodes, waits_for
@@ -82,6 +95,10 @@ class StudyTask(submitit.helpers.Checkpointable):
 
     def __init__(self, study: Study, profile: Profile, node: Node, workdir: str, cache: str):
         self.study, self.profile, self.node, self.workdir, self.cache = study, profile, node, workdir, cache
+
+    @property
+    def name(self) -> str:
+        return self.node.key
 
     def __call__(self) -> dict:
         os.chdir(self.workdir)  # relative paths (data, runs, results) mean the same as at submission
@@ -144,13 +161,41 @@ def read_submissions(study: Study, profile: Profile) -> dict[str, dict]:
 
 
 def _record(study: Study, profile: Profile, rows: list[dict]) -> None:
-    path = _records_path(study, profile)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    with open(path, "a") as f:  # a line cut short by a kill is ended first, so it cannot swallow the next
-        f.write(("\n" if torn else "") + "".join(json.dumps(r) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
+    atomic.append_jsonl(_records_path(study, profile), rows)
+
+
+def _gates_path(study: Study, profile: Profile) -> Path:
+    return study_dir(study, profile) / "gates.jsonl"
+
+
+def _record_gates(study: Study, profile: Profile, stage: str, jobs: list) -> None:
+    at = time.strftime("%Y-%m-%dT%H:%M:%S")
+    atomic.append_jsonl(_gates_path(study, profile),
+                        [{"stage": stage, "job_id": j.job_id, "executor": profile.executor, "at": at} for j in jobs])
+
+
+def active_gates(study: Study, profile: Profile) -> dict[str, list[str]]:
+    """{stage: its gates queued or running now}."""
+    rows = [r for r in read_jsonl(_gates_path(study, profile)) if r.get("executor") == profile.executor]
+    active = backend(profile).active([r["job_id"] for r in rows])
+    out: dict[str, list[str]] = {}
+    for r in (r for r in rows if r["job_id"] in active):
+        out.setdefault(r["stage"], []).append(r["job_id"])
+    return out
+
+
+def gated(stage: str) -> bool:
+    """A retry gate follows `stage` when another stage waits for it (read from the stage table)."""
+    return any(stage in waits_for(s) for s in stage_table())
+
+
+def needs_gpu(stage: str) -> bool:
+    """Whether `stage`'s jobs ask for the profile's GPUs: the aggregation gathers on a CPU."""
+    return entry(stage).gpu and entry(stage).runs_jobs
+
+
+def gate_name(stage: str) -> str:
+    return f"{stage}-gate"
 
 
 def active_jobs(study: Study, profile: Profile) -> dict[str, str]:
@@ -206,6 +251,7 @@ class Submission:
     already_active: dict[str, str]  # node key -> job queued or running from an earlier submission
     study_dir: Path
     plan: Plan
+    gates: dict[str, submitit.Job] = field(default_factory=dict)  # stage -> its retry gate submitted in this call
 
     @property
     def already_complete(self) -> int:
@@ -234,44 +280,62 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
         run.wave(wave)
     still_active = run.job_ids if run.backend.detached else {}  # local jobs have all ended by now
     return Submission(node_states(study, profile, still_active, run.fresh), run.jobs, run.active,
-                      study_dir(study, profile), plan)
+                      study_dir(study, profile), plan, run.gates)
 
 
 class _Submitting:
-    """One `submit` call's state: the jobs known so far, by node, and the stages submitted in it."""
+    """One `submit` call's state: the jobs and gates known so far, and the stages submitted in it."""
 
     def __init__(self, study: Study, profile: Profile, log):
         self.study, self.profile, self.log = study, profile, log
         self.backend = backend(profile, f"{study.name}-{study.scale}")
         self.folder = study_dir(study, profile) / "submitit"
+        self.where = (str(Path.cwd()), str(cache_dir().resolve()))  # the tasks' workdir and cache
         self.active = active_jobs(study, profile)
         self.stage_of = {n.key: n.stage for n in study_nodes(study)}
         self.job_ids = dict(self.active)  # node key -> the job running it: queued from before, or submitted now
+        self.gate_ids = active_gates(study, profile)  # stage -> its gates: queued from before, or submitted now
         self.fresh: set[str] = set()
         self.jobs: dict[str, submitit.Job] = {}
+        self.gates: dict[str, submitit.Job] = {}
 
     def wave(self, wave: list[str]) -> None:
         states = node_states(self.study, self.profile, self.active, self.fresh)
         todo = {stage: [s.node for s in states if s.node.stage == stage and s.status == "todo"] for stage in wave}
         todo = {stage: nodes for stage, nodes in todo.items() if nodes}
         self.backend.wait_also(self._pending_behind_fresh(wave), {s: self._after(s) for s in wave})
-        workdir, cache = str(Path.cwd()), str(cache_dir().resolve())
-        batches = [(stage, [StudyTask(self.study, self.profile, n, workdir, cache) for n in nodes], self._after(stage))
-                   for stage, nodes in todo.items()]
+        batches = [Batch(stage, [StudyTask(self.study, self.profile, n, *self.where) for n in nodes], self._after(stage),
+                         needs_gpu(stage)) for stage, nodes in todo.items()]
 
         def record(stage: str, jobs: list) -> None:
             _record(self.study, self.profile, _rows(stage, todo[stage], jobs, self.profile))
 
         submitted = self.backend.submit_wave(self.folder, batches, record, self.log)
-        for (stage, _, after), jobs in zip(batches, submitted):
-            self._took(stage, todo[stage], jobs, after)
+        for b, jobs in zip(batches, submitted):
+            self._took(b.stage, todo[b.stage], jobs, b.after)
+        self._gate(wave)
         if not self.backend.detached:
-            self.fresh.clear()  # these stages have finished before the next wave is looked at
+            self.fresh.clear()  # these stages (and their retries) have finished before the next wave is looked at
+
+    def _gate(self, wave: list[str]) -> None:
+        """A retry gate after each stage of the wave submitted now, or queued from before without one."""
+        stages = [s for s in wave if gated(s) and (s in self.fresh or (self._jobs_of(s) and not self.gate_ids.get(s)))]
+        batches = [Batch(gate_name(s), [GateTask(self.study, self.profile, s, *self.where)], self._jobs_of(s), gpu=False)
+                   for s in stages]
+        stage_of = {gate_name(s): s for s in stages}
+        submitted = self.backend.submit_wave(self.folder, batches, lambda name, jobs: _record_gates(
+            self.study, self.profile, stage_of[name], jobs), self.log)
+        for s, (gate,) in zip(stages, submitted):
+            self.gates[s] = gate
+            self.gate_ids.setdefault(s, []).append(gate.job_id)
+            self.log(f"{s}: retry gate {self.backend.verb}: {gate.job_id}")
+
+    def _jobs_of(self, stage: str) -> list[str]:
+        return self.backend.dependency_ids([j for k, j in self.job_ids.items() if self.stage_of[k] == stage])
 
     def _after(self, stage: str) -> list[str]:
-        """The jobs `stage` waits for: those of its sources, still queued or submitted now."""
-        sources = waits_for(entry(stage))
-        return self.backend.dependency_ids([j for k, j in self.job_ids.items() if self.stage_of[k] in sources])
+        """The jobs `stage` waits for: the gates of its sources, still queued or submitted now."""
+        return self.backend.dependency_ids([g for s in waits_for(entry(stage)) for g in self.gate_ids.get(s, [])])
 
     def _pending_behind_fresh(self, wave: list[str]) -> dict[str, list[str]]:
         """Jobs of this wave queued from before whose sources were (re)submitted in this call."""
@@ -284,6 +348,100 @@ class _Submitting:
         self.fresh.add(stage)
         self.log(f"{stage}: {len(nodes)} job(s) {self.backend.verb}: {', '.join(j.job_id for j in jobs)}"
                  + (f" (after {', '.join(after)})" if after else ""))
+
+
+class GateTask(submitit.helpers.Checkpointable):
+    """The retry gate after one stage (see the module's docstring): what its short CPU-only job runs.
+
+    Run again (requeued) it decides again from the records: a run already resubmitted has an active
+    job and is left alone.
+    """
+
+    def __init__(self, study: Study, profile: Profile, stage: str, workdir: str, cache: str):
+        self.study, self.profile, self.stage, self.workdir, self.cache = study, profile, stage, workdir, cache
+
+    @property
+    def name(self) -> str:
+        return gate_name(self.stage)
+
+    def __call__(self) -> dict:
+        os.chdir(self.workdir)
+        os.environ.update({"LVJOB_CACHE": self.cache, "HF_HUB_OFFLINE": "1", **self.profile.env})
+        rounds = [self.retry_round()]
+        while rounds[-1] and not self._backend().detached:  # local: the retried runs have ended; look again
+            rounds.append(self.retry_round())
+        retried = [node for r in rounds for node in r]
+        print(f"{self.name}: {len(retried)} run(s) retried", flush=True)
+        return {"stage": self.stage, "retried": retried}
+
+    def retry_round(self) -> list[str]:
+        """Resubmit the runs due; on SLURM a gate then follows them and any run still queued or running (a
+        requeued job may have let this gate start early). The nodes retried."""
+        due, active = self.look()
+        jobs = self.resubmit(due) if due else []
+        follow = [j.job_id for j in jobs] + active
+        if follow and self._backend().detached:
+            self.gate_after(follow)
+        return [r.node for r in due]
+
+    def _backend(self):
+        return backend(self.profile, f"{self.study.name}-{self.study.scale}")
+
+    def look(self) -> tuple[list[retries.Retry], list[str]]:
+        """The stage's runs to retry now, and the jobs of its runs still queued or running."""
+        runs = [r for r in run_index(self.study, self.profile)["runs"] if r["stage"] == self.stage]
+        subs = read_submissions(self.study, self.profile)
+        latest = {r["node"]: subs[r["node"]]["job_id"] for r in runs
+                  if r["node"] in subs and subs[r["node"]].get("executor") == self.profile.executor}
+        states = self._backend().states(list(latest.values()))
+        due = retries.due(runs, {k: {"job_id": j} for k, j in latest.items()}, states,
+                          retries.used(self.study, self.profile), self.profile.max_retries)
+        return due, [j for j in latest.values() if states.get(j) in ACTIVE]
+
+    def resubmit(self, due: list[retries.Retry]) -> list:
+        """Submit the runs again (no dependency: their sources have ended); recorded as submissions and retries."""
+        by_key = {n.key: n for n in study_nodes(self.study)}
+        nodes = [by_key[r.node] for r in due]
+        for r in due:
+            print(f"{self.name}: retrying {r.node}: {r.why}", flush=True)
+
+        def record(stage: str, jobs: list) -> None:
+            _record(self.study, self.profile, _rows(stage, nodes, jobs, self.profile))
+            retries.record(self.study, self.profile, due, jobs)
+
+        batch = Batch(self.stage, [StudyTask(self.study, self.profile, n, self.workdir, self.cache) for n in nodes], [],
+                      needs_gpu(self.stage))
+        (jobs,) = self._backend().submit_wave(self._folder(), [batch], record, print)
+        return jobs
+
+    def gate_after(self, job_ids: list[str]) -> None:
+        """A gate after `job_ids` (each array task by itself); the queued jobs of the stages waiting for this one
+        wait for it too."""
+        b = self._backend()
+        gate = Batch(self.name, [GateTask(self.study, self.profile, self.stage, self.workdir, self.cache)],
+                     sorted(set(job_ids)), gpu=False)
+        with _gates_lock(self.study, self.profile):  # one gate at a time re-points a stage waiting for several
+            b.submit_wave(self._folder(), [gate], lambda _, g: _record_gates(self.study, self.profile, self.stage, g), print)
+            waiting = [s for s in stage_table() if self.stage in waits_for(s)]
+            gates, latest = active_gates(self.study, self.profile), read_submissions(self.study, self.profile).values()
+            pending = {s.name: [r["job_id"] for r in latest if r["stage"] == s.name and r.get("executor") ==
+                                self.profile.executor] for s in waiting}
+            b.wait_also(pending, {s.name: b.dependency_ids([g for t in waits_for(s) for g in gates.get(t, [])])
+                                  for s in waiting})
+
+    def _folder(self) -> Path:
+        return study_dir(self.study, self.profile) / "submitit"
+
+
+@contextmanager
+def _gates_lock(study: Study, profile: Profile):
+    """Held while a gate re-points the waiting stages, so two gates cannot drop each other's successor."""
+    with open(study_dir(study, profile) / "gates.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without flock: the race it guards is a moment wide, go on
+            pass
+        yield
 
 
 def prepare(study: Study) -> None:
@@ -300,4 +458,5 @@ def prepare(study: Study) -> None:
 
 def cancel(study: Study, profile: Profile) -> str:
     """Cancel the study's queued and running jobs; returns what was done, in words."""
-    return backend(profile).cancel(sorted(set(active_jobs(study, profile).values())))
+    gates = [g for ids in active_gates(study, profile).values() for g in ids]
+    return backend(profile).cancel(sorted(set(active_jobs(study, profile).values()) | set(gates)))

@@ -65,6 +65,9 @@ class Profile:
     timeout_min: int = 60  # one time-limit window; training spans several through requeues
     max_num_timeout: int = 50  # requeues after a time limit before submitit gives up
     max_parallel: int = 2  # local: jobs running at once (each uses cpus_per_task threads)
+    # Times a retry gate resubmits a run whose job ended with the run incomplete (a crash, an OOM
+    # kill, a node lost), per run; a user's cancel is never retried (lvjob.retries).
+    max_retries: int = 2
 
     # SLURM only
     partition: str | None = None
@@ -90,7 +93,7 @@ class Profile:
         require(self.model is None or self.model in MODEL_NAMES, "model", self.model, ", ".join(MODEL_NAMES) + " or null")
         for key in ("cpus_per_task", "timeout_min", "max_parallel", "array_parallelism"):
             require(getattr(self, key) >= 1, key, getattr(self, key), "integers >= 1")
-        for key in ("gpus_per_node", "max_num_timeout", "signal_delay_s"):
+        for key in ("gpus_per_node", "max_num_timeout", "signal_delay_s", "max_retries"):
             require(getattr(self, key) >= 0, key, getattr(self, key), "integers >= 0")
         require(self.mem_gb is None or self.mem_gb > 0, "mem_gb", self.mem_gb, "a number > 0, or null for the cluster's default")
         require(self.signal_delay_s < self.timeout_min * 60, "signal_delay_s", self.signal_delay_s,

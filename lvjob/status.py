@@ -3,7 +3,8 @@
 Beside state and progress: each running job's speed over its last steps and when it will be done
 (lvjob.throughput), per stage how many runs are done, running and queued and when the stage ends
 (its slowest running run; queued runs are listed, not guessed), and the study's compute hours so far
-from the runs' attempt records.
+from the runs' attempt records. Retries (lvjob.retries): how many per run, and below the table why
+each one was made.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from lvjob.aggregate import run_index
 from lvjob.cluster import index_is_complete, read_submissions
-from lvjob import throughput
+from lvjob import retries, throughput
 from lvjob.executors import backend
 from lvjob.ledger import read_jsonl
 from lvjob.paths import RunDir
@@ -22,7 +23,7 @@ from lvjob.slurm import ACTIVE
 from lvjob.stages import study_dir
 from lvjob.study import Study
 
-COLUMNS = ("node", "job", "state", "step", "steps/s", "eta", "loss", "flops", "requeues", "why")
+COLUMNS = ("node", "job", "state", "step", "steps/s", "eta", "loss", "flops", "requeues", "retries", "why")
 
 
 def status_rows(study: Study, profile: Profile) -> list[dict]:
@@ -31,7 +32,14 @@ def status_rows(study: Study, profile: Profile) -> list[dict]:
     ids = [r["job_id"] for r in latest.values() if r.get("executor") == profile.executor]
     states = backend(profile).states(ids)
     rows = [_run_row(study, profile, run, latest.get(run["node"], {}), states) for run in run_index(study, profile)["runs"]]
+    made = retries.read(study, profile)
+    rows = [r | _retries(r["node"], made) for r in rows]
     return rows + [_aggregate_row(study, profile, latest.get("aggregate", {}), states)]
+
+
+def _retries(node: str, made: list[dict]) -> dict:
+    mine = [r for r in made if r["node"] == node]
+    return {"retries": str(len(mine)), "_retried": [f"{r['why']} -> job {r['new_job_id']}" for r in mine]}
 
 
 def _run_row(study: Study, profile: Profile, run: dict, sub: dict, states: dict[str, str]) -> dict:
@@ -90,7 +98,8 @@ def _aggregate_row(study: Study, profile: Profile, sub: dict, states: dict[str, 
     done = index_is_complete(study, profile) and job_state in (None, "COMPLETED")
     state = "complete" if done else (job_state or "not started").lower()
     return {"node": "aggregate", "job": sub.get("job_id", "-"), "state": state, "step": "-", "steps/s": "-", "eta": "-",
-            "loss": "-", "flops": "-", "requeues": "0", "why": f"writes {Path(profile.results_dir) / 'runs.json'}"}
+            "loss": "-", "flops": "-", "requeues": "0", "retries": "-",
+            "why": f"writes {Path(profile.results_dir) / 'runs.json'}"}
 
 
 def _job_error(study: Study, profile: Profile, job_id: str | None) -> str:
@@ -109,4 +118,10 @@ def _job_error(study: Study, profile: Profile, job_id: str | None) -> str:
 def format_status(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines + [""] + stage_lines(rows) + [hours_line(rows)])
+    return "\n".join(lines + [""] + stage_lines(rows) + [hours_line(rows)] + retry_lines(rows))
+
+
+def retry_lines(rows: list[dict]) -> list[str]:
+    """Why each retry was made: the job that ended, its state, where it left its run; the job that took over."""
+    made = [(r["node"], i + 1, why) for r in rows for i, why in enumerate(r.get("_retried", []))]
+    return (["", "retried:"] if made else []) + [f"- {node}, retry {n}: {why}" for node, n, why in made]

@@ -143,6 +143,7 @@ class Stage:
     loss_plot: tuple[str, str] | None = None  # (figure, title) its training curves are drawn in
     runs_jobs: bool = True  # False for the aggregation, which gathers instead of running a job
     split: Literal["validation", "test"] = "validation"  # the systems its evaluations score
+    gpu: bool = True  # False: its jobs need no accelerator (they ask for no GPU; the aggregation never does)
 
 
 def _run_origin(section: str) -> tuple[tuple[str, str], ...]:
@@ -201,7 +202,7 @@ STAGES: tuple[Stage, ...] = (
     # Validation losses at different context lengths are not comparable: stage 2 is chosen by forecast error.
     Stage("final", _final, after=("stage2",), choice=ChoiceRule("stage2", "eval_mae", ("rank", "lr", "context")),
           loss_plot=("loss_default_final", "Default fine-tune and final run"), split="test"),
-    Stage("baselines", _baselines, split="test"),
+    Stage("baselines", _baselines, split="test", gpu=False),  # CPU jobs: no model
     Stage("aggregate", _aggregate, runs_jobs=False),
 )
 

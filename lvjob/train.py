@@ -180,9 +180,12 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
         scheduler.load_state_dict(ckpt.scheduler)
         checkpoint.set_rng_state(ckpt.rng)
         start, rows = ckpt.step, ckpt.metrics
-        discarded = [r for r in read_jsonl(metrics_path) if r.get("step", 0) > start]
+    # Steps an earlier attempt computed past the checkpoint (or, killed before its first one, at all) are re-done.
+    discarded = [r for r in read_jsonl(metrics_path) if r.get("step", 0) > start]
+    if ckpt is not None or discarded:
         record_resume(run_dir, attempt, start, discarded)  # before the metrics file is cut back
-        log(f"resuming from {ckpt.path.name} (step {start}); {len(discarded)} step(s) after it are re-done")
+        where = f"from {ckpt.path.name} (step {start})" if ckpt else "from the start (no checkpoint yet)"
+        log(f"resuming {where}; {len(discarded)} step(s) after it are re-done")
     # The live metrics file restarts from the checkpoint's rows: no step appears twice.
     atomic.write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
     if tracker is not None:

@@ -157,3 +157,20 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, smal
     assert "WARNING: checkpoint" in out and "step-0000008 is damaged" in out
     assert "resuming from step-0000004" in out
     _assert_same_result(run_dir, reference)
+
+
+def test_steps_of_a_run_killed_before_its_first_checkpoint_are_booked_as_lost(tmp_path, small_data, device):
+    job, run_dir = _job_file(tmp_path, small_data), tmp_path / "run"
+    args = _cmd(job, run_dir, device) + [f"checkpoint_every={STEPS}"]  # the only checkpoint: at the end
+    proc = _start(args)
+    _wait_for_step(proc, run_dir, 2)
+    proc.send_signal(signal.SIGKILL)
+    _finish(proc)
+    done = len(_rows(run_dir))
+    assert 2 <= done < STEPS and not list(run_dir.glob("checkpoints/step-*"))
+
+    code, out = _finish(_start(args))
+    assert code == 0, out
+    assert f"resuming from the start (no checkpoint yet); {done} step(s) after it are re-done" in out
+    ledger = json.loads((run_dir / "ledger.json").read_text())
+    assert (ledger["resumes"], ledger["lost_steps"]) == (1, done) and ledger["lost_to_preemption"] > 0

@@ -6,6 +6,7 @@ tests are skipped, saying why; under CI they fail instead, so CI cannot pass wit
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -13,12 +14,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lvjob import cluster
+import faults
+
+from lvjob import cluster, retries
 from lvjob import slurm as slurm_client  # the fixture `slurm` is the test cluster
 from lvjob.executors import backend
 from lvjob.ledger import read_jsonl
@@ -88,24 +92,55 @@ def logs(folder: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(folder.glob("*_log.*")))
 
 
-def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(slurm, small_data, tmp_path):
-    profile = make_profile(tmp_path)
+@dataclass
+class StudyRun:
+    """A whole study submitted to the test cluster and run to its end."""
+
+    study: object
+    profile: object
+    sub: object
+    results: Path
+    seconds: float
+
+
+def run_whole_study(tmp: Path, small_data: Path, during=None, **profile_changes) -> StudyRun:
+    """Submit the study (small overrides), run `during(study, profile, sub, t0)` while it runs, wait for its end."""
+    profile = make_profile(tmp, **profile_changes)
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
     t0 = time.monotonic()
     sub = cluster.submit(study, profile, log=print)
     assert time.monotonic() - t0 < 60, "submission must return at once, not wait for the jobs"
-    ids = [j.job_id for j in sub.jobs.values()]
-    assert len(ids) == len(study_nodes(study)) == 17
-    states = wait_for(ids, limit_s=600)
-    folder = study_dir(study, profile) / "submitit"
-    assert set(states.values()) == {"COMPLETED"}, logs(folder)
-    print(f"study DAG: {len(ids)} jobs in {time.monotonic() - t0:.0f} s")
+    if during:
+        during(study, profile, sub, t0)
+    wait_for([j.job_id for j in sub.jobs.values()], limit_s=600)
+    wait_until(lambda: not study_jobs_queued(), 120, "every job of the study to end")
+    return StudyRun(study, profile, sub, tmp / "results", time.monotonic() - t0)
 
-    runs = json.loads((tmp_path / "results" / "runs.json").read_text())["runs"]
-    assert [r["status"] for r in runs] == ["complete"] * 16
+
+def study_jobs_queued() -> list[str]:
+    out = subprocess.run(["squeue", "--me", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout
+    return [name for name in out.split() if name.startswith("lvjob:")]
+
+
+@pytest.fixture(scope="module")
+def whole_study(slurm, small_data, tmp_path_factory) -> StudyRun:
+    """The study undisturbed: once per test session, for its own checks and as the faulted study's reference."""
+    run = run_whole_study(tmp_path_factory.mktemp("whole-study"), small_data)
+    print(f"study DAG: {len(run.sub.jobs)} jobs in {run.seconds:.0f} s")
+    return run
+
+
+def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(whole_study):
+    study, profile, sub = whole_study.study, whole_study.profile, whole_study.sub
+    assert len(sub.jobs) == len(study_nodes(study)) == 20
+    states = slurm_client.states([j.job_id for j in sub.jobs.values()])
+    assert set(states.values()) == {"COMPLETED"}, logs(study_dir(study, profile) / "submitit")
+
+    runs = json.loads((whole_study.results / "runs.json").read_text())["runs"]
+    assert [r["status"] for r in runs] == ["complete"] * 19
     for r in runs:
         assert (Path(r["run_dir"]) / "eval.json").exists() and (Path(r["run_dir"]) / "ledger.json").exists()
-        if r["stage"] != "zero-shot":
+        if r["kind"] == "train":
             assert (Path(r["run_dir"]) / "adapter" / "adapter_config.json").exists()
 
     # Late binding: stage 2 ran at stage 1's best (rank, lr), the final run at stage 2's best.
@@ -122,6 +157,60 @@ def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(
     again = cluster.submit(study, profile, log=print)
     assert again.jobs == {}
     assert {s.status for s in again.states} == {"complete"}
+
+
+FAULT_SEED = int(os.environ.get("LVJOB_FAULT_SEED", "15"))
+
+
+@pytest.fixture(scope="module")
+def faulted_study(slurm, small_data, tmp_path_factory, whole_study) -> tuple[StudyRun, list[dict]]:
+    """The same study, disturbed by every kind of fault (tests/faults.py) with RequeueExit off."""
+    injected = []
+
+    def disturb(study, profile, sub, t0):
+        aggregate = sub.jobs["aggregate"].job_id
+        print(f"fault seed: {FAULT_SEED} (set LVJOB_FAULT_SEED to replay another)")
+        injector = faults.Injector(study, profile, FAULT_SEED)
+        injected.extend(injector.run(lambda: slurm_client.states([aggregate])[aggregate] in slurm_client.ACTIVE, t0))
+
+    with faults.requeue_exit_off(slurm):
+        run = run_whole_study(tmp_path_factory.mktemp("faulted-study"), small_data, during=disturb)
+    kinds = {k: sum(f["kind"] == k for f in injected) for k in faults.KINDS}
+    made = retries.read(run.study, run.profile)
+    print(f"faulted study: {len(injected)} faults ({kinds}) in {run.seconds:.0f} s; {len(made)} retries: "
+          + "; ".join(f"{r['node']} ({r['why']})" for r in made))
+    assert len(injected) == len(faults.plan(FAULT_SEED)), f"the study ended before every fault was injected: {injected}"
+    return run, injected
+
+
+def test_a_sigkilled_stage1_run_is_retried_before_stage2_chooses(faulted_study):
+    run, injected = faulted_study
+    killed = injected[0]  # the first fault: SIGKILL of a stage-1 run's runner (tests/faults.py)
+    assert (killed["kind"], killed["node"].startswith("stage1-")) == ("sigkill", True)
+    made = [r for r in retries.read(run.study, run.profile) if r["node"] == killed["node"]]
+    assert [(r["job_id"], r["state"]) for r in made] == [(killed["job"], "FAILED")]
+    choice = json.loads((study_dir(run.study, run.profile) / "choices" / "stage2.json").read_text())
+    assert [c["status"] for c in choice["candidates"]] == ["complete"] * 9
+
+
+def _table(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.open()))
+
+
+def test_a_study_disturbed_by_every_kind_of_fault_ends_with_the_undisturbed_tables(whole_study, faulted_study):
+    run, _ = faulted_study
+    names = sorted(p.name for p in whole_study.results.glob("*.csv"))
+    assert names == sorted(p.name for p in run.results.glob("*.csv"))
+    for name in (n for n in names if n != "table4_flops.csv"):
+        assert _table(run.results / name) == _table(whole_study.results / name), name
+    # Table 4: the same FLOPs once the re-done ones (reported as lost to preemption) are taken off.
+    head, *calm = _table(whole_study.results / "table4_flops.csv")
+    _, *hit = _table(run.results / "table4_flops.csv")
+    spent, planned, lost = head.index("spent"), head.index("planned"), head.index("lost to preemption")
+    for a, b in zip(calm[:-1], hit[:-1]):  # the budget row compares spent with the budget
+        assert (b[0], b[1], b[planned]) == (a[0], a[1], a[planned])
+        assert float(b[spent]) - float(b[lost]) == float(a[spent]) and float(a[lost]) == 0, b[0]
+    assert float(hit[-2][lost]) > 0  # the total: the faults cost re-done work
 
 
 def _default_job_on(profile, study):
@@ -217,7 +306,7 @@ def test_job_killed_without_warning_restarts_from_its_last_periodic_checkpoint(i
 
 
 def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, small_data, tmp_path):
-    profile = make_profile(tmp_path)
+    profile = make_profile(tmp_path, max_retries=0)  # a run that fails at start every time: retries would only add time
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
         "stage1.ranks=[2]", "stage1.lrs=[1e-3]", "stage2.contexts=[64]", "zero_shot_prompts=[plain]"])
     # Sabotage the one stage-1 run: its job.yaml path is a folder, so the run fails at start.
@@ -241,6 +330,22 @@ def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, 
     assert sorted(again.jobs) == ["aggregate", "final", "stage1-r2-lr0.001", "stage2-ctx64"]
     states = wait_for([j.job_id for j in again.jobs.values()], limit_s=400)
     assert set(states.values()) == {"COMPLETED"}
+
+
+def test_a_run_cancelled_by_its_user_is_not_retried_by_its_stages_gate(slurm, small_data, tmp_path):
+    profile = make_profile(tmp_path)
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
+    node = next(n for n in study_nodes(study) if n.stage == "stage1")
+    where = (str(Path.cwd()), os.environ["LVJOB_CACHE"])
+    job = backend(profile).executor(study_dir(study, profile) / "submitit", "stage1", []).submit(
+        cluster.StudyTask(study, profile, node, *where))
+    cluster._record(study, profile, cluster._rows("stage1", [node], [job], profile))  # as `submit` records it
+    wait_until(lambda: slurm_client.states([job.job_id])[job.job_id] == "RUNNING", 120, "the run to start")
+    subprocess.run(["scancel", job.job_id], check=True)
+    assert wait_for([job.job_id], limit_s=120)[job.job_id] == "CANCELLED"
+    # What the stage's gate job runs once the stage has ended (the whole study is not needed for it).
+    assert cluster.GateTask(study, profile, "stage1", *where)() == {"stage": "stage1", "retried": []}
+    assert retries.read(study, profile) == []
 
 
 def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, small_data, tmp_path):

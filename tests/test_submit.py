@@ -1,13 +1,37 @@
 """`lvjob submit`: the planner's refusal, and the whole study with the local executor (the default)."""
 
+import contextlib
+import io
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lvjob.cli import main
+from lvjob.ledger import read_jsonl
+from lvjob.runner import read_status
 
 ROOT = Path(__file__).parent.parent
+
+
+def small_study(data: Path) -> list[str]:
+    """One run per stage, two steps each, two forecast series: the whole DAG in a minute."""
+    return ["model=tiny", f"data.path={data}", "data.systems=20", "data.points=30", "evaluation.series=2",
+            "training.val_every=2", "training.val_chunks=2", "training.checkpoint_every=2", "zero_shot_prompts=[plain]",
+            "default.steps=2", "default.context=48", "stage1.ranks=[2]", "stage1.lrs=[1e-3]", "stage1.steps=2",
+            "stage1.context=48", "stage2.contexts=[48]", "stage2.steps=2", "final.steps=2"]
+
+
+def local_profile(tmp_path: Path) -> Path:
+    profile = tmp_path / "local.yaml"
+    profile.write_text(yaml.safe_dump(yaml.safe_load((ROOT / "slurm" / "local.yaml").read_text())
+                                      | {"runs_root": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results")}))
+    return profile
 
 
 def test_over_budget_study_is_refused_before_anything_is_submitted(tmp_path, capsys):
@@ -20,29 +44,66 @@ def test_over_budget_study_is_refused_before_anything_is_submitted(tmp_path, cap
     assert "Nothing submitted" in out and not (tmp_path / "runs").exists()
 
 
-def test_local_profile_runs_a_small_study_to_the_end_and_a_second_submit_does_nothing(small_data, tmp_path, capsys):
-    profile = tmp_path / "local.yaml"
-    profile.write_text(yaml.safe_dump(yaml.safe_load((ROOT / "slurm" / "local.yaml").read_text())
-                                      | {"runs_root": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results")}))
-    small = ["model=tiny", f"data.path={small_data}", "data.systems=20", "data.points=30", "evaluation.series=2",
-             "training.val_every=2", "training.val_chunks=2", "training.checkpoint_every=2", "zero_shot_prompts=[plain]",
-             "default.steps=2", "default.context=48", "stage1.ranks=[2]", "stage1.lrs=[1e-3]", "stage1.steps=2",
-             "stage1.context=48", "stage2.contexts=[48]", "stage2.steps=2", "final.steps=2"]
+def _kill_when_running(run_dir: Path, limit_s: float = 300) -> None:
+    """SIGKILL the run's runner as soon as it runs: a crash, as an OOM kill would do it."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        status = read_status(run_dir) if (run_dir / "run.json").exists() else {}
+        if status.get("status") == "running":
+            os.kill(status["pid"], signal.SIGKILL)
+            return
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def local_study(small_data, tmp_path_factory) -> dict:
+    """The small study on the local executor (the default profile), its stage-1 run SIGKILLed once while it runs."""
+    from lvjob.profile import load_profile
+    from lvjob.stages import job_for, study_dir
+    from lvjob.study import load_study, study_nodes
+
+    tmp = tmp_path_factory.mktemp("local-study")
+    profile, small = local_profile(tmp), small_study(small_data)
+    study, prof = load_study(ROOT / "jobs" / "study.yaml", scale="demo", overrides=small), load_profile(profile)
+    stage1 = next(n for n in study_nodes(study) if n.stage == "stage1")
+    killer = threading.Thread(target=_kill_when_running, args=(job_for(study, prof, stage1).resolved_run_dir(),), daemon=True)
+    killer.start()
     args = ["submit", str(ROOT / "jobs" / "study.yaml"), "--profile", str(profile), *small]
-    assert main(args) == 0
-    out = capsys.readouterr().out
-    assert "9 job(s) submitted; 0 of 9 already complete" in out
-    index = json.loads((tmp_path / "results" / "runs.json").read_text())
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(args) == 0
+    return {"args": args, "out": out.getvalue(), "results": tmp / "results", "records": study_dir(study, prof),
+            "killed": stage1.key, "status": ["status", *args[1:]]}
+
+
+def test_local_profile_runs_a_small_study_to_the_end_and_a_second_submit_does_nothing(local_study, capsys):
+    assert "9 job(s) submitted; 0 of 9 already complete" in local_study["out"]
+    index = json.loads((local_study["results"] / "runs.json").read_text())
     assert [r["status"] for r in index["runs"]] == ["complete"] * 8
     assert index["choices"]["final"]["chosen"] == {"rank": 2, "lr": 1e-3, "context": 48}
 
-    assert main(args) == 0
+    assert main(local_study["args"]) == 0
     out = capsys.readouterr().out
     assert "0 job(s) submitted; 9 of 9 already complete" in out
 
     # status of the finished study: each training run's speed, every stage done, the compute hours spent
-    assert main(["status", str(ROOT / "jobs" / "study.yaml"), "--profile", str(profile), *small]) == 0
+    assert main(local_study["status"]) == 0
     out = capsys.readouterr().out
     default = next(line for line in out.splitlines() if line.startswith("| default |"))
     assert float(default.split("|")[5]) > 0  # steps/s
     assert "stage1: 1 done, 0 running, 0 waiting" in out and "CPU-hours over 8 runs" in out
+
+
+def test_a_local_run_killed_without_warning_is_retried_before_the_next_stage_chooses(local_study):
+    made = read_jsonl(local_study["records"] / "retries.jsonl")
+    assert [(r["node"], r["state"]) for r in made] == [(local_study["killed"], "ended")]
+    choice = json.loads((local_study["records"] / "choices" / "stage2.json").read_text())
+    assert [c["status"] for c in choice["candidates"]] == ["complete"]  # it chose after the retry
+
+
+def test_status_shows_each_runs_retries_and_why_each_was_made(local_study, capsys):
+    assert main(local_study["status"]) == 0
+    out, killed = capsys.readouterr().out, local_study["killed"]
+    row = next(line for line in out.splitlines() if line.startswith(f"| {killed} |"))
+    assert row.split("|")[10].strip() == "1"  # the retries column
+    assert f"- {killed}, retry 1: job " in out and " ended; run left running at step " in out

@@ -1,0 +1,180 @@
+"""Disturbing a study while it runs on the local SLURM (tests/test_slurm.py): every kind of fault, at random.
+
+Kinds, and what each stands for on a real cluster:
+
+- `usr2`: `scancel --signal=USR2` (a preemption, or a time limit ahead);
+- `requeue`: `scontrol requeue` (an admin, a node drained);
+- `sigkill`: SIGKILL of a stage-1 run's runner (an OOM kill, a segfault);
+- `kill-in-checkpoint`: SIGKILL while the runner writes a checkpoint (its temporary folder exists);
+- `kill-in-evaluation`: SIGKILL while the runner evaluates (no eval.json yet).
+
+The first fault is always `sigkill` on a stage-1 run (so stage 2's choice is at stake); the others,
+every kind once more and one kind drawn again, come in a seeded random order, each on a run drawn
+from those running at that moment, after a random pause. No run is killed twice, so no run needs
+more than one retry. The kills need the test cluster's `RequeueExit` off (`requeue_exit_off`):
+with it on, SLURM requeues a SIGKILLed job itself and the retry gates are never tested.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from lvjob import cluster, slurm
+from lvjob.aggregate import run_index
+from lvjob.paths import RunDir
+from lvjob.runner import read_status
+
+KINDS = ("usr2", "requeue", "sigkill", "kill-in-checkpoint", "kill-in-evaluation")
+KILLS = {"sigkill", "kill-in-checkpoint", "kill-in-evaluation"}
+
+
+@dataclass(frozen=True)
+class Running:
+    """A run whose job is running now, and its runner's process."""
+
+    node: str
+    stage: str
+    job_id: str
+    run_dir: Path
+    pid: int
+
+    def evaluating(self) -> bool:
+        """Training is over (or there is none) and the forecasts are not written yet."""
+        status = read_status(self.run_dir)
+        trained = status.get("kind") == "evaluate" or RunDir(self.run_dir).adapter.exists()
+        return trained and not RunDir(self.run_dir).evaluation.exists()
+
+    def training(self) -> bool:
+        return read_status(self.run_dir).get("kind") == "train" and not RunDir(self.run_dir).adapter.exists()
+
+
+def plan(seed: int) -> list[str]:
+    rng = random.Random(seed)
+    rest = list(KINDS) + [rng.choice(KINDS)]
+    rng.shuffle(rest)
+    return ["sigkill"] + rest
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "lvjob" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
+def running(study, profile) -> list[Running]:
+    """The study's runs whose job is RUNNING and whose runner is alive, in study order."""
+    subs = cluster.read_submissions(study, profile)
+    states = slurm.states([s["job_id"] for s in subs.values()])
+    out = []
+    for run in run_index(study, profile)["runs"]:
+        sub = subs.get(run["node"])
+        if not sub or states.get(sub["job_id"]) != "RUNNING" or run["status"] != "running":
+            continue
+        pid = read_status(Path(run["run_dir"])).get("pid")
+        if pid and _alive(pid):
+            out.append(Running(run["node"], run["stage"], sub["job_id"], Path(run["run_dir"]), pid))
+    return out
+
+
+def kill_in_checkpoint(target: Running, limit_s: float = 20) -> bool:
+    """SIGKILL the runner while a checkpoint's temporary folder exists; False if training ended first."""
+    folder = RunDir(target.run_dir).checkpoints
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and _alive(target.pid) and target.training():
+        if _writing(folder):
+            os.kill(target.pid, signal.SIGSTOP)  # frozen mid-write: check it still is, then kill
+            if _writing(folder):
+                os.kill(target.pid, signal.SIGKILL)
+                return True
+            os.kill(target.pid, signal.SIGCONT)
+        time.sleep(0.001)
+    return False
+
+
+def _writing(folder: Path) -> bool:
+    try:
+        return any(e.name.startswith(".step-") and e.name.endswith(".tmp") for e in os.scandir(folder))
+    except OSError:
+        return False
+
+
+class Injector:
+    """Injects the faults of `plan(seed)` into a running study, one after the other."""
+
+    def __init__(self, study, profile, seed: int, log=print):
+        self.study, self.profile, self.log = study, profile, log
+        self.rng = random.Random(seed)
+        self.faults = plan(seed)
+        self.killed: set[str] = set()
+        self.done: list[dict] = []
+
+    def eligible(self, kind: str) -> list[Running]:
+        runs = running(self.study, self.profile)
+        if kind in KILLS:
+            runs = [r for r in runs if r.node not in self.killed]
+        if kind == "sigkill":
+            runs = [r for r in runs if r.stage == "stage1"]
+        if kind == "kill-in-checkpoint":
+            runs = [r for r in runs if r.training()]
+        if kind == "kill-in-evaluation":
+            runs = [r for r in runs if r.evaluating()]
+        return runs
+
+    def inject(self, kind: str, target: Running) -> bool:
+        if kind == "usr2":
+            return subprocess.run(["scancel", "--signal=USR2", target.job_id]).returncode == 0
+        if kind == "requeue":
+            return subprocess.run(["scontrol", "requeue", target.job_id]).returncode == 0
+        if kind == "kill-in-checkpoint":
+            return kill_in_checkpoint(target)
+        os.kill(target.pid, signal.SIGKILL)
+        return True
+
+    def run(self, still_running, t0: float) -> list[dict]:
+        """Inject every planned fault while `still_running()`; the faults injected, in order."""
+        for kind in self.faults:
+            time.sleep(self.rng.uniform(1.0, 4.0))
+            while still_running() and not self._one(kind, t0):
+                time.sleep(0.05)
+        return self.done
+
+    def _one(self, kind: str, t0: float) -> bool:
+        targets = self.eligible(kind)
+        if not targets:
+            return False
+        target = self.rng.choice(targets)
+        if not self.inject(kind, target):
+            return False
+        self.killed |= {target.node} if kind in KILLS else set()
+        self.done.append({"kind": kind, "node": target.node, "job": target.job_id, "at_s": round(time.monotonic() - t0, 1)})
+        self.log(f"fault {len(self.done)}/{len(self.faults)}: {kind} on {target.node} (job {target.job_id}) "
+                 f"at +{self.done[-1]['at_s']} s")
+        return True
+
+
+@contextmanager
+def requeue_exit_off(slurm_conf: str):
+    """The test cluster without `RequeueExit` (as real clusters run): a SIGKILLed job ends FAILED."""
+    conf = Path(slurm_conf)
+    original = conf.read_text()
+    conf.write_text(re.sub(r"(?m)^RequeueExit=.*$", "", original))
+    _reconfigure()
+    try:
+        yield
+    finally:
+        conf.write_text(original)
+        _reconfigure()
+
+
+def _reconfigure() -> None:
+    subprocess.run(["scontrol", "reconfigure"], check=True, capture_output=True, timeout=60)
+    time.sleep(1)  # slurmctld re-reads the file and pushes it to slurmd

@@ -1,0 +1,55 @@
+"""The retry gates' policy (lvjob.retries): which runs a gate submits again, given how their jobs ended."""
+
+from collections import Counter
+
+import pytest
+
+from lvjob import retries
+
+RUN = {"node": "stage1-r2-lr0.0001", "stage": "stage1", "status": "running", "step": 2, "steps": 4, "error": None}
+LATEST = {RUN["node"]: {"job_id": "7_3"}}
+
+
+def due(state: str | None, used: int = 0, max_retries: int = 2, run: dict = RUN) -> list[retries.Retry]:
+    states = {"7_3": state} if state else {}
+    return retries.due([run], LATEST, states, Counter({run["node"]: used}), max_retries)
+
+
+@pytest.mark.parametrize("state", ["FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "TIMEOUT", "PREEMPTED", "UNKNOWN"])
+def test_a_run_whose_job_crashed_or_was_lost_is_retried(state):
+    assert [(r.node, r.job_id, r.state) for r in due(state)] == [(RUN["node"], "7_3", state)]
+
+
+def test_a_retry_says_how_the_job_ended_and_where_it_left_its_run():
+    assert due("FAILED")[0].why == "job 7_3 FAILED; run left running at step 2/4"
+
+
+def test_a_retry_of_a_run_that_failed_carries_the_runners_error():
+    failed = RUN | {"status": "failed", "error": "IsADirectoryError: job.yaml"}
+    assert due("FAILED", run=failed)[0].why == "job 7_3 FAILED; run left failed at step 2/4: IsADirectoryError: job.yaml"
+
+
+@pytest.mark.parametrize("state", ["CANCELLED", "ENDED"])
+def test_a_users_cancel_is_never_retried(state):
+    assert due(state) == []
+
+
+@pytest.mark.parametrize("state", ["PENDING", "RUNNING", "REQUEUED", "COMPLETING"])
+def test_a_run_whose_job_is_queued_or_running_is_left_to_it(state):
+    assert due(state) == []
+
+
+def test_a_run_out_of_retries_is_not_retried():
+    assert due("FAILED", used=1, max_retries=2) != [] and due("FAILED", used=2, max_retries=2) == []
+
+
+def test_a_complete_run_is_not_retried_whatever_its_job_says():
+    assert due("FAILED", run=RUN | {"status": "complete"}) == []
+
+
+def test_a_local_job_that_ended_without_its_run_complete_is_retried():
+    assert [r.state for r in due(None)] == ["ended"]  # the local backend knows no states: its jobs have all ended
+
+
+def test_a_node_never_submitted_is_not_retried():
+    assert retries.due([RUN], {}, {}, Counter(), 2) == []
