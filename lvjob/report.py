@@ -73,7 +73,10 @@ def comparison_table(index: dict, labels: dict[str, str]) -> Table:
     rows = []
     for key, label in labels.items():
         r = by_node.get(key) or {}
-        rows.append((label, *_errors(r, COMPARED), _parse_rate(r), r.get("samples") if _done(r) else why_missing(r),
+        scores = _errors(r, COMPARED)
+        if _done(r) and r.get("samples") == 1:  # one forecast has no interval: its "coverage" would count exact hits
+            scores[COMPARED.index("coverage")] = Mark("-")
+        rows.append((label, *scores, _parse_rate(r), r.get("samples") if _done(r) else why_missing(r),
                      r.get("series") if _done(r) else why_missing(r)))
     return Table(name="table3_forecast_error", title=f"Table 3. Forecast error on the {_split_of(by_node, labels)} systems' horizon",
                  columns=("model", "MAE", "MSE", "RMSE", "MASE", "CRPS", "coverage 10-90%", "parse rate", "samples", "series"),
@@ -82,7 +85,7 @@ def comparison_table(index: dict, labels: dict[str, str]) -> Table:
                         "median of the samples; MASE divides each series' MAE by its context's one-step naive MAE; CRPS "
                         "is of the samples' empirical distribution (a single forecast's CRPS is its MAE); coverage is "
                         "the share of true values inside the samples' 10-90% interval. Baselines are deterministic "
-                        "(1 sample) and write numbers directly, so they have no parse rate.",))
+                        "(1 sample: no interval, no coverage) and write numbers directly, so they have no parse rate.",))
 
 
 def _parse_rate(run: dict):
