@@ -89,7 +89,7 @@ def tiny_model_dir() -> Path:
 # kept here so loading `tiny-lv` by name needs no torch. It names the model's folder, so a changed
 # recipe builds a new model instead of loading one built by the old recipe; tests/test_pretrain.py
 # fails, naming the new key, when the recipe changes and this does not.
-DEMO_RECIPE_KEY = "a247c08f0b"
+DEMO_RECIPE_KEY = "e07b17198f"
 
 
 def demo_model_dir(recipe: str = DEMO_RECIPE_KEY) -> Path:

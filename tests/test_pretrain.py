@@ -42,9 +42,10 @@ def test_pretraining_reads_only_training_systems():
     tokenizer = load_tokenizer()
     lv, _ = data.generate(SMALL.systems, SMALL.points, SMALL.data_seed)
     train, val = data.split_systems(SMALL.systems, seed=SMALL.data_seed)
-    assert training_text(SMALL, tokenizer) == training_chunks(lv.trajectories, train, tokenizer, SMALL.context)
+    chunks = training_text(SMALL, tokenizer)
+    assert chunks == training_chunks(lv.trajectories, train, tokenizer, SMALL.context)
     held_out = training_chunks(lv.trajectories, val, tokenizer, SMALL.context)
-    assert not any(c in training_text(SMALL, tokenizer) for c in held_out)
+    assert not any(c in chunks for c in held_out)
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
