@@ -85,5 +85,13 @@ def tiny_model_dir() -> Path:
     return cache_dir() / BUILT["tiny"][0]
 
 
-def demo_model_dir() -> Path:
-    return cache_dir() / "tiny-qwen2-lv"
+# The default recipe of the demo model's pre-training (lvjob.pretrain.recipe_key of PretrainSpec()),
+# kept here so loading `tiny-lv` by name needs no torch. It names the model's folder, so a changed
+# recipe builds a new model instead of loading one built by the old recipe; tests/test_pretrain.py
+# fails, naming the new key, when the recipe changes and this does not.
+DEMO_RECIPE_KEY = "e07b17198f"
+
+
+def demo_model_dir(recipe: str = DEMO_RECIPE_KEY) -> Path:
+    """The folder of the demo model pre-trained by `recipe` (default: the one `tiny-lv` loads)."""
+    return cache_dir() / f"tiny-qwen2-lv-{recipe}"
