@@ -41,11 +41,11 @@ def test_pretraining_reads_only_training_systems():
 
     tokenizer = load_tokenizer()
     lv, _ = data.generate(SMALL.systems, SMALL.points, SMALL.data_seed)
-    train, val = data.split_systems(SMALL.systems, seed=SMALL.data_seed)
+    train, val, test = data.split_systems(SMALL.systems, seed=SMALL.data_seed)
     chunks = training_text(SMALL, tokenizer)
     assert chunks == training_chunks(lv.trajectories, train, tokenizer, SMALL.context)
-    held_out = training_chunks(lv.trajectories, val, tokenizer, SMALL.context)
-    assert not any(c in chunks for c in held_out)
+    for held_out in (val, test):
+        assert not any(c in chunks for c in training_chunks(lv.trajectories, held_out, tokenizer, SMALL.context))
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():

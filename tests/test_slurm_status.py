@@ -69,7 +69,8 @@ def test_status_watch_redraws_the_table_with_the_running_jobs_eta(running):
         frames = _frames(proc, count=2, limit_s=60)
     finally:
         proc.send_signal(signal.SIGINT)  # how a user leaves --watch: Ctrl-C, exit 0
-        assert proc.wait(timeout=30) == 0
+        proc.communicate(timeout=30)  # read what it still writes, or its final flush blocks on a full pipe
+        assert proc.returncode == 0
     print(frames[0])  # with -s: the view README.md shows
     for frame in frames:
         assert re.search(rf"\| default \| {job_id} \| running \| \d+/{STEPS} \| [\d.]+ \| (\d+h\d\dm|(\d+m)?\d+s) \|", frame), frame
