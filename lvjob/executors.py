@@ -28,7 +28,6 @@ from lvjob import slurm
 from lvjob.profile import Profile
 
 
-
 class Batch(NamedTuple):
     """One job array of a wave: what squeue calls it, its tasks, the job ids it waits for (afterany)."""
 

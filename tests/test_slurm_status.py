@@ -64,7 +64,8 @@ def test_the_stage_of_a_running_job_says_what_runs_and_when_it_will_be_done(runn
 def test_status_watch_redraws_the_table_with_the_running_jobs_eta(running):
     overrides, _, profile_path, job_id, _ = running
     proc = subprocess.Popen([sys.executable, "-m", "lvjob", "status", str(STUDY), "--profile", str(profile_path),
-                             "--scale", "demo", "--watch", "0.5", *overrides], stdout=subprocess.PIPE, text=True)
+                             "--scale", "demo", "--watch", "0.5", *overrides], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible)
     try:
         frames = _frames(proc, count=2, limit_s=60)
     finally:
@@ -74,6 +75,12 @@ def test_status_watch_redraws_the_table_with_the_running_jobs_eta(running):
     print(frames[0])  # with -s: the view README.md shows
     for frame in frames:
         assert re.search(rf"\| default \| {job_id} \| running \| \d+/{STEPS} \| [\d.]+ \| (\d+h\d\dm|(\d+m)?\d+s) \|", frame), frame
+
+
+def _interruptible() -> None:
+    """Ctrl-C as at a terminal: a test run in the background (CI, `cmd &`) inherits SIGINT ignored, and a
+    Python started with it ignored never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _frames(proc: subprocess.Popen, count: int, limit_s: float) -> list[str]:
