@@ -83,10 +83,6 @@ class DataSpec:
         return split_systems(n_systems, self.val_fraction, self.test_fraction, self.seed)
 
     @property
-    def val_systems(self) -> int:
-        return self.split_sizes()["validation"]
-
-    @property
     def horizon_points(self) -> int:
         return self.points - self.context_points
 

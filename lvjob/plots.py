@@ -100,7 +100,7 @@ def forecast_figure(sources: list[tuple[str, Path | None]], n_systems: int = 3):
             ax.plot(t_ctx, ref["contexts"][row, :, v], color="0.3", lw=1, label="context")
             ax.plot(t_hor, ref["truth"][row, :, v], color="black", lw=2, label="truth")
             for (label, f), color in zip(loaded, ("C1", "C0", "C2", "C3")):
-                _draw_forecast(ax, t_hor, f["samples"][row, :, :, v], label, color)
+                _draw_forecast(ax, t_hor, f["predictions"][row, :, v], f["samples"][row, :, :, v], label, color)
             ax.axvline(ctx_len - 0.5, color="0.6", ls=":", lw=1)
             ax.set_title(f"{split} system {int(ref['systems'][row])}: {name}", fontsize=9)
             ax.set_xlabel("time point")
@@ -111,10 +111,8 @@ def forecast_figure(sources: list[tuple[str, Path | None]], n_systems: int = 3):
     return fig
 
 
-def _draw_forecast(ax, t_hor, samples: np.ndarray, label: str, color: str) -> None:
-    """One forecaster on one panel: the median of its samples (horizon,) and, with several, their 10-90% interval."""
-    with np.errstate(all="ignore"):
-        median = np.nanmedian(samples, 0)
+def _draw_forecast(ax, t_hor, median: np.ndarray, samples: np.ndarray, label: str, color: str) -> None:
+    """One forecaster on one panel: its point forecast (the median of its samples) and, with several, their 10-90% interval."""
     k = len(samples)
     ax.plot(t_hor, median, color=color, lw=1.5, label=f"{label} ({'median of ' + str(k) if k > 1 else 'forecast'})")
     if k > 1 and not np.isnan(samples).any():

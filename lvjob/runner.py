@@ -334,7 +334,7 @@ def evaluate_model(job: Job, model, tokenizer, trajectories: np.ndarray, split: 
     seconds = time.perf_counter() - t0
     report = {"parse_rate": float(result.parsed_ok.mean()), "settings": to_dict(settings)}
     write_evaluation(job, run_dir, result.samples, truth, contexts, systems, seconds, report,
-                     parsed_ok=result.parsed_ok, texts=np.array(result.texts, dtype=str))
+                     predictions=result.predictions, parsed_ok=result.parsed_ok, texts=np.array(result.texts, dtype=str))
     return result
 
 
@@ -346,12 +346,16 @@ def evaluate_baseline(job: Job, lv: data.LVData, split: data.Split, run_dir: Pat
     fit = baselines.forecast_with(job.forecaster, contexts, context_times, horizon_times)
     seconds = time.perf_counter() - t0
     report = {"parse_rate": None, "fell_back": int(fit.fell_back.sum()), "forecaster": job.forecaster}
-    write_evaluation(job, run_dir, fit.predictions[:, None], truth, contexts, systems, seconds, report)
+    write_evaluation(job, run_dir, fit.predictions[:, None], truth, contexts, systems, seconds, report,
+                     predictions=fit.predictions)
 
 
 def write_evaluation(job: Job, run_dir: Path, samples: np.ndarray, truth: np.ndarray, contexts: np.ndarray,
                      systems: np.ndarray, seconds: float, report: dict, **arrays) -> None:
-    """eval.json (the split, scores beside persistence's on the same series) and forecasts.npz, atomically."""
+    """eval.json (the split, scores beside persistence's on the same series) and forecasts.npz, atomically.
+
+    `arrays` go into forecasts.npz beside the samples: at least the point forecasts (`predictions`).
+    """
     horizon = truth.shape[1]
     report = {"run_id": job.run_id(), "prompt": job.prompt, "split": job.eval_split, "series": int(len(systems))} | report | {
         "model": scores(samples, truth, contexts),
@@ -359,9 +363,7 @@ def write_evaluation(job: Job, run_dir: Path, samples: np.ndarray, truth: np.nda
         "seconds": round(seconds, 3)}
     atomic.write_text(RunDir(run_dir).evaluation, json.dumps(report, indent=1))
     buf = io.BytesIO()
-    with np.errstate(all="ignore"):
-        predictions = np.nanmedian(samples, axis=1)
-    np.savez_compressed(buf, predictions=predictions, samples=samples, truth=truth, contexts=contexts, systems=systems,
+    np.savez_compressed(buf, samples=samples, truth=truth, contexts=contexts, systems=systems,
                         split=np.array(job.eval_split), **arrays)
     atomic.write_bytes(RunDir(run_dir).forecasts, buf.getvalue())
 

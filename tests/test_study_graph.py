@@ -58,7 +58,7 @@ def test_data_spec_splits_time_as_the_data_module_does(points, fraction):
 @pytest.mark.parametrize("systems, fraction", [(3, 0.8), (20, 0.2), (1000, 0.2), (3, 0.01)])
 def test_data_spec_counts_validation_systems_as_the_split_does(systems, fraction):
     spec = DataSpec(systems=systems, val_fraction=fraction, test_fraction=0.05)
-    assert spec.val_systems == len(split_systems(systems, fraction, 0.05).validation)
+    assert spec.split_sizes()["validation"] == len(split_systems(systems, fraction, 0.05).validation)
 
 
 def test_a_late_bound_stage_is_charged_at_its_costliest_choice():

@@ -24,15 +24,11 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
 from lvjob.tracking import TENSORBOARD_DIR, TensorBoard, row_scalars
+import test_resume
 from test_resume import _finish, _start, _wait_for_step
 
 STEPS = 10
-JOB = {
-    "kind": "train", "name": "tracking", "model": "tiny", "seed": 5,
-    "context": 48, "steps": STEPS, "batch_size": 2, "lr": 1e-3, "rank": 2,
-    "val_every": 5, "val_chunks": 4, "checkpoint_every": 4,
-    "series": 2, "eval_batch_size": 2, "temperature": 0.0,
-}
+JOB = dict(test_resume.JOB, name="tracking", seed=5, steps=STEPS)  # the resume tests' small job, its own run
 
 
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
