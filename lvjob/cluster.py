@@ -235,13 +235,17 @@ def _rows(stage: str, nodes: list[Node], jobs: list, profile: Profile) -> list[d
 
 
 def index_is_complete(study: Study, profile: Profile) -> bool:
-    """The run index exists, is this study's (at this scale, with this profile), and lists every run as complete."""
+    """The run index exists, is this study's (at this scale, with this profile), lists every run as
+    complete, and lists the runs the study's nodes are now: a changed setting gives new runs, and an
+    index of the old ones must not pass for theirs."""
     try:
         index = json.loads((Path(profile.results_dir) / "runs.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
+    runs = index.get("runs", [])
     return (index.get("study"), index.get("scale"), index.get("profile")) == (study.name, study.scale, profile.name) and \
-        all(r.get("status") == "complete" for r in index.get("runs", []))
+        all(r.get("status") == "complete" for r in runs) and \
+        [r.get("run_id") for r in runs] == [r["run_id"] for r in run_index(study, profile)["runs"]]
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The demo's base model `tiny-lv`: the tiny Qwen2, briefly pre-trained on LLMTIME text.
+"""The demo's base model `tiny-lv`: the tiny Qwen2 (attending through a sliding window), briefly
+pre-trained on LLMTIME text.
 
 With random weights the tiny model writes random digits, and a demo study on it compares noise.
 So the local base model gets a short pre-training, as a real base model would have had one: on the
@@ -30,8 +31,8 @@ import torch
 from lvjob import data
 from lvjob.atomic import atomic_dir
 from lvjob.corpus import pad_batch, training_chunks
-from lvjob.models import load_model
-from lvjob.modelspec import ModelChoice, demo_model_dir
+from lvjob.models import random_model
+from lvjob.modelspec import TINY_SEED, config_dict, demo_model_dir
 from lvjob.tokenizer import load_tokenizer
 from lvjob.train import batch_indices
 
@@ -63,8 +64,9 @@ class PretrainSpec:
 
 
 def recipe_key(spec: PretrainSpec) -> str:
-    """A short digest of the recipe: the cache folder's suffix."""
-    return hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:10]
+    """A short digest of the recipe and the architecture it trains: the cache folder's suffix."""
+    recipe = {"spec": asdict(spec), "config": config_dict("tiny-lv")}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def ensure_demo_model(spec: PretrainSpec = PretrainSpec(), log=print) -> Path:
@@ -102,7 +104,7 @@ def pretrain(spec: PretrainSpec, log=print):
     tokenizer = load_tokenizer()
     chunks = training_text(spec, tokenizer)
     torch.manual_seed(spec.seed)
-    model = load_model(ModelChoice("tiny")).train()
+    model = random_model("tiny-lv", seed=TINY_SEED).train()  # `tiny`'s weights, the demo's attention window
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, spec))
     losses = []

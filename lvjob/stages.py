@@ -134,6 +134,9 @@ def job_for(study: Study, profile: Profile, node: Node, at_submission: bool = Fa
     choice = choose(study, profile, node.stage, require_all=at_submission)
     if choice is None:
         return None
-    if not at_submission:
+    job = make_job(study, profile, node, choice.chosen)
+    # Recorded when the job starts; a run found complete at submission starts none, and a changed
+    # study (a new records folder) must still know which choice made it.
+    if not at_submission or summarize(job.resolved_run_dir()).status == "complete":
         record_choice(study, profile, choice)
-    return make_job(study, profile, node, choice.chosen)
+    return job

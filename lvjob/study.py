@@ -30,7 +30,7 @@ from lvjob.config import to_dict as to_plain
 from lvjob.data import DataSpec
 from lvjob.job import Job
 from lvjob.llmtime import TextSpec
-from lvjob.modelspec import MODEL_NAMES
+from lvjob.modelspec import DEFAULT_LORA_TARGETS, MODEL_NAMES
 
 Prompt = Literal["plain", "instruct"]
 
@@ -61,6 +61,13 @@ class LoraRun:
     steps: int = 5000
 
     # Ranges are Job's rules, checked on the jobs this run becomes when the study loads.
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """What every fine-tune of the study adapts (rank and lr vary by run; alpha equals the rank)."""
+
+    targets: tuple[str, ...] = DEFAULT_LORA_TARGETS  # linear layers of each block; Job checks the names
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class Study:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     evaluation: EvalSpec = field(default_factory=EvalSpec)
     zero_shot_prompts: tuple[Prompt, ...] = ("plain", "instruct")
+    lora: LoraSpec = field(default_factory=LoraSpec)
     default: LoraRun = field(default_factory=LoraRun)
     stage1: Stage1 = field(default_factory=Stage1)
     stage2: Stage2 = field(default_factory=Stage2)
@@ -243,7 +251,8 @@ COMMON_ORIGIN = (("model", "model"), ("seed", "seed"), ("data", "data"), ("text"
                  ("batch_size", "training.batch_size"), ("val_every", "training.val_every"),
                  ("val_chunks", "training.val_chunks"), ("checkpoint_every", "training.checkpoint_every"),
                  ("prompt", "evaluation.trained_prompt"), ("series", "evaluation.series"),
-                 ("samples", "evaluation.samples"), ("temperature", "evaluation.temperature"))
+                 ("samples", "evaluation.samples"), ("temperature", "evaluation.temperature"),
+                 ("lora_targets", "lora.targets"))
 
 
 def job_fields(study: Study, node: Node, chosen: dict | None = None) -> dict:
@@ -252,7 +261,7 @@ def job_fields(study: Study, node: Node, chosen: dict | None = None) -> dict:
     common = dict(kind="train", model=study.model, seed=study.seed, data=to_plain(study.data), text=to_plain(study.text),
                   batch_size=t.batch_size, val_every=t.val_every, val_chunks=t.val_chunks,
                   checkpoint_every=t.checkpoint_every, prompt=e.trained_prompt, series=e.series, samples=e.samples,
-                  temperature=e.temperature)
+                  temperature=e.temperature, lora_targets=study.lora.targets)
     return common | {"name": node.key, "eval_split": stage(node.stage).split} | dict(node.settings) | (chosen or {})
 
 

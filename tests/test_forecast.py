@@ -169,3 +169,25 @@ def test_forecast_with_k_samples_books_one_prompt_pass_per_series(tiny_model, to
     assert prompt == cost._forward("tiny", 6, width, 0, job.lora_targets, logits_vocab=vocab)
     assert generation == (cost._generation("tiny", 24, width, new, 0, job.lora_targets, vocab)
                           - cost._forward("tiny", 24, width, 0, job.lora_targets, logits_vocab=vocab))
+
+
+def test_the_demo_model_forecasts_a_long_prompt_from_its_last_two_attention_windows(tokenizer):
+    """tiny-lv's 2 layers each attend through a 128-token window (modelspec.DEMO_CONFIG), so its
+    forecast depends on the last 2 x 128 tokens only, wherever they stand: a 1,200-token prompt is
+    read as the short windows it was trained on. Full attention (`tiny`) reads the whole prompt."""
+    from lvjob.llmtime import fit_scaler, render
+    from lvjob.models import random_model
+
+    series = data.generate(3, 100, 0)[0].trajectories[0]
+    ids = tokenizer.encode(render(fit_scaler(series).transform(series), 3) + ";", add_special_tokens=False)
+    g, alphabet = Grammar(points=HORIZON), alphabet_ids(tokenizer)
+
+    def read(model, prompt):
+        with torch.no_grad():
+            last = model(input_ids=torch.tensor([prompt])).logits[0, -1]
+        return last, generate(model, [prompt], g, alphabet, tokenizer.pad_token_id, temperature=0.0).texts
+
+    demo, full = random_model("tiny-lv", seed=0), random_model("tiny", seed=0)
+    (whole, whole_text), (tail, tail_text) = read(demo, ids), read(demo, ids[-300:])
+    assert len(ids) > 1000 and torch.allclose(whole, tail, atol=1e-4) and whole_text == tail_text
+    assert not torch.allclose(read(full, ids)[0], read(full, ids[-300:])[0], atol=1e-2)

@@ -69,3 +69,31 @@ def test_an_evaluation_books_each_batch_and_moves_earlier_evaluation_work_to_los
     prompt, generation = cost.evaluation_flops(job, [batch], 0)
     assert (booked.prompt, booked.generation) == (100 + prompt, 20 + generation)  # added, never overwritten
     assert booked.lost_to_preemption == 120  # the earlier evaluation's work is re-done now
+
+
+def test_the_studys_lora_targets_reach_every_fine_tune_and_its_flop_plan(tmp_path):
+    from lvjob.profile import Profile
+    from lvjob.stages import make_job
+    from lvjob.study import load_study, study_nodes
+
+    study = load_study(JOBS / "study.yaml", scale="demo")
+    profile = Profile(runs_root=str(tmp_path))
+    jobs = [make_job(study, profile, n) for n in study_nodes(study) if n.stage in ("default", "stage1")]
+    assert len(jobs) == 10 and all(j.lora_targets == study.lora.targets == flops.LINEARS for j in jobs)
+    assert cost.step_flops(jobs[0]) == flops.train_step(flops.shape_of("tiny-lv"), 4, 128, 4, flops.LINEARS).total
+
+
+def test_an_unknown_study_lora_target_is_refused_naming_the_study_key():
+    from lvjob.study import load_study
+
+    with pytest.raises(ConfigError, match="lora.targets.*q_proj, k_proj, v_proj, o_proj"):
+        load_study(JOBS / "study.yaml", overrides=["lora.targets=[attention]"])
+
+
+def test_a_new_demo_model_recipe_gives_its_runs_new_ids(monkeypatch):
+    import lvjob.job
+
+    run_id = load_job(JOBS / "default_lora.yaml", ["model=tiny-lv"]).run_id()
+    monkeypatch.setattr(lvjob.job, "DEMO_RECIPE_KEY", "another")
+    assert load_job(JOBS / "default_lora.yaml", ["model=tiny-lv"]).run_id() != run_id
+    assert load_job(JOBS / "default_lora.yaml", ["model=tiny"]).run_id() == load_job(JOBS / "default_lora.yaml").run_id()

@@ -94,6 +94,17 @@ def test_local_profile_runs_a_small_study_to_the_end_and_a_second_submit_does_no
     assert "stage1: 1 done, 0 running, 0 waiting" in out and "CPU-hours over 8 runs" in out
 
 
+def test_a_changed_study_is_aggregated_again_though_the_old_index_lists_every_run_complete(local_study):
+    from lvjob.cluster import index_is_complete
+    from lvjob.profile import load_profile
+    from lvjob.study import load_study
+
+    profile, small = load_profile(local_study["args"][3]), local_study["args"][4:]
+    assert index_is_complete(load_study(ROOT / "jobs" / "study.yaml", scale="demo", overrides=small), profile)
+    changed = load_study(ROOT / "jobs" / "study.yaml", scale="demo", overrides=[*small, "evaluation.temperature=0.3"])
+    assert not index_is_complete(changed, profile)
+
+
 def test_a_local_run_killed_without_warning_is_retried_before_the_next_stage_chooses(local_study):
     made = read_jsonl(local_study["records"] / "retries.jsonl")
     assert [(r["node"], r["state"]) for r in made] == [(local_study["killed"], "ended")]
@@ -107,3 +118,12 @@ def test_status_shows_each_runs_retries_and_why_each_was_made(local_study, capsy
     row = next(line for line in out.splitlines() if line.startswith(f"| {killed} |"))
     assert row.split("|")[10].strip() == "1"  # the retries column
     assert f"- {killed}, retry 1: job " in out and " ended; run left running at step " in out
+
+
+def test_a_study_changed_only_in_its_default_run_still_reports_the_finished_final_run(local_study):
+    """The changed study has a new records folder; the final run, complete at submission, starts no job
+    that would record its choice, so submission records it (else Table 3 would say `not started`)."""
+    assert main([*local_study["args"], "default.lr=2e-3"]) == 0
+    index = json.loads((local_study["results"] / "runs.json").read_text())
+    assert [r["status"] for r in index["runs"]] == ["complete"] * 8
+    assert index["choices"]["final"]["chosen"] == {"rank": 2, "lr": 1e-3, "context": 48}
