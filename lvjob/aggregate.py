@@ -26,10 +26,14 @@ from lvjob.study import stage as entry
 from lvjob.tables import Table, to_csv, to_latex, to_markdown
 
 
+def recorded_jobs(study: Study, profile: Profile) -> list:
+    """(node, the job it ran or None) for every node that runs a job, in study order."""
+    return [(n, _recorded_job(study, profile, n)) for n in study_nodes(study) if entry(n.stage).runs_jobs]
+
+
 def run_index(study: Study, profile: Profile) -> dict:
     runs = []
-    for node in (n for n in study_nodes(study) if entry(n.stage).runs_jobs):
-        job = _recorded_job(study, profile, node)
+    for node, job in recorded_jobs(study, profile):
         summary = summarize(job.resolved_run_dir()).to_dict() if job else {"status": "not started", "run_dir": None}
         runs.append({"node": node.key, "stage": node.stage, "label": node.label, "run_id": job.run_id() if job else None}
                     | summary)
@@ -56,7 +60,8 @@ def study_tables(study: Study, index: dict) -> list[Table]:
     d = study.default
     labels = {n.key: n.label for n in study_nodes(study) if n.label}
     return [
-        report.step_flops_table(flops.shape_of(study.model), study.model, study.training.batch_size, d.context, d.rank),
+        report.step_flops_table(flops.shape_of(study.model), study.model, study.training.batch_size, d.context, d.rank,
+                                study.lora.targets),
         report.context_table(index),
         report.comparison_table(index, labels),
         report.lead_time_table(index, labels),

@@ -44,7 +44,7 @@ import yaml
 
 from lvjob import atomic, data, preflight, retries
 from lvjob.config import to_dict
-from lvjob.aggregate import run_index, write_results
+from lvjob.aggregate import recorded_jobs, run_index, write_results
 from lvjob.executors import Batch, backend
 from lvjob.ledger import read_jsonl
 from lvjob.models import ensure_tiny_model
@@ -243,9 +243,14 @@ def index_is_complete(study: Study, profile: Profile) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     runs = index.get("runs", [])
-    return (index.get("study"), index.get("scale"), index.get("profile")) == (study.name, study.scale, profile.name) and \
-        all(r.get("status") == "complete" for r in runs) and \
-        [r.get("run_id") for r in runs] == [r["run_id"] for r in run_index(study, profile)["runs"]]
+    same_study = (index.get("study"), index.get("scale"), index.get("profile")) == (study.name, study.scale, profile.name)
+    all_complete = all(r.get("status") == "complete" for r in runs)
+    return same_study and all_complete and [r.get("run_id") for r in runs] == run_ids(study, profile)
+
+
+def run_ids(study: Study, profile: Profile) -> list[str | None]:
+    """The run id of every node's job as the study stands now (None: a late-bound node not started)."""
+    return [job.run_id() if job else None for _, job in recorded_jobs(study, profile)]
 
 
 @dataclass

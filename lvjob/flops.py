@@ -447,15 +447,16 @@ def _unit(largest: int) -> tuple[str, int]:
     return "FLOP", 1
 
 
-def step_columns(shape: ModelShape, batch: int, seq: int, rank: int) -> dict[str, Flops]:
+def step_columns(shape: ModelShape, batch: int, seq: int, rank: int,
+                 targets=DEFAULT_LORA_TARGETS) -> dict[str, Flops]:
     """One training step: the forward (with the loss), the rules' 3 x forward for full fine-tuning and
-    LoRA, and what autograd executes for each."""
+    LoRA on `targets`, and what autograd executes for each."""
     return {
         "forward": forward(shape, batch, seq, loss=True),
         "full FT (rules)": train_step(shape, batch, seq, 0),
-        f"LoRA r={rank} (rules)": train_step(shape, batch, seq, rank),
+        f"LoRA r={rank} (rules)": train_step(shape, batch, seq, rank, targets),
         "full FT executed": executed_train_step(shape, batch, seq, 0),
-        f"LoRA r={rank} executed": executed_train_step(shape, batch, seq, rank),
+        f"LoRA r={rank} executed": executed_train_step(shape, batch, seq, rank, targets),
     }
 
 

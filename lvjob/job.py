@@ -18,7 +18,7 @@ from lvjob.config import apply_overrides, build, read_yaml, require, to_dict
 from lvjob.data import DataSpec
 from lvjob.flops import LINEARS
 from lvjob.llmtime import TextSpec
-from lvjob.modelspec import DEFAULT_LORA_TARGETS, DEMO_RECIPE_KEY, MODEL_NAMES, ModelChoice
+from lvjob.modelspec import DEFAULT_LORA_TARGETS, MODEL_NAMES, ModelChoice
 from lvjob.prompts import tokens_per_point
 
 RUNS_ROOT = Path("checkpoints")
@@ -105,8 +105,8 @@ class Job:
         for key, default in ADDED_LATER.items():  # runs from before a setting existed keep their ids
             if settings[key] == default:
                 del settings[key]
-        if self.model == "tiny-lv" and self.model_path is None:  # a new demo recipe is a new model: new runs
-            settings["model_recipe"] = DEMO_RECIPE_KEY
+        if self.model_choice.recipe:  # a new demo recipe is a new model: new runs
+            settings["model_recipe"] = self.model_choice.recipe
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.name}-{digest}"
 

@@ -6,8 +6,8 @@
   into the cache in bfloat16 as the real checkpoint is stored (full-size tests, GPU benchmarks).
 - `tiny`: the same architecture at a tiny width, the real vocabulary, built here with a fixed seed
   and saved once into the cache (float32); for tests.
-- `tiny-lv`: `tiny` after a short pre-training (lvjob.pretrain), built by `lvjob prepare`; loading
-  it never builds it.
+- `tiny-lv`: `tiny` with a sliding attention window, after a short pre-training (lvjob.pretrain),
+  built by `lvjob prepare`; loading it never builds it.
 
 Whatever the name, the model is loaded by `AutoModelForCausalLM.from_pretrained` from a folder or a
 hub id (bfloat16 on CUDA, float32 on CPU, NF4 with `quantize_4bit`), so the tiny and the random
@@ -65,8 +65,8 @@ def resolve_weights(choice: ModelChoice) -> str:
         return choice.path
     if choice.name in BUILT:
         return str(ensure_built_model(choice.name))
-    if choice.name == "tiny-lv":
-        return str(_built(demo_model_dir(), "the demo model tiny-lv"))
+    if choice.recipe:
+        return str(_built(demo_model_dir(choice.recipe), "the demo model tiny-lv"))
     return QWEN25_HUB_ID
 
 

@@ -56,7 +56,8 @@ TINY_SEED = 1234
 # carry what it learnt to positions it never saw, and writes about the same numbers whatever the
 # context (the demo study before the window, README at commit ace0a1d: every model's error flat over
 # the horizon and 5x persistence's at step 1). Windowed, it reads every prompt the way it read its
-# training text. Qwen2's own sliding-window attention: no new weights, FLOPs counted as for `tiny`.
+# training text. Qwen2's own sliding-window attention: no new weights. FLOPs are counted as for `tiny`,
+# because the window is a mask: SDPA still computes every score, in training and over a prompt alike.
 DEMO_CONFIG = dict(TINY_CONFIG, use_sliding_window=True, sliding_window=128, max_window_layers=0)
 
 MODEL_NAMES = ("qwen2.5-0.5b", "qwen2.5-0.5b-random", "tiny", "tiny-lv")
@@ -76,6 +77,11 @@ class ModelChoice:
     def __post_init__(self) -> None:
         if self.name not in MODEL_NAMES:
             raise ValueError(f"model.name: unknown model {self.name!r}; valid: {', '.join(MODEL_NAMES)}")
+
+    @property
+    def recipe(self) -> str | None:
+        """The pre-training recipe the weights come from: the demo model's by name, else None."""
+        return DEMO_RECIPE_KEY if self.name == "tiny-lv" and not self.path else None
 
 
 def config_dict(name: str) -> dict:

@@ -45,7 +45,7 @@ class PretrainSpec:
 
     # Every token costs a pass over all 151,936 rows of the LM head (~58 MFLOP forward and backward,
     # memory-bound on 2 CPU cores), so the budget is counted in tokens: 240 x 2 x 64 = 31k tokens,
-    # as many as the demo's default fine-tune sees. Many small steps, not few large ones: measured
+    # half as many as the demo's default fine-tune sees. Many small steps, not few large ones: measured
     # (2026-11-26) on the same 31k tokens, 60 steps of 4 x 128 stall at the grammar's unigram
     # distribution (2.37 nats, zero-shot MAE 0.91 on 50 validation series, worse than persistence),
     # while 240 steps of 2 x 64 leave it near step 70 and end at 1.30 nats (zero-shot MAE 0.55 on

@@ -38,14 +38,15 @@ def _errors(run: dict | None, metrics: tuple[str, ...] = METRICS) -> list:
     return [run.get(f"eval_{m}") for m in metrics]
 
 
-def step_flops_table(shape: flops.ModelShape, model: str, batch: int, context: int, rank: int) -> Table:
-    """Table 1: one training step per component, full fine-tuning vs LoRA, the rules and executed."""
-    cols = flops.step_columns(shape, batch, context, rank)
+def step_flops_table(shape: flops.ModelShape, model: str, batch: int, context: int, rank: int,
+                     targets: tuple[str, ...]) -> Table:
+    """Table 1: one training step per component, full fine-tuning vs LoRA on `targets`, the rules and executed."""
+    cols = flops.step_columns(shape, batch, context, rank, targets)
     rows = [tuple([comp] + [getattr(c, comp) for c in cols.values()]) for comp in flops.COMPONENTS]
     rows.append(tuple(["total"] + [c.total for c in cols.values()]))
     return Table(
         name="table1_step_flops",
-        title=f"Table 1. FLOPs of one training step ({model}, batch {batch} x {context} tokens)",
+        title=f"Table 1. FLOPs of one training step ({model}, batch {batch} x {context} tokens, LoRA on {', '.join(targets)})",
         columns=("component", *cols), rows=tuple(rows), formats=("",) + (".4e",) * len(cols),
         notes=("Rules (SPEC §5): a training step = 3 x forward, LoRA or not; the budget is charged by them. "
                "Executed: what autograd runs (frozen layers compute only input gradients).",))

@@ -71,7 +71,7 @@ def test_an_evaluation_books_each_batch_and_moves_earlier_evaluation_work_to_los
     assert booked.lost_to_preemption == 120  # the earlier evaluation's work is re-done now
 
 
-def test_the_studys_lora_targets_reach_every_fine_tune_and_its_flop_plan(tmp_path):
+def test_the_studys_lora_targets_reach_every_fine_tune_and_its_flop_charge(tmp_path):
     from lvjob.profile import Profile
     from lvjob.stages import make_job
     from lvjob.study import load_study, study_nodes
@@ -79,7 +79,8 @@ def test_the_studys_lora_targets_reach_every_fine_tune_and_its_flop_plan(tmp_pat
     study = load_study(JOBS / "study.yaml", scale="demo")
     profile = Profile(runs_root=str(tmp_path))
     jobs = [make_job(study, profile, n) for n in study_nodes(study) if n.stage in ("default", "stage1")]
-    assert len(jobs) == 10 and all(j.lora_targets == study.lora.targets == flops.LINEARS for j in jobs)
+    assert len(jobs) == 1 + 9  # the default run and the 3 x 3 grid
+    assert all(j.lora_targets == study.lora.targets == flops.LINEARS for j in jobs)
     assert cost.step_flops(jobs[0]) == flops.train_step(flops.shape_of("tiny-lv"), 4, 128, 4, flops.LINEARS).total
 
 
@@ -90,10 +91,21 @@ def test_an_unknown_study_lora_target_is_refused_naming_the_study_key():
         load_study(JOBS / "study.yaml", overrides=["lora.targets=[attention]"])
 
 
-def test_a_new_demo_model_recipe_gives_its_runs_new_ids(monkeypatch):
-    import lvjob.job
+def test_a_new_demo_model_recipe_gives_its_runs_new_ids_and_no_other_models_runs(monkeypatch):
+    import lvjob.modelspec
 
-    run_id = load_job(JOBS / "default_lora.yaml", ["model=tiny-lv"]).run_id()
-    monkeypatch.setattr(lvjob.job, "DEMO_RECIPE_KEY", "another")
-    assert load_job(JOBS / "default_lora.yaml", ["model=tiny-lv"]).run_id() != run_id
-    assert load_job(JOBS / "default_lora.yaml", ["model=tiny"]).run_id() == load_job(JOBS / "default_lora.yaml").run_id()
+    ids = {m: load_job(JOBS / "default_lora.yaml", [f"model={m}"]).run_id() for m in ("tiny-lv", "tiny")}
+    monkeypatch.setattr(lvjob.modelspec, "DEMO_RECIPE_KEY", "another")
+    assert load_job(JOBS / "default_lora.yaml", ["model=tiny-lv"]).run_id() != ids["tiny-lv"]
+    assert load_job(JOBS / "default_lora.yaml", ["model=tiny"]).run_id() == ids["tiny"]
+
+
+def test_table1_charges_lora_on_the_studys_targets():
+    from lvjob.report import step_flops_table
+
+    def lora_row(targets):
+        table = step_flops_table(flops.shape_of("tiny"), "tiny", 4, 128, 4, targets)
+        return next(r for r in table.rows if r[0] == "lora")[3]  # the LoRA (rules) column
+
+    assert lora_row(flops.LINEARS) == flops.train_step(flops.shape_of("tiny"), 4, 128, 4, flops.LINEARS).lora
+    assert lora_row(flops.LINEARS) > lora_row(("q_proj", "v_proj")) > 0

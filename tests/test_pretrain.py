@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lvjob.modelspec import DEMO_RECIPE_KEY, TINY_CONFIG, demo_model_dir
+from lvjob.modelspec import DEMO_CONFIG, DEMO_RECIPE_KEY, TINY_CONFIG, demo_model_dir
 from lvjob.pretrain import PretrainSpec, ensure_demo_model, lr_factor, pretrain, recipe_key, training_text
 
 # A few hundred tokens a step over a handful of systems: seconds, and still enough steps to see the loss fall.
@@ -77,3 +77,4 @@ def test_the_demo_model_is_built_once_and_loads_from_its_folder():
     assert ensure_demo_model(SMALL, log=lambda m: None) == folder and (folder / "config.json").stat().st_mtime_ns == stamp
     model = load_model(ModelChoice("tiny-lv", path=str(folder)))
     assert model.config.hidden_size == 64 and model.config.vocab_size == 151936
+    assert model.config.sliding_window == DEMO_CONFIG["sliding_window"] and set(model.config.layer_types) == {"sliding_attention"}

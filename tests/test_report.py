@@ -90,7 +90,7 @@ def test_table3_puts_finished_runs_beside_marked_missing_ones(study_runs):
     t = comparison_table(run_index(study, profile), labels(study))
     assert cells(t, "zero-shot, plain prompt") == (2.0, 5.0, math.sqrt(5.0), 4.0, 1.0, 0.5, 1.0, 5, 20)
     assert cells(t, "zero-shot, instruct prompt") == (Mark("missing: failed"),) * 9
-    assert cells(t, "default fine-tune")[0] == Mark("missing: running, step 12/60")
+    assert cells(t, "default fine-tune")[0] == Mark(f"missing: running, step 12/{study.default.steps}")
     assert cells(t, "best fine-tune (final run)")[0] == Mark("missing: not started")
     assert cells(t, "persistence (last point repeated)")[0] == Mark("missing: not started")
 

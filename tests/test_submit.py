@@ -120,10 +120,12 @@ def test_status_shows_each_runs_retries_and_why_each_was_made(local_study, capsy
     assert f"- {killed}, retry 1: job " in out and " ended; run left running at step " in out
 
 
-def test_a_study_changed_only_in_its_default_run_still_reports_the_finished_final_run(local_study):
+def test_a_study_changed_only_in_its_default_run_still_reports_the_finished_final_run(local_study, tmp_path):
     """The changed study has a new records folder; the final run, complete at submission, starts no job
     that would record its choice, so submission records it (else Table 3 would say `not started`)."""
-    assert main([*local_study["args"], "default.lr=2e-3"]) == 0
-    index = json.loads((local_study["results"] / "runs.json").read_text())
+    args, profile = local_study["args"], tmp_path / "local.yaml"  # the same runs, results of its own
+    profile.write_text(yaml.safe_dump(yaml.safe_load(Path(args[3]).read_text()) | {"results_dir": str(tmp_path / "results")}))
+    assert main([*args[:3], str(profile), *args[4:], "default.lr=2e-3"]) == 0
+    index = json.loads((tmp_path / "results" / "runs.json").read_text())
     assert [r["status"] for r in index["runs"]] == ["complete"] * 8
     assert index["choices"]["final"]["chosen"] == {"rank": 2, "lr": 1e-3, "context": 48}
