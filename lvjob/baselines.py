@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -258,11 +259,20 @@ def persistence_fit(contexts: np.ndarray, context_times: np.ndarray, horizon_tim
     return BaselineForecast(persistence(contexts, context_times, horizon_times), np.zeros(len(contexts), dtype=bool))
 
 
-# The study's baselines by name (a baseline job's `forecaster`): each forecaster with its fit.
-FITS = {"persistence": persistence_fit, "statistical": autoregressive_fit, "physics": lotka_volterra_fit}
-FORECASTERS = {"persistence": persistence, "statistical": autoregressive, "physics": lotka_volterra}
+@dataclass(frozen=True)
+class Baseline:
+    fit: Callable[[np.ndarray, np.ndarray, np.ndarray], BaselineForecast]  # (contexts, context times, horizon times)
+    label: str  # how Table 3 names its row
+
+
+# The study's baselines by name (a baseline job's `forecaster`): the study runs one job for each.
+BASELINES = {
+    "persistence": Baseline(persistence_fit, "persistence (last point repeated)"),
+    "statistical": Baseline(autoregressive_fit, "statistical: AR(p), p by AIC"),
+    "physics": Baseline(lotka_volterra_fit, "physics: Lotka-Volterra fit"),
+}
 
 
 def forecast_with(name: str, contexts: np.ndarray, context_times: np.ndarray, horizon_times: np.ndarray) -> BaselineForecast:
     """The named baseline's forecast of every context, with the series that fell back to persistence."""
-    return FITS[name](contexts, context_times, horizon_times)
+    return BASELINES[name].fit(contexts, context_times, horizon_times)

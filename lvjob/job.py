@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
-from lvjob.baselines import FORECASTERS
+from lvjob.baselines import BASELINES
 from lvjob.config import apply_overrides, build, read_yaml, require, to_dict
 from lvjob.data import DataSpec
 from lvjob.flops import LINEARS
@@ -60,7 +60,7 @@ class Job:
 
     # evaluation (every kind): which systems it forecasts and how
     eval_split: Literal["validation", "test"] = "validation"  # test: reported, never chosen from (SPEC §2)
-    forecaster: str | None = None  # baseline: one of lvjob.baselines.FORECASTERS
+    forecaster: str | None = None  # baseline: one of lvjob.baselines.BASELINES
     prompt: Literal["plain", "instruct"] = "plain"
     series: int = 100  # systems forecast, the first of the eval_split
     samples: int = 1
@@ -85,8 +85,8 @@ class Job:
         available = self.data.split_sizes()[self.eval_split]
         require(self.series <= available, "series", self.series, f"at most the {available} {self.eval_split} systems of the data")
         require((self.kind == "baseline") == (self.forecaster is not None), "forecaster", self.forecaster,
-                f"one of {', '.join(FORECASTERS)} for a baseline job, null for the other kinds")
-        require(self.forecaster is None or self.forecaster in FORECASTERS, "forecaster", self.forecaster, ", ".join(FORECASTERS))
+                f"one of {', '.join(BASELINES)} for a baseline job, null for the other kinds")
+        require(self.forecaster is None or self.forecaster in BASELINES, "forecaster", self.forecaster, ", ".join(BASELINES))
         require(self.temperature >= 0, "temperature", self.temperature, "temperature >= 0 (0 = greedy)")
         require(1 <= self.max_int_digits <= 6, "max_int_digits", self.max_int_digits, "integers 1..6")
         require(self.kind == "evaluate" or self.adapter is None, "adapter", self.adapter, "null for a training job")

@@ -25,6 +25,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import yaml
 
+from lvjob.baselines import BASELINES
 from lvjob.config import ConfigError, apply_overrides, build, read_yaml, require
 from lvjob.config import to_dict as to_plain
 from lvjob.data import DataSpec
@@ -187,13 +188,8 @@ def _final(study: Study) -> list[Node]:
 
 
 def _baselines(study: Study) -> list[Node]:
-    return [Node("baselines", f"baseline-{name}", (("kind", "baseline"), ("forecaster", name)), (), label)
-            for name, label in BASELINE_LABELS.items()]
-
-
-# lvjob.baselines' forecasters, as Table 3 names them
-BASELINE_LABELS = {"persistence": "persistence (last point repeated)", "statistical": "statistical: AR(p), p by AIC",
-                   "physics": "physics: Lotka-Volterra fit"}
+    return [Node("baselines", f"baseline-{name}", (("kind", "baseline"), ("forecaster", name)), (), b.label)
+            for name, b in BASELINES.items()]
 
 
 def _aggregate(study: Study) -> list[Node]:
