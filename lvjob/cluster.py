@@ -101,8 +101,7 @@ class StudyTask(submitit.helpers.Checkpointable):
         return self.node.key
 
     def __call__(self) -> dict:
-        os.chdir(self.workdir)  # relative paths (data, runs, results) mean the same as at submission
-        os.environ.update({"LVJOB_CACHE": self.cache, "HF_HUB_OFFLINE": "1", **self.profile.env})
+        _enter(self.workdir, self.cache, self.profile)
         if not entry(self.node.stage).runs_jobs:  # the aggregation, on the host
             out = write_results(self.study, self.profile)
             plot_results(out)
@@ -155,9 +154,29 @@ def _records_path(study: Study, profile: Profile) -> Path:
     return study_dir(study, profile) / "submissions.jsonl"
 
 
+def _enter(workdir: str, cache: str, profile: Profile) -> None:
+    """Run a task where it was submitted (relative paths mean the same), with the submission's cache."""
+    os.chdir(workdir)
+    os.environ.update({"LVJOB_CACHE": cache, "HF_HUB_OFFLINE": "1", **profile.env})
+
+
+def study_backend(study: Study, profile: Profile):
+    """The profile's backend, naming the study's jobs."""
+    return backend(profile, f"{study.name}-{study.scale}")
+
+
+def submitit_folder(study: Study, profile: Profile) -> Path:
+    return study_dir(study, profile) / "submitit"
+
+
 def read_submissions(study: Study, profile: Profile) -> dict[str, dict]:
     """The latest submission of each node: {node key: {"job_id", "executor", "at"}}."""
     return {row["node"]: row for row in read_jsonl(_records_path(study, profile))}
+
+
+def on_executor(submissions: dict[str, dict], profile: Profile) -> dict[str, dict]:
+    """The submissions made with the profile's executor: the only job ids its backend can look up."""
+    return {k: r for k, r in submissions.items() if r.get("executor") == profile.executor}
 
 
 def _record(study: Study, profile: Profile, rows: list[dict]) -> None:
@@ -200,7 +219,7 @@ def gate_name(stage: str) -> str:
 
 def active_jobs(study: Study, profile: Profile) -> dict[str, str]:
     """{node key: job id} of the study's jobs that are queued or running now."""
-    latest = {k: r for k, r in read_submissions(study, profile).items() if r.get("executor") == profile.executor}
+    latest = on_executor(read_submissions(study, profile), profile)
     active = backend(profile).active([r["job_id"] for r in latest.values()])
     return {k: r["job_id"] for k, r in latest.items() if r["job_id"] in active}
 
@@ -297,8 +316,8 @@ class _Submitting:
 
     def __init__(self, study: Study, profile: Profile, log):
         self.study, self.profile, self.log = study, profile, log
-        self.backend = backend(profile, f"{study.name}-{study.scale}")
-        self.folder = study_dir(study, profile) / "submitit"
+        self.backend = study_backend(study, profile)
+        self.folder = submitit_folder(study, profile)
         self.where = (str(Path.cwd()), str(cache_dir().resolve()))  # the tasks' workdir and cache
         self.active = active_jobs(study, profile)
         self.stage_of = {n.key: n.stage for n in study_nodes(study)}
@@ -374,8 +393,7 @@ class GateTask(submitit.helpers.Checkpointable):
         return gate_name(self.stage)
 
     def __call__(self) -> dict:
-        os.chdir(self.workdir)
-        os.environ.update({"LVJOB_CACHE": self.cache, "HF_HUB_OFFLINE": "1", **self.profile.env})
+        _enter(self.workdir, self.cache, self.profile)
         rounds = [self.retry_round()]
         while rounds[-1] and not self._backend().detached:  # local: the retried runs have ended; look again
             rounds.append(self.retry_round())
@@ -394,14 +412,13 @@ class GateTask(submitit.helpers.Checkpointable):
         return [r.node for r in due]
 
     def _backend(self):
-        return backend(self.profile, f"{self.study.name}-{self.study.scale}")
+        return study_backend(self.study, self.profile)
 
     def look(self) -> tuple[list[retries.Retry], list[str]]:
         """The stage's runs to retry now, and the jobs of its runs still queued or running."""
         runs = [r for r in run_index(self.study, self.profile)["runs"] if r["stage"] == self.stage]
-        subs = read_submissions(self.study, self.profile)
-        latest = {r["node"]: subs[r["node"]]["job_id"] for r in runs
-                  if r["node"] in subs and subs[r["node"]].get("executor") == self.profile.executor}
+        subs = on_executor(read_submissions(self.study, self.profile), self.profile)
+        latest = {r["node"]: subs[r["node"]]["job_id"] for r in runs if r["node"] in subs}
         states = self._backend().states(list(latest.values()))
         due = retries.due(runs, {k: {"job_id": j} for k, j in latest.items()}, states,
                           retries.used(self.study, self.profile), self.profile.max_retries)
@@ -432,14 +449,14 @@ class GateTask(submitit.helpers.Checkpointable):
         with _gates_lock(self.study, self.profile):  # one gate at a time re-points a stage waiting for several
             b.submit_wave(self._folder(), [gate], lambda _, g: _record_gates(self.study, self.profile, self.stage, g), print)
             waiting = [s for s in stage_table() if self.stage in waits_for(s)]
-            gates, latest = active_gates(self.study, self.profile), read_submissions(self.study, self.profile).values()
-            pending = {s.name: [r["job_id"] for r in latest if r["stage"] == s.name and r.get("executor") ==
-                                self.profile.executor] for s in waiting}
+            gates = active_gates(self.study, self.profile)
+            latest = on_executor(read_submissions(self.study, self.profile), self.profile).values()
+            pending = {s.name: [r["job_id"] for r in latest if r["stage"] == s.name] for s in waiting}
             b.wait_also(pending, {s.name: b.dependency_ids([g for t in waits_for(s) for g in gates.get(t, [])])
                                   for s in waiting})
 
     def _folder(self) -> Path:
-        return study_dir(self.study, self.profile) / "submitit"
+        return submitit_folder(self.study, self.profile)
 
 
 @contextmanager

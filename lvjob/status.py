@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lvjob.aggregate import run_index
-from lvjob.cluster import index_is_complete, read_submissions
+from lvjob.cluster import index_is_complete, on_executor, read_submissions
 from lvjob import retries, throughput
 from lvjob.executors import backend
 from lvjob.ledger import read_jsonl
@@ -29,7 +29,7 @@ COLUMNS = ("node", "job", "state", "step", "steps/s", "eta", "loss", "flops", "r
 def status_rows(study: Study, profile: Profile) -> list[dict]:
     """One row per node: its job, state, progress, loss, FLOPs, requeues and, if it failed, why."""
     latest = read_submissions(study, profile)
-    ids = [r["job_id"] for r in latest.values() if r.get("executor") == profile.executor]
+    ids = [r["job_id"] for r in on_executor(latest, profile).values()]
     states = backend(profile).states(ids)
     rows = [_run_row(study, profile, run, latest.get(run["node"], {}), states) for run in run_index(study, profile)["runs"]]
     made = retries.read(study, profile)
