@@ -21,8 +21,8 @@ import torch
 import pipeline_bench as pb
 import runner_bench as rb
 from lvjob import data
-from lvjob.models import ModelChoice, load_model
-from lvjob.tokenizer import load_tokenizer
+from lvjob.models.loading import ModelChoice, load_model
+from lvjob.data.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,9 @@ import resource
 import time
 from pathlib import Path
 
-from lvjob.models import ModelChoice, ensure_built_model, load_model
-from lvjob.modelspec import BUILT
-from lvjob.paths import cache_dir
+from lvjob.models.loading import ModelChoice, ensure_built_model, load_model
+from lvjob.models.registry import BUILT
+from lvjob.core.paths import cache_dir
 
 
 def timed(fn) -> tuple[float, object]:

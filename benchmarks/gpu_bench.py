@@ -5,11 +5,11 @@
                                               # the same code end to end, so it cannot rot
 
 For each training shape of the study (batch 4 x context 128 / 512 / 768, LoRA rank 2 / 4 / 8):
-tokens/s and MFU of lvjob's LoRA training step (executed FLOPs of lvjob.flops / time / the GPU's
+tokens/s and MFU of lvjob's LoRA training step (executed FLOPs of lvjob.models.flops / time / the GPU's
 bf16 dense peak) beside a Hugging Face `Trainer` + peft step twice, in the same run: with lvjob's
 settings (constant lr, no gradient clipping, no weight decay, same batch, dtype and chunks: the fair
 comparison) and with Trainer's defaults; peak GPU memory with a bf16 and a 4-bit NF4 base, both
-loaded by the study's own load path (lvjob.models.load_model); the evaluation of 200 series with a
+loaded by the study's own load path (lvjob.models.loading.load_model); the evaluation of 200 series with a
 20-point horizon, batched vs one at a time; and what one study (jobs/study.yaml) costs in GPU-hours
 on this GPU at these rates. Random weights: FLOPs and time do not depend on the values.
 """
@@ -27,11 +27,12 @@ import numpy as np
 import torch
 
 import runner_bench as rb
-from lvjob import data, flops
-from lvjob.evaluate import ForecastSettings, forecast
-from lvjob.job import Job
-from lvjob.tokenizer import load_tokenizer
-from lvjob.train import lora_model
+from lvjob import data
+from lvjob.models import flops
+from lvjob.forecasting.llm import ForecastSettings, forecast
+from lvjob.run.job import Job
+from lvjob.data.tokenizer import load_tokenizer
+from lvjob.run.train import lora_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,8 +65,8 @@ def random_chunks(n: int, length: int, seed: int = 0) -> list[list[int]]:
 
 def lvjob_step_time(model_name: str, device: str, context: int, rank: int, steps: int, quantize: bool = False) -> tuple[float, int]:
     """Median seconds per LoRA training step of lvjob's loop, and peak CUDA memory (bytes, 0 on CPU)."""
-    from lvjob.corpus import pad_batch
-    from lvjob.train import _autocast
+    from lvjob.data.corpus import pad_batch
+    from lvjob.run.train import _autocast
 
     job = Job(kind="train", model=model_name, rank=rank, context=context, quantize_4bit=quantize)
     model = lora_model(job, device).train()
@@ -97,7 +98,7 @@ def trainer_step_time(model_name: str, device: str, context: int, rank: int, ste
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from lvjob.models import ModelChoice, load_model
+    from lvjob.models.loading import ModelChoice, load_model
 
     base = load_model(ModelChoice(model_name), device=device)
     model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "v_proj"],
@@ -155,7 +156,7 @@ def bench_memory(model_name: str, device: str, context: int) -> list:
 
 
 def bench_eval(model_name: str, device: str, n_series: int, single: int) -> tuple[list, float]:
-    from lvjob.models import ModelChoice, load_model
+    from lvjob.models.loading import ModelChoice, load_model
 
     tok = load_tokenizer()
     model = load_model(ModelChoice(model_name), device=device).eval()
@@ -177,8 +178,8 @@ def bench_eval(model_name: str, device: str, n_series: int, single: int) -> tupl
 
 def study_gpu_hours(rate: dict, per_series_eval: float, smoke: bool) -> list:
     """jobs/study.yaml's plan at the measured rates: training and validation FLOPs / achieved FLOP/s, plus evaluations."""
-    from lvjob.plan import plan_study
-    from lvjob.study import load_study
+    from lvjob.study.plan import plan_study
+    from lvjob.study.spec import load_study
 
     plan = plan_study(load_study(ROOT / "jobs" / "study.yaml"))
     seconds = 0.0

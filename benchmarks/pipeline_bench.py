@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lvjob import flopcheck
-from lvjob.corpus import pad_batch, training_chunks
-from lvjob.evaluate import ForecastSettings, forecast
-from lvjob.ledger import read_jsonl
-from lvjob.llmtime import fit_scaler, parse, render
+from lvjob.models import flopcheck
+from lvjob.data.corpus import pad_batch, training_chunks
+from lvjob.forecasting.llm import ForecastSettings, forecast
+from lvjob.run.ledger import read_jsonl
+from lvjob.data.llmtime import fit_scaler, parse, render
 from runner_bench import timed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def bench_resume(data_path: Path, tmp: Path) -> list[tuple[str, str]]:
     to_first_step = time.monotonic() - start
     second.send_signal(signal.SIGKILL)
     second.wait()
-    t_import, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.train, lvjob.runner, transformers, peft"],
+    t_import, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.run.train, lvjob.run.runner, transformers, peft"],
                                                check=True))
     resumed = [r for r in read_jsonl(run_dir / "preemptions.jsonl") if r["event"] == "resume"]
     return [
@@ -95,8 +95,8 @@ def bench_resume(data_path: Path, tmp: Path) -> list[tuple[str, str]]:
 
 def bench_scaling(model, tok, contexts_np: np.ndarray, horizon: int, out_png: Path | None,
                   lengths=(64, 128, 256, 512), series_counts=(10, 50, 100, 200)) -> list[tuple[str, str]]:
-    from lvjob.job import Job
-    from lvjob.train import lora_model
+    from lvjob.run.job import Job
+    from lvjob.run.train import lora_model
 
     rows, train_t, eval_t = [], {}, {}
     lora = lora_model(Job(kind="train", model="tiny", rank=4), "cpu")
@@ -119,7 +119,7 @@ def bench_scaling(model, tok, contexts_np: np.ndarray, horizon: int, out_png: Pa
         eval_t[k], _ = timed(lambda: forecast(model, tok, contexts_np[:k], horizon, s))
         rows.append((f"batched evaluation of {k} series, {horizon}-point horizon", f"{eval_t[k]:.2f} s ({eval_t[k] / k * 1e3:.1f} ms/series)"))
     if out_png is not None:
-        from lvjob.plots import pyplot
+        from lvjob.results.plots import pyplot
 
         plt = pyplot()
         fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))

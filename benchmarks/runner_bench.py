@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lvjob import checkpoint, data
-from lvjob.evaluate import ForecastSettings, build_prompt, forecast
-from lvjob.forecast import alphabet_ids, generate, grammar_max_tokens
-from lvjob.grammar import Grammar
-from lvjob.job import Job
-from lvjob.data import DataSpec
-from lvjob.tokenizer import load_tokenizer
+from lvjob.run import checkpoint
+from lvjob import data
+from lvjob.forecasting.llm import ForecastSettings, build_prompt, forecast
+from lvjob.forecasting.decoding import alphabet_ids, generate, grammar_max_tokens
+from lvjob.data.grammar import Grammar
+from lvjob.run.job import Job
+from lvjob.data.dataset import DataSpec
+from lvjob.data.tokenizer import load_tokenizer
 
 
 def machine() -> str:
@@ -86,8 +87,8 @@ def bench_constraint(model, tok, contexts: np.ndarray, horizon: int) -> list[tup
         rows.append((name, f"{t:.2f} s for {out.steps + 1} tokens per row ({per_step[name] * 1e3:.1f} ms/token step)"))
     # The grammar's own work per step, alone: replay the runner's tokens through the state machine
     # and build the allowed-token masks, exactly as generate() does, without the model.
-    from lvjob import grammar as gr
-    from lvjob.forecast import ANY, _allowed_mask
+    from lvjob.data import grammar as gr
+    from lvjob.forecasting.decoding import ANY, _allowed_mask
 
     texts = out.texts  # the runner's path ran last
 
@@ -114,8 +115,8 @@ def bench_constraint(model, tok, contexts: np.ndarray, horizon: int) -> list[tup
 
 
 def bench_checkpoint(small: Path, context: int, batch: int, steps: int) -> list[tuple[str, str]]:
-    from lvjob.corpus import pad_batch
-    from lvjob.train import build_corpus, lora_model
+    from lvjob.data.corpus import pad_batch
+    from lvjob.run.train import build_corpus, lora_model
 
     tok = load_tokenizer()
     job = Job(kind="train", model="tiny", data=DataSpec(path=str(small), systems=20, points=100), context=context,

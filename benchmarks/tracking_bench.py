@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 
 from lvjob import data
-from lvjob.job import Job
-from lvjob.study import DataSpec
-from lvjob.tokenizer import load_tokenizer
-from lvjob.tracking import open_tracker
-from lvjob.train import StopFlag, build_corpus, train
+from lvjob.run.job import Job
+from lvjob.study.spec import DataSpec
+from lvjob.data.tokenizer import load_tokenizer
+from lvjob.run.tracking import open_tracker
+from lvjob.run.train import StopFlag, build_corpus, train
 
 
 class Timed:

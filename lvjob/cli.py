@@ -7,13 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-from lvjob.config import ClusterError, ConfigError
+from lvjob.core.config import ClusterError, ConfigError
 
 STUDY_HELP = "study file, e.g. jobs/study.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lvjob import logs
+    from lvjob.core import logs
 
     logs.configure()  # the one place log lines get their format: UTC time and run id
     parser = _parser()
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(title="data commands", metavar="ACTION")
     gen = data_sub.add_parser("generate", help="integrate the Lotka-Volterra ODE for random systems and write the file",
                               description="Integrate dx/dt = a x - b x y, dy/dt = d x y - g y for systems with seeded random "
-                              "parameters and initial populations (ranges in lvjob/data.py), written atomically.")
+                              "parameters and initial populations (ranges in lvjob/data/dataset.py), written atomically.")
     gen.add_argument("--out", required=True, type=Path, help="HDF5 file to write, e.g. data/lv.h5")
     gen.add_argument("--systems", type=int, default=1000, help="number of systems (default 1000)")
     gen.add_argument("--points", type=int, default=100, help="time points per system (default 100)")
@@ -161,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fetchable() -> list[str]:
-    from lvjob.modelcheck import HUB_IDS
+    from lvjob.models.modelcheck import HUB_IDS
 
     return list(HUB_IDS)
 
@@ -189,7 +189,7 @@ def _data_check(args) -> int:
 
 
 def _flops(args) -> int:
-    from lvjob import flops
+    from lvjob.models import flops
 
     shape = flops.shape_of(args.model)
     print(flops.step_table(shape, args.batch, args.context, args.rank))
@@ -197,8 +197,8 @@ def _flops(args) -> int:
 
 
 def _plan(args) -> int:
-    from lvjob.plan import format_plan, plan_study
-    from lvjob.study import load_study
+    from lvjob.study.plan import format_plan, plan_study
+    from lvjob.study.spec import load_study
 
     study = load_study(args.study, scale=args.scale, overrides=args.overrides)
     plan = plan_study(study)
@@ -210,7 +210,7 @@ def _plan(args) -> int:
 
 
 def _plan_proposal(study) -> None:
-    from lvjob.plan import propose
+    from lvjob.study.plan import propose
 
     proposal = propose(study)
     if proposal is None:
@@ -221,14 +221,14 @@ def _plan_proposal(study) -> None:
 
 
 def _run(args) -> int:
-    from lvjob.job import load_job
+    from lvjob.run.job import load_job
 
     job = load_job(args.job, args.overrides)
     if args.print_run_dir:
         print(job.resolved_run_dir())
         return 0
-    from lvjob.logs import run_log
-    from lvjob.runner import RunBusy, run
+    from lvjob.core.logs import run_log
+    from lvjob.run.runner import RunBusy, run
 
     try:
         return run(job, log=run_log(job.run_id()))
@@ -238,8 +238,8 @@ def _run(args) -> int:
 
 
 def _study_and_profile(args):
-    from lvjob.profile import load_profile
-    from lvjob.study import load_study
+    from lvjob.cluster.profile import load_profile
+    from lvjob.study.spec import load_study
 
     profile = load_profile(args.profile)
     overrides = ([f"model={profile.model}"] if profile.model else []) + list(getattr(args, "overrides", []))
@@ -248,14 +248,15 @@ def _study_and_profile(args):
 
 
 def _check(args) -> int:
-    from lvjob import cluster, preflight
+    from lvjob.orchestrate import submission
+    from lvjob.orchestrate import preflight
 
     t0 = time.perf_counter()
     study, profile = _study_and_profile(args)
     problems = preflight.problems(study, profile)
     try:
-        plan = cluster.check_budget(study)
-    except cluster.OverBudget as e:
+        plan = submission.check_budget(study)
+    except submission.OverBudget as e:
         problems.append(f"budget: {e}; `lvjob plan` proposes step counts that fit")
     for line in problems:
         print(line)
@@ -268,19 +269,19 @@ def _check(args) -> int:
 
 
 def _submit(args) -> int:
-    from lvjob import cluster
-    from lvjob.executors import backend
-    from lvjob.plan import format_plan
-    from lvjob.status import format_status, status_rows
+    from lvjob.orchestrate import submission
+    from lvjob.cluster.executors import backend
+    from lvjob.study.plan import format_plan
+    from lvjob.orchestrate.status import format_status, status_rows
 
     study, profile = _study_and_profile(args)
     try:
-        sub = cluster.submit(study, profile, log=lambda m: print(m, flush=True))
-    except cluster.PreflightFailed as e:
+        sub = submission.submit(study, profile, log=lambda m: print(m, flush=True))
+    except submission.PreflightFailed as e:
         print("\n".join(e.problems), file=sys.stderr)
         print(f"Nothing submitted: the pre-flight found {len(e.problems)} problem(s) with {args.profile}.", file=sys.stderr)
         return 1
-    except cluster.OverBudget as e:
+    except submission.OverBudget as e:
         print(format_plan(e.plan))
         _plan_proposal(study)
         print(f"\nNothing submitted: {args.study} (scale {study.scale}) is over its FLOP budget.")
@@ -296,7 +297,7 @@ def _submit(args) -> int:
 
 
 def _status(args) -> int:
-    from lvjob.status import format_status, status_rows
+    from lvjob.orchestrate.status import format_status, status_rows
 
     study, profile = _study_and_profile(args)
     if not args.watch:
@@ -311,15 +312,15 @@ def _status(args) -> int:
 
 
 def _cancel(args) -> int:
-    from lvjob import cluster
+    from lvjob.orchestrate import submission
 
     study, profile = _study_and_profile(args)
-    print(cluster.cancel(study, profile))
+    print(submission.cancel(study, profile))
     return 0
 
 
 def _aggregate(args) -> int:
-    from lvjob.aggregate import write_results
+    from lvjob.results.aggregate import write_results
 
     study, profile = _study_and_profile(args)
     out = write_results(study, profile)
@@ -329,7 +330,7 @@ def _aggregate(args) -> int:
 
 
 def _plot(args) -> int:
-    from lvjob.plots import plot_results
+    from lvjob.results.plots import plot_results
 
     if not (args.results / "runs.json").exists():
         raise FileNotFoundError(f"{args.results}/runs.json: no results here; run `lvjob aggregate` (or `make pull`) first")
@@ -339,27 +340,27 @@ def _plot(args) -> int:
 
 
 def _pull(args) -> int:
-    from lvjob.profile import load_profile
-    from lvjob.pull import pull
+    from lvjob.cluster.profile import load_profile
+    from lvjob.orchestrate.pull import pull
 
     pull(load_profile(args.profile), checkpoints=args.checkpoints, log=lambda m: print(m, flush=True))
     return 0
 
 
 def _prepare(args) -> int:
-    from lvjob.models import ensure_tiny_model
-    from lvjob.tokenizer import ensure_tokenizer
+    from lvjob.models.loading import ensure_tiny_model
+    from lvjob.data.tokenizer import ensure_tokenizer
 
     print(f"tokenizer: {ensure_tokenizer()}")
     print(f"tiny model: {ensure_tiny_model()}")
-    from lvjob.pretrain import ensure_demo_model
+    from lvjob.run.pretrain import ensure_demo_model
 
     print(f"demo model (tiny, pre-trained on the training systems' text): {ensure_demo_model()}")
     return 0
 
 
 def _fetch_model(args) -> int:
-    from lvjob.modelcheck import HUB_IDS, download
+    from lvjob.models.modelcheck import HUB_IDS, download
 
     print(f"downloading {HUB_IDS[args.model]} into {args.to} (config, weights, tokenizer only)", flush=True)
     try:
@@ -372,7 +373,7 @@ def _fetch_model(args) -> int:
 
 
 def _check_model(args) -> int:
-    from lvjob.modelspec import MODEL_NAMES
+    from lvjob.models.registry import MODEL_NAMES
 
     if args.model not in MODEL_NAMES:
         raise ConfigError(f"--model {args.model!r}: unknown model; valid: {', '.join(MODEL_NAMES)}")
@@ -380,7 +381,7 @@ def _check_model(args) -> int:
 
 
 def _report_model(folder: Path, name: str) -> int:
-    from lvjob.modelcheck import problems
+    from lvjob.models.modelcheck import problems
 
     found = problems(folder, name)
     for line in found:

@@ -36,7 +36,7 @@ def small_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from lvjob.tokenizer import load_tokenizer
+    from lvjob.data.tokenizer import load_tokenizer
 
     return load_tokenizer()
 
@@ -44,7 +44,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model():
     """The tiny model with its seeded random weights (never trained)."""
-    from lvjob.models import ModelChoice, load_model
+    from lvjob.models.loading import ModelChoice, load_model
 
     return load_model(ModelChoice("tiny")).eval()
 

@@ -23,8 +23,9 @@ def test_every_module_imports_only_the_layers_below_it():
 def test_an_upward_import_fails_the_contract_naming_both_modules(tmp_path):
     shutil.copytree(ROOT / "lvjob", tmp_path / "lvjob", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    with open(tmp_path / "lvjob" / "data.py", "a") as f:
+    with open(tmp_path / "lvjob" / "data" / "dataset.py", "a") as f:
         f.write("\nfrom lvjob import cli  # an upward import: data is below the command line\n")
     result = lint_imports(tmp_path)
     assert result.returncode != 0
     assert "lvjob.data is not allowed to import lvjob.cli" in result.stdout
+    assert "lvjob.data.dataset -> lvjob.cli" in result.stdout

@@ -1,9 +1,10 @@
-"""Baseline forecasters (lvjob.baselines) on clean generated Lotka-Volterra series."""
+"""Baseline forecasters (lvjob.forecasting.baselines) on clean generated Lotka-Volterra series."""
 
 import numpy as np
 import pytest
 
-from lvjob import baselines, data
+from lvjob.forecasting import baselines
+from lvjob import data
 
 
 @pytest.fixture(scope="module")

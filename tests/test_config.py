@@ -1,7 +1,7 @@
 import pytest
 
-from lvjob.config import ConfigError
-from lvjob.study import Study, load_study
+from lvjob.core.config import ConfigError
+from lvjob.study.spec import Study, load_study
 
 
 def write(tmp_path, text):

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lvjob.corpus import IGNORE_INDEX, chunk, chunk_starts, pad_batch, system_text
-from lvjob.llmtime import parse
+from lvjob.data.corpus import IGNORE_INDEX, chunk, chunk_starts, pad_batch, system_text
+from lvjob.data.llmtime import parse
 
 
 @given(st.integers(1, 3000), st.integers(2, 800))

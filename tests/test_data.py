@@ -11,7 +11,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from lvjob import data
-from lvjob.data import DataError
+from lvjob.data.dataset import DataError
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +105,16 @@ def test_trajectories_agree_with_an_independent_per_system_integration(generated
         assert np.abs(lv.trajectories[i] / ref.y.T - 1).max() < 1e-7
 
 
+def invariant(trajectories: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """(systems, points): V = d x - g ln x + b y - a ln y, constant along every exact orbit."""
+    a, b, d, g = (params[:, i, None] for i in range(4))
+    x, y = trajectories[..., 0], trajectories[..., 1]
+    return d * x - g * np.log(x) + b * y - a * np.log(y)
+
+
 def test_the_conserved_quantity_stays_constant(generated):
-    lv, params = generated  # V = d x - g ln x + b y - a ln y is constant along an exact orbit
-    v = data.invariant(lv.trajectories, params)
+    lv, params = generated
+    v = invariant(lv.trajectories, params)
     assert np.abs(v / v[:, :1] - 1).max() < 1e-7
 
 
@@ -381,7 +388,7 @@ def test_system_split_refuses_what_it_cannot_split(args):
 
 
 def test_splits_count_like_the_study_spec():
-    from lvjob.data import DataSpec
+    from lvjob.data.dataset import DataSpec
 
     for systems, points in [(1000, 100), (20, 30), (7, 13), (3, 5)]:
         spec = DataSpec(systems=systems, points=points)
@@ -390,8 +397,8 @@ def test_splits_count_like_the_study_spec():
 
 
 def test_a_data_spec_without_training_systems_left_is_refused_naming_the_field():
-    from lvjob.config import ConfigError, build
-    from lvjob.data import DataSpec
+    from lvjob.core.config import ConfigError, build
+    from lvjob.data.dataset import DataSpec
 
     with pytest.raises(ConfigError, match="data.test_fraction"):
         build(DataSpec, {"val_fraction": 0.5, "test_fraction": 0.5}, where="study.yaml")
@@ -424,7 +431,7 @@ def test_temporal_split_refuses_what_it_cannot_split(args):
 
 
 def test_ensure_generates_a_missing_file_once(tmp_path):
-    from lvjob.data import DataSpec
+    from lvjob.data.dataset import DataSpec
 
     spec = DataSpec(path=str(tmp_path / "d" / "lv.h5"), systems=6, points=12, seed=2)
     lv = data.ensure(spec)

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from lvjob import flops
-from lvjob.flops import Flops, ModelShape
+from lvjob.models import flops
+from lvjob.models.flops import Flops, ModelShape
 
 # A made-up model small enough to count by hand.
 HAND = ModelShape(hidden=4, layers=1, heads=2, kv_heads=1, head_dim=2, intermediate=6, vocab=10,
@@ -20,13 +20,13 @@ LORA_RANK = 4
 
 
 def _measure(name: str, batch: int, seq: int) -> dict[str, int]:
-    from lvjob.flopcheck import measured
+    from lvjob.models.flopcheck import measured
 
     return measured(name, batch, seq, LORA_RANK)
 
 
 def _ours(name: str, batch: int, seq: int) -> dict[str, int]:
-    from lvjob.flopcheck import counted
+    from lvjob.models.flopcheck import counted
 
     return counted(name, batch, seq, LORA_RANK)
 
@@ -231,5 +231,5 @@ def test_shape_of_reads_the_model_config():
 
 
 def test_importing_flops_does_not_import_torch():
-    code = "import sys, lvjob.flops; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, lvjob.models.flops; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

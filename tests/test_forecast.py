@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from lvjob import data
-from lvjob.evaluate import ForecastSettings, forecast
-from lvjob.forecast import alphabet_ids, generate
-from lvjob.grammar import Grammar
-from lvjob.llmtime import parse
+from lvjob.forecasting.llm import ForecastSettings, forecast
+from lvjob.forecasting.decoding import alphabet_ids, generate
+from lvjob.data.grammar import Grammar
+from lvjob.data.llmtime import parse
 
 HORIZON = 5
 
@@ -59,7 +59,7 @@ def test_batched_generation_equals_one_series_at_a_time(tiny_model, tokenizer, c
 
 
 def test_forecasts_are_mapped_back_to_population_units(tiny_model, tokenizer, contexts):
-    from lvjob.llmtime import fit_scaler
+    from lvjob.data.llmtime import fit_scaler
 
     out = forecast(tiny_model, tokenizer, contexts[:1], HORIZON, ForecastSettings(temperature=0.0))
     scaled = parse(out.texts[0][0]).values
@@ -88,7 +88,7 @@ def test_grammar_rows_of_the_lm_head_choose_as_the_full_head_does(tiny_model, to
 
 
 def test_a_forecast_stops_within_the_grammars_longest_text(tiny_model, tokenizer):
-    from lvjob.forecast import grammar_max_tokens
+    from lvjob.forecasting.decoding import grammar_max_tokens
 
     g = Grammar(points=3, max_int_digits=3)
     out = generate(tiny_model, [tokenizer.encode("5.0,5.0;", add_special_tokens=False)], g, alphabet_ids(tokenizer),
@@ -109,7 +109,7 @@ def test_sampling_with_a_temperature_runs_on_every_device_and_is_reproducible(ti
 
 
 def test_the_same_logits_give_the_same_tokens_on_every_device(device):
-    from lvjob.forecast import _choose
+    from lvjob.forecasting.decoding import _choose
 
     logits = torch.randn(64, 13, generator=torch.Generator().manual_seed(0))
     allowed = torch.rand(64, 13, generator=torch.Generator().manual_seed(1)) < 0.6
@@ -131,7 +131,7 @@ def test_forecasting_a_400_point_horizon_from_a_2000_point_file(tiny_model, toke
 
 
 def test_a_prompt_processed_in_slices_gives_the_same_forecasts_as_one_pass(tiny_model, tokenizer, monkeypatch):
-    import lvjob.forecast
+    import lvjob.forecasting.decoding
 
     g = Grammar(variables=2, decimals=3, max_int_digits=3, points=HORIZON)
     text = "0.571,0.772;0.506,0.776;0.446,0.761;0.399,0.735;0.365,0.703;"
@@ -141,7 +141,7 @@ def test_a_prompt_processed_in_slices_gives_the_same_forecasts_as_one_pass(tiny_
         return generate(tiny_model, prompts, g, alphabet_ids(tokenizer), tokenizer.pad_token_id, temperature=0.0).texts
 
     one_pass = texts()
-    monkeypatch.setattr(lvjob.forecast, "PREFILL_CHUNK", 16)
+    monkeypatch.setattr(lvjob.forecasting.decoding, "PREFILL_CHUNK", 16)
     assert texts() == one_pass
 
 
@@ -157,8 +157,8 @@ def test_k_samples_from_one_prompt_pass_equal_k_samples_from_repeated_prompts(ti
 
 
 def test_forecast_with_k_samples_books_one_prompt_pass_per_series(tiny_model, tokenizer, contexts):
-    from lvjob import cost
-    from lvjob.job import Job
+    from lvjob.run import cost
+    from lvjob.run.job import Job
 
     out = forecast(tiny_model, tokenizer, contexts, HORIZON, ForecastSettings(samples=4, temperature=1.0, batch_size=6))
     assert out.samples.shape == (6, 4, HORIZON, 2) and out.parsed_ok.all()
@@ -175,8 +175,8 @@ def test_the_demo_model_forecasts_a_long_prompt_from_its_last_two_attention_wind
     """tiny-lv's 2 layers each attend through a 128-token window (modelspec.DEMO_CONFIG), so its
     forecast depends on the last 2 x 128 tokens only, wherever they stand: a 1,200-token prompt is
     read as the short windows it was trained on. Full attention (`tiny`) reads the whole prompt."""
-    from lvjob.llmtime import fit_scaler, render
-    from lvjob.models import random_model
+    from lvjob.data.llmtime import fit_scaler, render
+    from lvjob.models.loading import random_model
 
     series = data.generate(3, 100, 0)[0].trajectories[0]
     ids = tokenizer.encode(render(fit_scaler(series).transform(series), 3) + ";", add_special_tokens=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from lvjob.models import ModelChoice, load_model
+from lvjob.models.loading import ModelChoice, load_model
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ QWEN25_05B_PARAMETERS = 494_032_768  # Qwen2.5-0.5B's published count (tied embe
 # Kills its own process with SIGKILL as soon as the checkpoint of step 1 is complete.
 KILL_AFTER_FIRST_CHECKPOINT = """
 import os, signal, sys
-import lvjob.checkpoint as ck
+import lvjob.run.checkpoint as ck
 real = ck.save
 def save_then_die(run_dir, step, *a, **k):
     real(run_dir, step, *a, **k)
@@ -79,7 +79,7 @@ def test_full_size_random_model_has_qwen25_05b_parameter_count():
 
 
 def test_full_size_random_model_loads_in_float32_on_cpu_from_its_safetensors_folder():
-    from lvjob.models import resolve_weights
+    from lvjob.models.loading import resolve_weights
 
     folder = Path(resolve_weights(ModelChoice("qwen2.5-0.5b-random")))
     assert (folder / "model.safetensors").exists() and (folder / "config.json").exists()

@@ -1,7 +1,7 @@
 """The FLOP ledger: every lost step counted exactly once, whatever the kills."""
 
-from lvjob.ledger import Losses, losses, record_resume, training_ledger
-from lvjob.paths import RunDir
+from lvjob.run.ledger import Losses, losses, record_resume, training_ledger
+from lvjob.core.paths import RunDir
 
 
 def rows(*steps, attempt=1, val=()):

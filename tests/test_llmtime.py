@@ -4,9 +4,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lvjob import grammar
-from lvjob.grammar import Grammar
-from lvjob.llmtime import Scaler, fit_scaler, parse, render
+from lvjob.data import grammar
+from lvjob.data.grammar import Grammar
+from lvjob.data.llmtime import Scaler, fit_scaler, parse, render
 
 populations = arrays(
     np.float64,

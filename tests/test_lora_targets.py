@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from lvjob import cost, flops
-from lvjob.config import ConfigError
-from lvjob.data import DataSpec
-from lvjob.job import Job, load_job
-from lvjob.ledger import Ledger
-from lvjob.runner import eval_booking
+from lvjob.run import cost
+from lvjob.models import flops
+from lvjob.core.config import ConfigError
+from lvjob.data.dataset import DataSpec
+from lvjob.run.job import Job, load_job
+from lvjob.run.ledger import Ledger
+from lvjob.run.runner import eval_booking
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -72,9 +73,9 @@ def test_an_evaluation_books_each_batch_and_moves_earlier_evaluation_work_to_los
 
 
 def test_the_studys_lora_targets_reach_every_fine_tune_and_its_flop_charge(tmp_path):
-    from lvjob.profile import Profile
-    from lvjob.stages import make_job
-    from lvjob.study import load_study, study_nodes
+    from lvjob.cluster.profile import Profile
+    from lvjob.study.choices import make_job
+    from lvjob.study.spec import load_study, study_nodes
 
     study = load_study(JOBS / "study.yaml", scale="demo")
     profile = Profile(runs_root=str(tmp_path))
@@ -85,23 +86,23 @@ def test_the_studys_lora_targets_reach_every_fine_tune_and_its_flop_charge(tmp_p
 
 
 def test_an_unknown_study_lora_target_is_refused_naming_the_study_key():
-    from lvjob.study import load_study
+    from lvjob.study.spec import load_study
 
     with pytest.raises(ConfigError, match="lora.targets.*q_proj, k_proj, v_proj, o_proj"):
         load_study(JOBS / "study.yaml", overrides=["lora.targets=[attention]"])
 
 
 def test_a_new_demo_model_recipe_gives_its_runs_new_ids_and_no_other_models_runs(monkeypatch):
-    import lvjob.modelspec
+    import lvjob.models.registry
 
     ids = {m: load_job(JOBS / "default_lora.yaml", [f"model={m}"]).run_id() for m in ("tiny-lv", "tiny")}
-    monkeypatch.setattr(lvjob.modelspec, "DEMO_RECIPE_KEY", "another")
+    monkeypatch.setattr(lvjob.models.registry, "DEMO_RECIPE_KEY", "another")
     assert load_job(JOBS / "default_lora.yaml", ["model=tiny-lv"]).run_id() != ids["tiny-lv"]
     assert load_job(JOBS / "default_lora.yaml", ["model=tiny"]).run_id() == ids["tiny"]
 
 
 def test_table1_charges_lora_on_the_studys_targets():
-    from lvjob.report import step_flops_table
+    from lvjob.results.report import step_flops_table
 
     def lora_row(targets):
         table = step_flops_table(flops.shape_of("tiny"), "tiny", 4, 128, 4, targets)

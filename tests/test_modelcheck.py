@@ -10,10 +10,10 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from lvjob.cli import main
-from lvjob.modelcheck import NEEDED_FILES, expected_shapes, problems
-from lvjob.models import ensure_tiny_model
-from lvjob.modelspec import config_dict
-from lvjob.tokenizer import ensure_tokenizer
+from lvjob.models.modelcheck import NEEDED_FILES, expected_shapes, problems
+from lvjob.models.loading import ensure_tiny_model
+from lvjob.models.registry import config_dict
+from lvjob.data.tokenizer import ensure_tokenizer
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from lvjob import flops
+from lvjob.models import flops
 from lvjob.cli import main
-from lvjob.plan import plan_study, propose, validation_passes
-from lvjob.prompts import forecast_tokens, prompt_tokens
-from lvjob.study import EvalSpec, FinalRun, LoraRun, Stage1, Stage2, Study, load_study
+from lvjob.study.plan import plan_study, propose, validation_passes
+from lvjob.data.prompts import forecast_tokens, prompt_tokens
+from lvjob.study.spec import EvalSpec, FinalRun, LoraRun, Stage1, Stage2, Study, load_study
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 QWEN = flops.shape_of("qwen2.5-0.5b")

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lvjob import data, preflight
-from lvjob.models import ensure_tiny_model
-from lvjob.profile import load_profile
-from lvjob.study import load_study
+from lvjob import data
+from lvjob.orchestrate import preflight
+from lvjob.models.loading import ensure_tiny_model
+from lvjob.cluster.profile import load_profile
+from lvjob.study.spec import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "jobs" / "study.yaml"

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from lvjob.modelspec import DEMO_CONFIG, DEMO_RECIPE_KEY, TINY_CONFIG, demo_model_dir
-from lvjob.pretrain import PretrainSpec, ensure_demo_model, lr_factor, pretrain, recipe_key, training_text
+from lvjob.models.registry import DEMO_CONFIG, DEMO_RECIPE_KEY, TINY_CONFIG, demo_model_dir
+from lvjob.run.pretrain import PretrainSpec, ensure_demo_model, lr_factor, pretrain, recipe_key, training_text
 
 # A few hundred tokens a step over a handful of systems: seconds, and still enough steps to see the loss fall.
 SMALL = PretrainSpec(steps=20, batch_size=2, context=64, lr=1e-2, warmup=2, systems=20, points=30)
@@ -36,8 +36,8 @@ def test_pretraining_is_seeded(small_run):
 
 def test_pretraining_reads_only_training_systems():
     from lvjob import data
-    from lvjob.corpus import training_chunks
-    from lvjob.tokenizer import load_tokenizer
+    from lvjob.data.corpus import training_chunks
+    from lvjob.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer()
     lv, _ = data.generate(SMALL.systems, SMALL.points, SMALL.data_seed)
@@ -68,7 +68,7 @@ def test_tiny_lv_by_name_is_the_default_recipe():
 
 
 def test_the_demo_model_is_built_once_and_loads_from_its_folder():
-    from lvjob.models import ModelChoice, load_model
+    from lvjob.models.loading import ModelChoice, load_model
 
     folder = ensure_demo_model(SMALL, log=lambda m: None)
     record = json.loads((folder / "pretraining.json").read_text())

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lvjob.config import ConfigError
-from lvjob.profile import load_profile, runner_command, runner_env
+from lvjob.core.config import ConfigError
+from lvjob.cluster.profile import load_profile, runner_command, runner_env
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "slurm" / "gpu-cluster.example.yaml"
@@ -125,7 +125,7 @@ def test_the_container_command_is_the_profiles(tmp_path):
 
 
 def test_sbatch_script_of_the_gpu_profile(tmp_path, monkeypatch):
-    from lvjob.executors import backend
+    from lvjob.cluster.executors import backend
 
     monkeypatch.chdir(tmp_path)
     profile = load_profile(EXAMPLE)

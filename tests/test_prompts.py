@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from lvjob.llmtime import render
-from lvjob.prompts import INSTRUCTION, forecast_tokens, instruct_prompt, plain_prompt, prompt_tokens
+from lvjob.data.llmtime import render
+from lvjob.data.prompts import INSTRUCTION, forecast_tokens, instruct_prompt, plain_prompt, prompt_tokens
 
 
 def _series(points: int) -> str:

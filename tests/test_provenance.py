@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lvjob import logs
-from lvjob.provenance import code_version, peak_memory, versions
+from lvjob.core import logs
+from lvjob.run.provenance import code_version, peak_memory, versions
 
 LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \[(.+?)\] (.*)$")
 
@@ -34,7 +34,7 @@ def test_a_run_log_line_carries_utc_time_and_the_run_id(log_stream):
 
 
 def test_a_line_logged_outside_a_run_shows_a_dash_for_the_run_id(log_stream):
-    logging.getLogger("lvjob.cluster").info("submitted")
+    logging.getLogger("lvjob.orchestrate.submission").info("submitted")
     assert LINE.match(log_stream.getvalue().strip()).group(2) == "-"
 
 
@@ -105,7 +105,7 @@ def test_versions_name_python_and_the_installed_libraries():
 
 PEAK_AFTER_FREEING = """
 import json, numpy as np, psutil
-from lvjob.provenance import peak_memory
+from lvjob.run.provenance import peak_memory
 block = np.ones(50 * 2**20)  # 400 MiB, touched
 high = psutil.Process().memory_info().rss
 del block

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from lvjob.profile import load_profile
-from lvjob.pull import pull, rsync_commands
+from lvjob.cluster.profile import load_profile
+from lvjob.orchestrate.pull import pull, rsync_commands
 
 pytestmark = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
 
@@ -64,7 +64,7 @@ def test_pull_goes_over_ssh_to_the_profiles_host(tmp_path):
 
 
 def test_plots_are_drawn_from_results_and_run_directories(tmp_path):
-    from lvjob.plots import plot_results
+    from lvjob.results.plots import plot_results
 
     runs = []
     for node, stage in (("stage1-r2-lr0.001", "stage1"), ("final", "final"), ("zero-shot-plain", "zero-shot")):
@@ -93,7 +93,7 @@ def test_plots_are_drawn_from_results_and_run_directories(tmp_path):
 
 
 def test_speed_is_steps_per_second_per_block_of_steps_for_each_attempt():
-    from lvjob.plots import speed_series
+    from lvjob.results.plots import speed_series
 
     rows = [{"step": s, "attempt": 1 if s <= 20 else 2, "elapsed": 0.5 * s if s <= 20 else 0.25 * (s - 20),
              "time": f"2026-11-26T10:00:{s:02d}Z"} for s in range(1, 41)]

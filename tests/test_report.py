@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lvjob.aggregate import run_index, write_results
-from lvjob.config import to_dict
-from lvjob.plan import plan_study
-from lvjob.profile import Profile
-from lvjob.report import comparison_table, context_table, flops_table, grid_table, lead_time_table
-from lvjob.stages import job_for, study_nodes
-from lvjob.study import load_study
-from lvjob.tables import Mark, Table, to_csv, to_latex, to_markdown
+from lvjob.results.aggregate import run_index, write_results
+from lvjob.core.config import to_dict
+from lvjob.study.plan import plan_study
+from lvjob.cluster.profile import Profile
+from lvjob.results.report import comparison_table, context_table, flops_table, grid_table, lead_time_table
+from lvjob.study.choices import job_for, study_nodes
+from lvjob.study.spec import load_study
+from lvjob.results.tables import Mark, Table, to_csv, to_latex, to_markdown
 
 STUDY = Path(__file__).parent.parent / "jobs" / "study.yaml"
 
@@ -32,7 +32,7 @@ def write_run(job, status, rows=(), evaluation=None, ledger=None, attempts=1):
 
 
 def scored(mae, mse, samples=5, lead=(0.1, 0.2)):
-    """eval.json's scores (lvjob.scores' layout) with made-up but distinct values."""
+    """eval.json's scores (lvjob.forecasting.scores' layout) with made-up but distinct values."""
     return {"mae": mae, "mse": mse, "rmse": math.sqrt(mse), "mase": 2 * mae, "crps": mae / 2, "coverage": 0.5,
             "samples": samples, "lead_time_mae": {"overall": list(lead)}}
 

@@ -32,7 +32,7 @@ JOB = {
 # leaving a half-written checkpoint folder behind.
 KILL_MID_CHECKPOINT = """
 import os, signal, sys
-import lvjob.checkpoint as ck
+import lvjob.run.checkpoint as ck
 real = ck.save_file
 kill_at = sys.argv.pop(1)
 def save_then_die(tensors, path, *a, **k):

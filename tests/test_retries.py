@@ -1,10 +1,10 @@
-"""The retry gates' policy (lvjob.retries): which runs a gate submits again, given how their jobs ended."""
+"""The retry gates' policy (lvjob.orchestrate.retries): which runs a gate submits again, given how their jobs ended."""
 
 from collections import Counter
 
 import pytest
 
-from lvjob import retries
+from lvjob.orchestrate import retries
 
 RUN = {"node": "stage1-r2-lr0.0001", "stage": "stage1", "status": "running", "step": 2, "steps": 4, "error": None}
 LATEST = {RUN["node"]: {"job_id": "7_3"}}

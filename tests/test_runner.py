@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvjob.config import ConfigError
-from lvjob.job import Job, load_job
-from lvjob.runner import run
-from lvjob.data import DataSpec
+from lvjob.core.config import ConfigError
+from lvjob.run.job import Job, load_job
+from lvjob.run.runner import run
+from lvjob.data.dataset import DataSpec
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -103,7 +103,7 @@ def test_final_adapter_loads_with_peft_alone(trained, tiny_model):
     from peft import PeftModel
 
     _, run_dir = trained
-    from lvjob.models import ModelChoice, load_model
+    from lvjob.models.loading import ModelChoice, load_model
 
     model = PeftModel.from_pretrained(load_model(ModelChoice("tiny")), str(run_dir / "adapter"))
     assert any("lora_A" in n for n, _ in model.named_parameters())
@@ -120,7 +120,7 @@ def test_evaluation_reports_model_and_persistence_with_full_parse_rate(trained):
 
 
 def test_ledger_counts_training_validation_prompt_and_generation(trained):
-    from lvjob import flops
+    from lvjob.models import flops
 
     job, run_dir = trained
     ledger = json.loads((run_dir / "ledger.json").read_text())
@@ -161,8 +161,8 @@ def test_a_signal_during_training_only_asks_the_loop_to_stop():
     import os
     import signal
 
-    from lvjob.runner import stop_on_signals
-    from lvjob.train import StopFlag
+    from lvjob.run.runner import stop_on_signals
+    from lvjob.run.train import StopFlag
 
     handed_on = []
     previous = signal.signal(signal.SIGUSR2, lambda s, f: handed_on.append(s))
@@ -179,8 +179,8 @@ def test_a_signal_outside_training_goes_to_the_handler_installed_before():
     import os
     import signal
 
-    from lvjob.runner import stop_on_signals
-    from lvjob.train import StopFlag
+    from lvjob.run.runner import stop_on_signals
+    from lvjob.run.train import StopFlag
 
     handed_on = []
     previous = signal.signal(signal.SIGUSR2, lambda s, f: handed_on.append(s))
@@ -199,8 +199,8 @@ def test_a_run_directory_in_use_by_another_process_is_refused_and_left_untouched
 
     import pytest
 
-    from lvjob.job import Job
-    from lvjob.runner import RunBusy, run
+    from lvjob.run.job import Job
+    from lvjob.run.runner import RunBusy, run
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -1,11 +1,11 @@
-"""Scores of probabilistic forecasts (lvjob.scores) against values worked out by hand here."""
+"""Scores of probabilistic forecasts (lvjob.forecasting.scores) against values worked out by hand here."""
 
 import warnings
 
 import numpy as np
 import pytest
 
-from lvjob import scores
+from lvjob.forecasting import scores
 
 
 def one_point(values, truth, context=((0.0, 0.0), (1.0, 1.0))):

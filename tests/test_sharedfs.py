@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from lvjob import atomic, lockfile, runner
+from lvjob.core import atomic
+from lvjob.run import lockfile
+from lvjob.run import runner
 from lvjob.cli import main
-from lvjob.lockfile import Holder, LockHeld, read_squeue
-from lvjob.runner import RunBusy, run_lock
+from lvjob.run.lockfile import Holder, LockHeld, read_squeue
+from lvjob.run.runner import RunBusy, run_lock
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 

@@ -22,16 +22,17 @@ import yaml
 
 import faults
 
-from lvjob import cluster, retries
-from lvjob import slurm as slurm_client  # the fixture `slurm` is the test cluster
-from lvjob.executors import backend
-from lvjob.ledger import read_jsonl
-from lvjob.profile import load_profile
-from lvjob.rundir import summarize
-from lvjob.runner import read_status
-from lvjob.stages import job_for, study_dir, study_nodes
-from lvjob.status import format_status, status_rows
-from lvjob.study import load_study
+from lvjob.orchestrate import submission
+from lvjob.orchestrate import retries
+from lvjob.cluster import slurm as slurm_client  # the fixture `slurm` is the test cluster
+from lvjob.cluster.executors import backend
+from lvjob.run.ledger import read_jsonl
+from lvjob.cluster.profile import load_profile
+from lvjob.run.rundir import summarize
+from lvjob.run.runner import read_status
+from lvjob.study.choices import job_for, study_dir, study_nodes
+from lvjob.orchestrate.status import format_status, status_rows
+from lvjob.study.spec import load_study
 
 STUDY = Path(__file__).parent.parent / "jobs" / "study.yaml"
 CI_PROFILE = Path(__file__).parent.parent / "slurm" / "slurm-ci.yaml"
@@ -108,7 +109,7 @@ def run_whole_study(tmp: Path, small_data: Path, during=None, **profile_changes)
     profile = make_profile(tmp, **profile_changes)
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
     t0 = time.monotonic()
-    sub = cluster.submit(study, profile, log=print)
+    sub = submission.submit(study, profile, log=print)
     assert time.monotonic() - t0 < 60, "submission must return at once, not wait for the jobs"
     if during:
         during(study, profile, sub, t0)
@@ -154,7 +155,7 @@ def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(
     stage1_end = max(read_status(Path(r["run_dir"]))["finished"] for r in runs if r["stage"] == "stage1")
     assert all(read_status(Path(r["run_dir"]))["started"] >= stage1_end for r in runs if r["stage"] == "stage2")
 
-    again = cluster.submit(study, profile, log=print)
+    again = submission.submit(study, profile, log=print)
     assert again.jobs == {}
     assert {s.status for s in again.states} == {"complete"}
 
@@ -215,7 +216,7 @@ def test_a_study_disturbed_by_every_kind_of_fault_ends_with_the_undisturbed_tabl
 
 def _default_job_on(profile, study):
     node = next(n for n in study_nodes(study) if n.key == "default")
-    task = cluster.StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])
+    task = submission.StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])
     ex = backend(profile).executor(study_dir(study, profile) / "submitit", "default", [])
     job = ex.submit(task)
     run_dir = job_for(study, profile, node).resolved_run_dir()
@@ -313,7 +314,7 @@ def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, 
     stage1 = next(n for n in study_nodes(study) if n.stage == "stage1")
     run_dir = job_for(study, profile, stage1).resolved_run_dir()
     (run_dir / "job.yaml").mkdir(parents=True)
-    sub = cluster.submit(study, profile, log=print)
+    sub = submission.submit(study, profile, log=print)
     states = wait_for([j.job_id for j in sub.jobs.values()], limit_s=400)
     by_node = {k: states[j.job_id] for k, j in sub.jobs.items()}
     assert by_node["stage1-r2-lr0.001"] == "FAILED"
@@ -326,7 +327,7 @@ def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, 
 
     # Mend the cause and submit again: only the failed jobs (and the aggregate) are submitted.
     shutil.rmtree(run_dir)
-    again = cluster.submit(study, profile, log=print)
+    again = submission.submit(study, profile, log=print)
     assert sorted(again.jobs) == ["aggregate", "final", "stage1-r2-lr0.001", "stage2-ctx64"]
     states = wait_for([j.job_id for j in again.jobs.values()], limit_s=400)
     assert set(states.values()) == {"COMPLETED"}
@@ -338,13 +339,13 @@ def test_a_run_cancelled_by_its_user_is_not_retried_by_its_stages_gate(slurm, sm
     node = next(n for n in study_nodes(study) if n.stage == "stage1")
     where = (str(Path.cwd()), os.environ["LVJOB_CACHE"])
     job = backend(profile).executor(study_dir(study, profile) / "submitit", "stage1", []).submit(
-        cluster.StudyTask(study, profile, node, *where))
+        submission.StudyTask(study, profile, node, *where))
     cluster._record(study, profile, cluster._rows("stage1", [node], [job], profile))  # as `submit` records it
     wait_until(lambda: slurm_client.states([job.job_id])[job.job_id] == "RUNNING", 120, "the run to start")
     subprocess.run(["scancel", job.job_id], check=True)
     assert wait_for([job.job_id], limit_s=120)[job.job_id] == "CANCELLED"
     # What the stage's gate job runs once the stage has ended (the whole study is not needed for it).
-    assert cluster.GateTask(study, profile, "stage1", *where)() == {"stage": "stage1", "retried": []}
+    assert submission.GateTask(study, profile, "stage1", *where)() == {"stage": "stage1", "retried": []}
     assert retries.read(study, profile) == []
 
 
@@ -352,11 +353,11 @@ def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, smal
     profile = make_profile(tmp_path)
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
         "stage1.ranks=[2,4]", "stage1.lrs=[1e-3]", "stage1.steps=12", "stage2.contexts=[48]", "zero_shot_prompts=[plain]"])
-    first = cluster.submit(study, profile, log=print)
+    first = submission.submit(study, profile, log=print)
     cancelled = first.jobs["stage1-r4-lr0.001"].job_id
     subprocess.run(["scancel", cancelled], check=True)
     wait_until(lambda: slurm_client.states([cancelled])[cancelled] not in slurm_client.ACTIVE, 60, "the cancel")
-    again = cluster.submit(study, profile, log=print)  # stage 2 is still queued behind the rest of stage 1
+    again = submission.submit(study, profile, log=print)  # stage 2 is still queued behind the rest of stage 1
     assert "stage1-r4-lr0.001" in again.jobs and "stage2-ctx48" not in again.jobs
     redo = again.jobs["stage1-r4-lr0.001"].job_id
     subprocess.run(["scontrol", "hold", redo], check=True)  # keep it from running until stage 1's other run ended
@@ -378,8 +379,8 @@ def test_a_broken_profile_or_study_field_is_refused_by_the_preflight_and_nothing
     profile = make_profile(tmp_path, **change)
     extra = ["data.systems=40"] if field == "data" else []
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + extra)
-    with pytest.raises(cluster.PreflightFailed) as refused:
-        cluster.submit(study, profile, log=print)
+    with pytest.raises(submission.PreflightFailed) as refused:
+        submission.submit(study, profile, log=print)
     assert len(refused.value.problems) == 1
     assert not (study_dir(study, profile) / "submissions.jsonl").exists()
     queued = subprocess.run(["squeue", "--me", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout

@@ -15,11 +15,11 @@ import time
 
 import pytest
 
-from lvjob import cluster
-from lvjob.stages import study_nodes
-from lvjob.status import format_status, stage_lines, status_rows
-from lvjob.study import load_study
-from lvjob.throughput import duration
+from lvjob.orchestrate import submission
+from lvjob.study.choices import study_nodes
+from lvjob.orchestrate.status import format_status, stage_lines, status_rows
+from lvjob.study.spec import load_study
+from lvjob.run.throughput import duration
 from test_slurm import STUDY, _default_job_on, _steps, make_profile, slurm, small_overrides, wait_for, wait_until  # noqa: F401
 
 STEPS = 400  # far more than the test waits for: the job is still running when status is asked
@@ -35,7 +35,7 @@ def running(slurm, small_data, tmp_path_factory):
     study = load_study(STUDY, scale="demo", overrides=overrides)
     job, run_dir = _default_job_on(profile, study)
     node = next(n for n in study_nodes(study) if n.key == "default")
-    cluster._record(study, profile, cluster._rows("default", [node], [job], profile))  # as `lvjob submit` records it
+    submission._record(study, profile, submission._rows("default", [node], [job], profile))  # as `lvjob submit` records it
     try:
         wait_until(lambda: _steps(run_dir) >= 6, 120, "the default fine-tune to take 6 steps")
         rows = {r["node"]: r for r in status_rows(study, profile)}

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from lvjob import data
-from lvjob.profile import Profile
-from lvjob.runner import evaluation_series
-from lvjob.stages import StageError, choose, make_job
-from lvjob.study import check_table, load_study, stage_table, study_nodes
+from lvjob.cluster.profile import Profile
+from lvjob.run.runner import evaluation_series
+from lvjob.study.choices import StageError, choose, make_job
+from lvjob.study.spec import check_table, load_study, stage_table, study_nodes
 
 STUDY = Path(__file__).parent.parent / "jobs" / "study.yaml"
 
@@ -21,7 +21,7 @@ def study():
 
 def _chosen_from(study) -> list:
     """Every job whose results some stage chooses from, at every configuration it can run with."""
-    from lvjob.study import node_choices
+    from lvjob.study.spec import node_choices
 
     sources = {s.choice.source for s in stage_table() if s.choice}
     return [make_job(study, Profile(), n, c) for n in study_nodes(study) if n.stage in sources
@@ -42,7 +42,7 @@ def test_every_row_of_table3_scores_the_test_systems(study):
 
 
 def _any_choice(study, node):
-    from lvjob.study import node_choices
+    from lvjob.study.spec import node_choices
 
     return node_choices(study, node)[0]
 

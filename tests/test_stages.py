@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lvjob.cluster import waves
-from lvjob.profile import Profile
-from lvjob.stages import StageError, choose, job_for, make_job, read_choice, study_nodes
-from lvjob.study import load_study
+from lvjob.orchestrate.submission import waves
+from lvjob.cluster.profile import Profile
+from lvjob.study.choices import StageError, choose, job_for, make_job, read_choice, study_nodes
+from lvjob.study.spec import load_study
 
 STUDY = Path(__file__).parent.parent / "jobs" / "study.yaml"
 

@@ -9,18 +9,20 @@ import pytest
 import torch
 import yaml
 
-from lvjob import cluster, cost, study as study_module
-from lvjob.aggregate import write_results
+from lvjob.orchestrate import submission
+from lvjob.run import cost
+from lvjob import study as study_module
+from lvjob.results.aggregate import write_results
 from lvjob.cli import main
-from lvjob.config import ConfigError
-from lvjob.data import DataSpec, context_points, split_systems
-from lvjob.ledger import Ledger
-from lvjob.plan import plan_study
-from lvjob.plots import plot_results
-from lvjob.profile import Profile
-from lvjob.runner import run
-from lvjob.stages import job_for, make_job
-from lvjob.study import Node, Stage, load_study, study_nodes
+from lvjob.core.config import ConfigError
+from lvjob.data.dataset import DataSpec, context_points, split_systems
+from lvjob.run.ledger import Ledger
+from lvjob.study.plan import plan_study
+from lvjob.results.plots import plot_results
+from lvjob.cluster.profile import Profile
+from lvjob.run.runner import run
+from lvjob.study.choices import job_for, make_job
+from lvjob.study.spec import Node, Stage, load_study, study_nodes
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "jobs" / "study.yaml"
@@ -81,12 +83,12 @@ def test_a_stage_added_to_the_table_is_run_charged_and_reported(tmp_path, monkey
 
     planned = [i for i in plan_study(study).items if i.experiment == "toy"]
     assert [i.kind for i in planned] == ["train", "validation", "evaluation"]
-    assert "toy" in cluster.waves()[0]
-    assert cluster.waves()[-1] == ["aggregate"]  # the aggregation waits for the new stage too
+    assert "toy" in submission.waves()[0]
+    assert submission.waves()[-1] == ["aggregate"]  # the aggregation waits for the new stage too
     node = next(n for n in study_nodes(study) if n.stage == "toy")
     threads = torch.get_num_threads()
     try:
-        cluster.StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])()  # what a job runs
+        submission.StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])()  # what a job runs
     finally:
         torch.set_num_threads(threads)  # the task sets the profile's threads for this process
     spent = Ledger.read(job_for(study, profile, node).resolved_run_dir() / "ledger.json")
@@ -107,7 +109,7 @@ def test_planned_charge_covers_every_runs_ledger_and_equals_its_training_at_demo
              f"data.path={tmp_path / 'lv.h5'}"]
     study = load_study(STUDY, scale="demo", overrides=fewer)
     profile = local_profile(tmp_path)
-    cluster.prepare(study)
+    submission.prepare(study)
     runnable = [n for n in study_nodes(study) if study_module.stage(n.stage).runs_jobs]
     for node in runnable:
         assert run(job_for(study, profile, node), log=lambda m: None) == 0, node.key
@@ -129,6 +131,6 @@ def test_planned_charge_covers_every_runs_ledger_and_equals_its_training_at_demo
 
 def test_submit_itself_refuses_a_study_over_its_budget(tmp_path):
     study = dataclasses.replace(load_study(STUDY, scale="demo"), budget_flops=1e6)
-    with pytest.raises(cluster.OverBudget) as e:
-        cluster.submit(study, local_profile(tmp_path), log=lambda m: None)
+    with pytest.raises(submission.OverBudget) as e:
+        submission.submit(study, local_profile(tmp_path), log=lambda m: None)
     assert e.value.plan.total > 1e6 and not (tmp_path / "runs").exists()

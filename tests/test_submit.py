@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from lvjob.cli import main
-from lvjob.ledger import read_jsonl
-from lvjob.runner import read_status
+from lvjob.run.ledger import read_jsonl
+from lvjob.run.runner import read_status
 
 ROOT = Path(__file__).parent.parent
 
@@ -58,9 +58,9 @@ def _kill_when_running(run_dir: Path, limit_s: float = 300) -> None:
 @pytest.fixture(scope="module")
 def local_study(small_data, tmp_path_factory) -> dict:
     """The small study on the local executor (the default profile), its stage-1 run SIGKILLed once while it runs."""
-    from lvjob.profile import load_profile
-    from lvjob.stages import job_for, study_dir
-    from lvjob.study import load_study, study_nodes
+    from lvjob.cluster.profile import load_profile
+    from lvjob.study.choices import job_for, study_dir
+    from lvjob.study.spec import load_study, study_nodes
 
     tmp = tmp_path_factory.mktemp("local-study")
     profile, small = local_profile(tmp), small_study(small_data)
@@ -95,9 +95,9 @@ def test_local_profile_runs_a_small_study_to_the_end_and_a_second_submit_does_no
 
 
 def test_a_changed_study_is_aggregated_again_though_the_old_index_lists_every_run_complete(local_study):
-    from lvjob.cluster import index_is_complete
-    from lvjob.profile import load_profile
-    from lvjob.study import load_study
+    from lvjob.orchestrate.submission import index_is_complete
+    from lvjob.cluster.profile import load_profile
+    from lvjob.study.spec import load_study
 
     profile, small = load_profile(local_study["args"][3]), local_study["args"][4:]
     assert index_is_complete(load_study(ROOT / "jobs" / "study.yaml", scale="demo", overrides=small), profile)

@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 
-from lvjob.supervise import supervise
+from lvjob.cluster.supervise import supervise
 
 # Exits 3 when it gets USR2 (as the runner does after its checkpoint); says when its handler is in place.
 CHILD = """

@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from lvjob.throughput import device_kind, duration, eta_seconds, held_seconds, steps_per_second
+from lvjob.run.throughput import device_kind, duration, eta_seconds, held_seconds, steps_per_second
 
 
 def rows(attempt: int, steps: range, seconds_per_step: float, start: float = 0.0) -> list[dict]:

@@ -5,7 +5,7 @@ import unicodedata
 
 import pytest
 
-from lvjob import tokenizer as T
+from lvjob.data import tokenizer as T
 
 ENGLISH = [
     "I have time series for prey and predator populations.",

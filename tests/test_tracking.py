@@ -23,7 +23,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
-from lvjob.tracking import TENSORBOARD_DIR, TensorBoard, row_scalars
+from lvjob.run.tracking import TENSORBOARD_DIR, TensorBoard, row_scalars
 import test_resume
 from test_resume import _finish, _start, _wait_for_step
 

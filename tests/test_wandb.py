@@ -2,7 +2,7 @@
 
 The end-to-end test kills a real `lvjob run` between checkpoints (SIGKILL, as in test_tracking) and
 resumes it with `LVJOB_TRACKING=tensorboard,wandb` (what a profile's `tracking:` hands the runner).
-The offline run files are read back as `wandb sync` reads them (lvjob.tracking.transaction_log):
+The offline run files are read back as `wandb sync` reads them (lvjob.run.tracking.transaction_log):
 each `run-<id>.wandb` file is a LevelDB-style log of W&B's own protobuf records (wandb.proto).
 
 wandb is an optional extra: `make test` installs it (`make wandb`). Without it these tests are
@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lvjob import runner
-from lvjob.config import ConfigError
-from lvjob.job import load_job
-from lvjob.ledger import read_jsonl
-from lvjob.job import Job
-from lvjob.tracking import TENSORBOARD_DIR, TRACKING_ENV, WANDB_DIR, WandB, backends_from_env, transaction_log, wandb_last_step
+from lvjob.run import runner
+from lvjob.core.config import ConfigError
+from lvjob.run.job import load_job
+from lvjob.run.ledger import read_jsonl
+from lvjob.run.job import Job
+from lvjob.run.tracking import TENSORBOARD_DIR, TRACKING_ENV, WANDB_DIR, WandB, backends_from_env, transaction_log, wandb_last_step
 from test_resume import _finish, _wait_for_step
 from test_tracking import JOB, STEPS
 

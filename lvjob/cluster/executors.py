@@ -1,0 +1,188 @@
+"""Where a study's jobs run, behind one small interface, as submitit does it: one backend per executor.
+
+A backend runs the jobs of one wave of stages (lvjob.orchestrate.submission decides which) and says which of the
+study's earlier jobs are still queued or running:
+
+- `SlurmBackend`: one job array per stage, chained to the stages it waits for with `afterany`
+  dependencies, submitted and recorded at once; it returns without waiting (`detached`).
+- `LocalBackend`: the whole wave on this machine, at most `max_parallel` jobs at a time, waiting
+  for it to end; nothing is ever left running, so nothing is ever active or cancellable.
+
+A batch whose jobs need no accelerator (a CPU-only stage, the aggregation, a retry gate) asks for
+no GPU. Tasks are named by their `name` (a node's key, or a stage's gate).
+
+`backend(profile)` picks one by the profile's executor; the orchestration never asks which.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import submitit
+
+from lvjob.cluster import slurm
+from lvjob.cluster.profile import Profile
+
+
+class Batch(NamedTuple):
+    """One job array of a wave: what squeue calls it, its tasks, the job ids it waits for (afterany)."""
+
+    stage: str
+    tasks: list
+    after: list[str]
+    gpu: bool = True  # False: no GPU is asked for
+
+
+Record = Callable[[str, list], None]  # called with (stage, its submitted jobs) once their ids are known
+
+
+def job_name(label: str, stage: str) -> str:
+    """What squeue shows: the suite, the study (name and scale), the stage: `lvjob:lv-study-demo:stage1`."""
+    return f"lvjob:{label}:{stage}" if label else f"lvjob:{stage}"
+
+
+def _parameters(profile: Profile, stage: str, label: str = "", gpu: bool = True) -> dict:
+    params = dict(name=job_name(label, stage), timeout_min=profile.timeout_min, cpus_per_task=profile.cpus_per_task,
+                  gpus_per_node=profile.gpus_per_node if gpu else None, mem_gb=profile.mem_gb)
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class LocalBackend:
+    """submitit's local executor: jobs are child processes of `lvjob submit`, which waits for them."""
+
+    detached = False
+    verb = "run"
+
+    def __init__(self, profile: Profile, label: str = ""):
+        self.profile, self.label = profile, label
+
+    def executor(self, folder: Path, stage: str, after: list[str], gpu: bool = True) -> submitit.AutoExecutor:
+        ex = submitit.AutoExecutor(folder=folder, cluster="local")
+        ex.update_parameters(**_parameters(self.profile, stage, self.label, gpu))
+        return ex
+
+    def submit_wave(self, folder: Path, batches: list[Batch], record: Record, log) -> list[list]:
+        """Run every task of the wave, at most `max_parallel` at once; their finished jobs, by batch."""
+        flat = [t for b in batches for t in b.tasks]
+        finished = iter(self._run(folder, flat, log))
+        submitted = [[next(finished) for _ in b.tasks] for b in batches]
+        for b, jobs in zip(batches, submitted):
+            record(b.stage, jobs)
+        return submitted
+
+    def _run(self, folder: Path, tasks: list, log) -> list:
+        ex = self.executor(folder, "local", [])
+        pending, running, finished = list(tasks), [], []
+        while pending or running:
+            while pending and len(running) < self.profile.max_parallel:
+                task = pending.pop(0)
+                running.append((task, ex.submit(task)))
+                log(f"  {task.name}: started (pid {running[-1][1].job_id})")
+            time.sleep(1)
+            for task, job in [r for r in running if r[1].done()]:
+                running.remove((task, job))
+                finished.append((tasks.index(task), job))
+                log(f"  {task.name}: {_outcome(job)}")
+        return [job for _, job in sorted(finished, key=lambda x: x[0])]
+
+    def states(self, job_ids: list[str]) -> dict[str, str]:
+        return {}  # local jobs ended with the `lvjob submit` that ran them
+
+    def active(self, job_ids: list[str]) -> set[str]:
+        return set()
+
+    def dependency_ids(self, job_ids: list[str]) -> list[str]:
+        return sorted(set(job_ids))
+
+    def wait_also(self, pending_by_stage: dict[str, list[str]], after: dict[str, list[str]]) -> None:
+        pass  # nothing local is ever left queued
+
+    def cancel(self, job_ids: list[str]) -> str:
+        return ("local jobs run in the foreground of `lvjob submit`: stop it with Ctrl-C; the runs resume from "
+                "their checkpoints when it is run again")
+
+
+def _outcome(job) -> str:
+    if job.state == "FINISHED" and job.exception() is None:
+        return "done"
+    text = str(job.exception()).strip().splitlines()
+    return f"FAILED ({text[-1] if text else type(job.exception()).__name__})"
+
+
+class SlurmBackend:
+    """submitit's SLURM executor: job arrays chained by dependencies; SLURM runs them unattended."""
+
+    detached = True
+    verb = "submitted"
+
+    def __init__(self, profile: Profile, label: str = ""):
+        self.profile, self.label = profile, label
+
+    def executor(self, folder: Path, stage: str, after: list[str], gpu: bool = True) -> submitit.AutoExecutor:
+        p = self.profile
+        # submitit's Python is the host's (this project's): the image runs only the runner, as a child.
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=p.max_num_timeout)
+        # --requeue: a job whose node fails comes back whatever the site's JobRequeue default.
+        extra = {"requeue": True} | dict(p.sbatch) | ({"dependency": "afterany:" + ":".join(after)} if after else {})
+        params = _parameters(p, stage, self.label, gpu) | dict(
+            slurm_partition=p.partition, slurm_account=p.account, slurm_qos=p.qos, slurm_constraint=p.constraint,
+            slurm_signal_delay_s=p.signal_delay_s, slurm_array_parallelism=p.array_parallelism,
+            slurm_additional_parameters=extra)
+        ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+        return ex
+
+    def submit_wave(self, folder: Path, batches: list[Batch], record: Record, log) -> list[list]:
+        """One job array per stage, each recorded as soon as SLURM has taken it."""
+        submitted = []
+        for b in batches:
+            ex = self.executor(folder, b.stage, b.after, b.gpu)
+            with _clean_env(), ex.batch():
+                jobs = [ex.submit(t) for t in b.tasks]
+            record(b.stage, jobs)
+            submitted.append(jobs)
+        return submitted
+
+    def states(self, job_ids: list[str]) -> dict[str, str]:
+        return slurm.states(job_ids)
+
+    def active(self, job_ids: list[str]) -> set[str]:
+        return {j for j, state in slurm.states(job_ids).items() if state in slurm.ACTIVE}
+
+    def dependency_ids(self, job_ids: list[str]) -> list[str]:
+        """One id per job array: a dependency on the array waits for all its tasks."""
+        return sorted({slurm.array_id(j) for j in job_ids})
+
+    def wait_also(self, pending_by_stage: dict[str, list[str]], after: dict[str, list[str]]) -> None:
+        """Jobs still pending from an earlier submission also wait for what their stage's sources resubmitted
+        (e.g. a failed stage-1 run submitted again while stage 2 is queued)."""
+        for stage, ids in pending_by_stage.items():
+            pending = sorted({slurm.array_id(j) for j, s in slurm.states(ids).items() if s == "PENDING"})
+            for job in pending:
+                slurm.set_dependency(job, after[stage])
+
+    def cancel(self, job_ids: list[str]) -> str:
+        slurm.cancel(job_ids)
+        return f"cancelled {len(job_ids)} job(s): {' '.join(job_ids)}" if job_ids else "no queued or running job of this study"
+
+
+@contextmanager
+def _clean_env():
+    """Without the SLURM variables of the job this runs in (a retry gate submits from inside one), which
+    sbatch would otherwise take as the new jobs' settings; the client's own config (SLURM_CONF) is kept."""
+    conf = os.environ.get("SLURM_CONF")
+    with submitit.helpers.clean_env():
+        if conf:
+            os.environ["SLURM_CONF"] = conf
+        yield
+
+
+BACKENDS = {"local": LocalBackend, "slurm": SlurmBackend}
+
+
+def backend(profile: Profile, label: str = "") -> LocalBackend | SlurmBackend:
+    """The profile's backend; `label` (study name and scale) names the jobs it submits."""
+    return BACKENDS[profile.executor](profile, label)

@@ -1,0 +1,77 @@
+"""The SLURM client: squeue, sacct, scontrol and scancel, always as argument lists (no shell).
+
+Job ids are strings: `123` for a job, `123_4` for task 4 of array 123. A command that fails (no
+SLURM here, the controller down) raises ClusterError saying which and how.
+"""
+
+from __future__ import annotations
+
+import getpass
+import subprocess
+
+from lvjob.core.config import ClusterError
+
+# States of a job that is queued or running (or will be again): it still holds its node's place.
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD",
+          "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED", "SPECIAL_EXIT"}
+TIMEOUT_S = 60
+
+
+def array_id(job_id: str) -> str:
+    return str(job_id).split("_")[0]
+
+
+def _run(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ClusterError(f"{cmd[0]} failed ({e}); is SLURM_CONF set and the cluster up?") from None
+
+
+def _table(cmd: list[str]) -> dict[str, str]:
+    """{job id: state} from a `JobID|State` listing (squeue or sacct)."""
+    table = {}
+    for line in _run(cmd).splitlines():
+        jid, _, state = line.strip().partition("|")
+        table[jid] = state.split()[0] if state else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
+    return table
+
+
+def states(job_ids: list[str]) -> dict[str, str]:
+    """{job id: state}: queued and running jobs from squeue (immediate), ended ones from sacct.
+
+    sacct learns of a job a moment after sbatch returns; a job neither lists is UNKNOWN. An array task
+    cancelled before it started is ENDED.
+    """
+    if not job_ids:
+        return {}
+    queue = _table(["squeue", "--me", "-h", "-r", "-o", "%i|%T"])  # this user's jobs; -r: one line per array task
+    ended = [j for j in job_ids if j not in queue]
+    history = _history(ended) if ended else {}
+    return {j: queue.get(j) or _ended_state(j, history) for j in job_ids}
+
+
+def _history(job_ids: list[str]) -> dict[str, str]:
+    bases = sorted({array_id(j) for j in job_ids})
+    return _table(["sacct", "-n", "-P", "-X", "-u", getpass.getuser(), "-j", ",".join(bases), "--format=JobID,State"])
+
+
+def _ended_state(job_id: str, history: dict[str, str]) -> str:
+    if job_id in history:
+        return history[job_id]
+    # An array task cancelled before it started leaves no record of its own: if sacct knows
+    # other tasks of its array and squeue no longer lists it, it ended without running.
+    base = array_id(job_id)
+    if "_" in job_id and any(k.startswith(f"{base}_") for k in history):
+        return "ENDED"
+    return "UNKNOWN"
+
+
+def set_dependency(job_id: str, after: list[str]) -> None:
+    """Make a pending job wait (afterany) for every job in `after`."""
+    _run(["scontrol", "update", f"JobId={job_id}", f"Dependency=afterany:{':'.join(after)}"])
+
+
+def cancel(job_ids: list[str]) -> None:
+    if job_ids:
+        _run(["scancel", *job_ids])

@@ -1,0 +1,127 @@
+"""Atomic writes: a kill at any instant leaves either the old file/folder or the new one, never half.
+
+Everything is written beside its destination under a temporary name, flushed to disk, then renamed
+into place (rename is atomic within one filesystem). The temporary file or folder is given the mode a plain
+`open`/`mkdir` would give under the process's umask (mkstemp makes 0600, mkdtemp 0700), so teammates
+can read a study's results where the umask lets them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+def _umask() -> int:
+    """The process's umask. Linux reports it in /proc; elsewhere os.umask must set it to read it,
+    which races other threads creating files, so that is only the fallback."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file path beside `dest`; on success it is fsynced and renamed onto `dest`.
+
+    On an exception the temporary file is removed and `dest` is untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, dest)
+        _fsync_dir(dest.parent)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(dest: str | os.PathLike, text: str) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+
+
+def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def _settle(folder: Path) -> None:
+    """fsync every file under `folder` and give each file and folder the umask's mode: libraries
+    writing into it may not (safetensors writes 0600), and a teammate could not read the result."""
+    mask = _umask()
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+            p.chmod((0o777 if p.stat().st_mode & 0o100 else 0o666) & ~mask)
+        elif p.is_dir():
+            p.chmod(0o777 & ~mask)
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `dest`; on success it replaces `dest` whole.
+
+    If `dest` already exists it is moved aside first and deleted only after the new folder is in
+    place, so a kill leaves either the old folder, the new one, or the old one under a `.old` name
+    beside a complete new one.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        tmp.chmod(0o777 & ~_umask())
+        yield tmp
+        _settle(tmp)
+        old = None
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Append `rows` as JSON lines in one write, fsynced: a journal that concurrent writers share.
+
+    A line an earlier writer left cut short (killed mid-write) is ended first, so it cannot swallow
+    the next; readers skip it (lvjob.run.ledger.read_jsonl).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with open(path, "a") as f:
+        f.write(("\n" if torn else "") + "".join(json.dumps(r) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,91 @@
+"""Forecast series with a language model (SPEC §4); lvjob.forecasting.scores scores them.
+
+For each series: fit the scaler on the context only, render it, prompt (plain or instruct),
+generate k constrained forecasts of the horizon (sharing one prompt pass), parse them, map them
+back to population units. With k samples per series the point forecast is their element-wise
+median (LLMTIME).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lvjob.data.grammar import Grammar
+from lvjob.data.llmtime import fit_scaler, parse, render
+from lvjob.data.prompts import instruct_prompt, plain_prompt
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    prompt: str = "plain"  # plain | instruct
+    decimals: int = 3
+    alpha: float = 0.99
+    beta: float = 0.3
+    samples: int = 1
+    temperature: float = 0.2
+    max_int_digits: int = 3
+    batch_size: int = 64  # series per generation batch (each generates `samples` rows from one prompt pass)
+    seed: int = 0
+
+
+@dataclass
+class Forecasts:
+    predictions: np.ndarray  # (series, horizon, 2) in population units; NaN where a forecast is short
+    samples: np.ndarray  # (series, samples, horizon, 2)
+    texts: list[list[str]]  # generated text per series and sample
+    parsed_ok: np.ndarray  # (series, samples) bool: the text parsed to a full horizon
+    batches: list[tuple[int, int, int, int, int]]  # per generation batch: prompts, padded prompt length, tokens
+    # generated, LM-head rows, copies (samples) of each prompt
+
+
+def build_prompt(tokenizer, context: np.ndarray, horizon_points: int, s: ForecastSettings) -> tuple[list[int], object]:
+    scaler = fit_scaler(context, s.alpha, s.beta)
+    series = render(scaler.transform(context), s.decimals)
+    if s.prompt == "plain":
+        text = plain_prompt(series)
+    elif s.prompt == "instruct":
+        text = instruct_prompt(tokenizer, series, horizon_points)
+    else:
+        raise ValueError(f"prompt: {s.prompt!r} is not valid; valid: plain, instruct")
+    return tokenizer.encode(text, add_special_tokens=False), scaler
+
+
+def forecast(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: ForecastSettings, on_batch=None) -> Forecasts:
+    """Forecast `horizon_points` points after each context (series, context points, 2).
+
+    `on_batch(rows, padded prompt length, tokens generated, LM-head rows)` is called after each
+    generation batch, so what was computed can be booked even if the evaluation is cut off.
+    """
+    import torch
+
+    from lvjob.forecasting.decoding import alphabet_ids, generate
+
+    g = Grammar(variables=contexts.shape[-1], decimals=s.decimals, max_int_digits=s.max_int_digits, points=horizon_points)
+    alphabet = alphabet_ids(tokenizer)
+    built = [build_prompt(tokenizer, c, horizon_points, s) for c in contexts]
+    texts = []
+    generator = torch.Generator().manual_seed(s.seed)
+    batches = []
+    for start in range(0, len(built), s.batch_size):
+        prompts = [p for p, _ in built[start:start + s.batch_size]]
+        out = generate(model, prompts, g, alphabet, tokenizer.pad_token_id, temperature=s.temperature,
+                       generator=generator, copies=s.samples)
+        # The first token comes from the prompt pass, each further one from a decode step.
+        batches.append((len(prompts), out.padded_prompt_len, out.steps + 1, out.logits_vocab, s.samples))
+        if on_batch is not None:
+            on_batch(batches[-1])
+        texts += [out.texts[i:i + s.samples] for i in range(0, len(out.texts), s.samples)]
+
+    n, h, v = len(built), horizon_points, contexts.shape[-1]
+    samples = np.full((n, s.samples, h, v), np.nan)
+    ok = np.zeros((n, s.samples), dtype=bool)
+    for i, (_, scaler) in enumerate(built):
+        for k in range(s.samples):
+            values = parse(texts[i][k], variables=v, decimals=s.decimals).values[:h]
+            ok[i, k] = len(values) == h
+            # A short forecast is reported as such (NaN points), never padded with made-up values.
+            samples[i, k, : len(values)] = scaler.inverse(values)
+    with np.errstate(all="ignore"):
+        predictions = np.nanmedian(samples, axis=1) if s.samples > 1 else samples[:, 0]
+    return Forecasts(predictions, samples, texts, ok, batches)

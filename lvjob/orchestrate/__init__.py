@@ -1,0 +1,5 @@
+"""orchestrate: the study on an executor.
+
+Submission in waves with the budget gate (`submission`), the retry gates' policy and records
+(`retries`), the pre-flight (`preflight`), `lvjob status` (`status`) and `lvjob pull` (`pull`).
+"""

@@ -1,0 +1,42 @@
+"""`make pull`: copy a cluster's run directories and results here (rsync over ssh), for plotting.
+
+Only results and logs come by default: the run directories without their `checkpoints/` folders
+(training state, large) and without submitit's pickles; `--checkpoints` brings those too. Nothing
+local is ever deleted (no --delete): files pulled again are updated, others are left alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from lvjob.core.config import ConfigError
+from lvjob.cluster.profile import Profile
+
+
+def _remote(profile: Profile, rel: str) -> str:
+    """`host:path/rel/` (or a local `path/rel/` when the profile names no host); rel may be absolute."""
+    base = profile.pull.path
+    where = rel if Path(rel).is_absolute() else f"{base.rstrip('/')}/{rel}"
+    return f"{profile.pull.host}:{where}/" if profile.pull.host else f"{where}/"
+
+
+def rsync_commands(profile: Profile, checkpoints: bool = False) -> list[list[str]]:
+    if not profile.pull.path:
+        raise ConfigError(f"profile {profile.name}: pull.path is not set; valid: the project folder on the cluster, "
+                          "with pull.host the ssh host (e.g. pull: {host: login.cluster.org, path: /home/me/lvjob})")
+    runs_filter = [] if checkpoints else ["--exclude=/*/checkpoints/", "--exclude=*.pkl"]
+    return [
+        ["rsync", "-a", "--human-readable", *runs_filter, _remote(profile, profile.runs_root), f"{profile.runs_root}/"],
+        ["rsync", "-a", "--human-readable", _remote(profile, profile.results_dir), f"{profile.results_dir}/"],
+    ]
+
+
+def pull(profile: Profile, checkpoints: bool = False, log=print) -> None:
+    if shutil.which("rsync") is None:
+        raise FileNotFoundError("rsync is not installed here; install it (e.g. apt-get install rsync) to pull results")
+    for cmd in rsync_commands(profile, checkpoints):
+        Path(cmd[-1]).mkdir(parents=True, exist_ok=True)
+        log(" ".join(cmd))
+        subprocess.run(cmd, check=True)

@@ -1,0 +1,128 @@
+"""`lvjob status`: one row per node of the study, from its run directory and its executor's view of its job.
+
+Beside state and progress: each running job's speed over its last steps and when it will be done
+(lvjob.run.throughput), per stage how many runs are done, running and queued and when the stage ends
+(its slowest running run; queued runs are listed, not guessed), and the study's compute hours so far
+from the runs' attempt records. Retries (lvjob.orchestrate.retries): how many per run, and below the table why
+each one was made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lvjob.results.aggregate import run_index
+from lvjob.orchestrate.submission import index_is_complete, on_executor, read_submissions
+from lvjob.orchestrate import retries
+from lvjob.run import throughput
+from lvjob.cluster.executors import backend
+from lvjob.run.ledger import read_jsonl
+from lvjob.core.paths import RunDir
+from lvjob.cluster.profile import Profile
+from lvjob.run.runner import read_status
+from lvjob.cluster.slurm import ACTIVE
+from lvjob.study.choices import study_dir
+from lvjob.study.spec import Study
+
+COLUMNS = ("node", "job", "state", "step", "steps/s", "eta", "loss", "flops", "requeues", "retries", "why")
+
+
+def status_rows(study: Study, profile: Profile) -> list[dict]:
+    """One row per node: its job, state, progress, loss, FLOPs, requeues and, if it failed, why."""
+    latest = read_submissions(study, profile)
+    ids = [r["job_id"] for r in on_executor(latest, profile).values()]
+    states = backend(profile).states(ids)
+    rows = [_run_row(study, profile, run, latest.get(run["node"], {}), states) for run in run_index(study, profile)["runs"]]
+    made = retries.read(study, profile)
+    rows = [r | _retries(r["node"], made) for r in rows]
+    return rows + [_aggregate_row(study, profile, latest.get("aggregate", {}), states)]
+
+
+def _retries(node: str, made: list[dict]) -> dict:
+    mine = [r for r in made if r["node"] == node]
+    return {"retries": str(len(mine)), "_retried": [f"{r['why']} -> job {r['new_job_id']}" for r in mine]}
+
+
+def _run_row(study: Study, profile: Profile, run: dict, sub: dict, states: dict[str, str]) -> dict:
+    job_state = states.get(sub.get("job_id", ""))
+    run_status = "not started" if run["status"] == "missing" else run["status"]
+    if run["status"] == "complete" or not job_state:
+        state = run_status
+    elif job_state in ACTIVE:
+        state = job_state.lower()  # pending, running, requeued, ...
+    else:
+        state = f"{run_status}, job {job_state.lower()}"  # e.g. "not started, job failed"
+    failed_job = job_state is not None and job_state not in ACTIVE and job_state != "COMPLETED"
+    why = run.get("error") or (_job_error(study, profile, sub.get("job_id")) if failed_job else "")
+    return {"node": run["node"], "job": sub.get("job_id", "-"), "state": state,
+            "step": f"{run.get('step') or 0}/{run['steps']}" if run.get("steps") else "-",
+            "loss": f"{run['loss']:.4f}" if run.get("loss") is not None else "-",
+            "flops": f"{run['flops']:.3e}" if run.get("flops") else "-",
+            "requeues": str(max(run.get("attempts", 0) - 1, 0)), "why": why, "stage": run["stage"]} | _speed(run, state)
+
+
+def _speed(run: dict, state: str) -> dict:
+    """steps/s over the last steps of the newest attempt, and the time left while it runs; held seconds."""
+    if not run.get("run_dir"):
+        return {"steps/s": "-", "eta": "-", "_eta_s": None, "_held_s": 0.0, "_kind": "CPU"}
+    folder = RunDir(run["run_dir"])
+    rate = throughput.steps_per_second(read_jsonl(folder.metrics)) if run.get("steps") else None
+    running = state.startswith("running")
+    eta = throughput.eta_seconds(run.get("step") or 0, run["steps"], rate) if running and run.get("steps") else None
+    records = read_status(folder.root).get("attempt_records", [])
+    return {"steps/s": f"{rate:.2f}" if rate else "-", "eta": throughput.duration(eta) if eta is not None else "-",
+            "_eta_s": eta, "_held_s": throughput.held_seconds(records), "_kind": throughput.device_kind(records)}
+
+
+def stage_lines(rows: list[dict]) -> list[str]:
+    """Per stage: runs done / running / queued, and when its slowest running run will be done."""
+    lines = []
+    for stage in dict.fromkeys(r["stage"] for r in rows if "stage" in r):
+        mine = [r for r in rows if r.get("stage") == stage]
+        done = sum(r["state"] == "complete" for r in mine)
+        running = [r for r in mine if r["state"].startswith("running")]
+        etas = [r["_eta_s"] for r in running if r["_eta_s"] is not None]
+        left = f"; done in about {throughput.duration(max(etas))}" if etas and done < len(mine) else ""
+        lines.append(f"{stage}: {done} done, {len(running)} running, {len(mine) - done - len(running)} waiting{left}")
+    return lines
+
+
+def hours_line(rows: list[dict]) -> str:
+    """The study's compute hours so far, from every attempt's start and end."""
+    held = sum(r.get("_held_s", 0.0) for r in rows)
+    kind = "GPU" if any(r.get("_kind") == "GPU" for r in rows) else "CPU"
+    return f"compute so far: {held / 3600:.2f} {kind}-hours over {sum(r.get('_held_s', 0) > 0 for r in rows)} runs"
+
+
+def _aggregate_row(study: Study, profile: Profile, sub: dict, states: dict[str, str]) -> dict:
+    job_state = states.get(sub.get("job_id", ""))
+    done = index_is_complete(study, profile) and job_state in (None, "COMPLETED")
+    state = "complete" if done else (job_state or "not started").lower()
+    return {"node": "aggregate", "job": sub.get("job_id", "-"), "state": state, "step": "-", "steps/s": "-", "eta": "-",
+            "loss": "-", "flops": "-", "requeues": "0", "retries": "-",
+            "why": f"writes {Path(profile.results_dir) / 'runs.json'}"}
+
+
+def _job_error(study: Study, profile: Profile, job_id: str | None) -> str:
+    """The last line of a job's stderr (e.g. a late-bound stage that could not choose)."""
+    if not job_id:
+        return ""
+    log = study_dir(study, profile) / "submitit" / f"{job_id}_0_log.err"
+    try:
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+    except OSError:
+        return ""
+    errors = [line for line in lines if "Error" in line]
+    return (errors or lines or [""])[-1].strip()
+
+
+def format_status(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines + [""] + stage_lines(rows) + [hours_line(rows)] + retry_lines(rows))
+
+
+def retry_lines(rows: list[dict]) -> list[str]:
+    """Why each retry was made: the job that ended, its state, where it left its run; the job that took over."""
+    made = [(r["node"], i + 1, why) for r in rows for i, why in enumerate(r.get("_retried", []))]
+    return (["", "retried:"] if made else []) + [f"- {node}, retry {n}: {why}" for node, n, why in made]

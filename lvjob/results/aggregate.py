@@ -1,0 +1,156 @@
+"""The study's last job: gather every run into the run index, the tables and the summary.
+
+Writes into `results/` (the profile's `results_dir`):
+
+    runs.json        one entry per run of the study (lvjob.run.rundir summary) and the stages' choices
+    table1_step_flops, table2_context_length, table3_forecast_error, table3_lead_time, table4_flops,
+    stage1_grid, choices   each as .md, .csv and .tex (booktabs)
+    summary.md       every table with what it shows, readable on its own, and the code versions the runs came from
+
+It tolerates runs that are missing, running, failed or resumed after a requeue: they are listed as
+such, and their cells say so. Nothing carries a timestamp: the same runs give the same files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lvjob.core import atomic
+from lvjob.models import flops
+from lvjob.results import report
+from lvjob.study.plan import plan_study
+from lvjob.cluster.profile import Profile
+from lvjob.run.rundir import summarize
+from lvjob.study.choices import job_for, make_job, read_choice
+from lvjob.study.spec import Study, stage_table, study_nodes
+from lvjob.study.spec import stage as entry
+from lvjob.results.tables import Table, to_csv, to_latex, to_markdown
+
+
+def recorded_jobs(study: Study, profile: Profile) -> list:
+    """(node, the job it ran or None) for every node that runs a job, in study order."""
+    return [(n, _recorded_job(study, profile, n)) for n in study_nodes(study) if entry(n.stage).runs_jobs]
+
+
+def run_index(study: Study, profile: Profile) -> dict:
+    runs = []
+    for node, job in recorded_jobs(study, profile):
+        summary = summarize(job.resolved_run_dir()).to_dict() if job else {"status": "not started", "run_dir": None}
+        runs.append({"node": node.key, "stage": node.stage, "label": node.label, "run_id": job.run_id() if job else None}
+                    | summary)
+    return {
+        "study": study.name,
+        "scale": study.scale,
+        "model": study.model,
+        "profile": profile.name,
+        "runs": runs,
+        "choices": {s.name: read_choice(study, profile, s.name) for s in stage_table() if s.choice},
+    }
+
+
+def _recorded_job(study: Study, profile: Profile, node):
+    """The job a node ran: late-bound nodes use the choice recorded when they started."""
+    if not entry(node.stage).choice:
+        return job_for(study, profile, node)
+    choice = read_choice(study, profile, node.stage)
+    return make_job(study, profile, node, choice["chosen"]) if choice else None
+
+
+def study_tables(study: Study, index: dict) -> list[Table]:
+    plan = plan_study(study)
+    d = study.default
+    labels = {n.key: n.label for n in study_nodes(study) if n.label}
+    return [
+        report.step_flops_table(flops.shape_of(study.model), study.model, study.training.batch_size, d.context, d.rank,
+                                study.lora.targets),
+        report.context_table(index),
+        report.comparison_table(index, labels),
+        report.lead_time_table(index, labels),
+        report.flops_table(index, plan.by_experiment(), study.budget_flops),
+        report.grid_table(index),
+        report.choices_table(index),
+    ]
+
+
+def summary(study: Study, index: dict, tables: list[Table]) -> str:
+    complete = sum(r["status"] == "complete" for r in index["runs"])
+    small = {"tiny-lv": "the tiny demo model `tiny-lv` (a 2-layer Qwen2 with the real vocabulary, briefly pre-trained on "
+                        "the training systems' text",
+             "tiny": "the tiny test model `tiny` (a 2-layer Qwen2 with the real vocabulary and random weights"}
+    model = (small[study.model] + ", built locally: its numbers show the pipeline working, not what Qwen2.5 can do)"
+             if study.model in small else f"`{study.model}`")
+    lines = [f"# Results: {study.name} (scale {study.scale})", "",
+             f"Model: {model}. Runs complete: {complete} of {len(index['runs'])}; a table cell marked `missing: ...` "
+             "belongs to a run that has not finished, and says why.", ""]
+    lines += split_lines(study)
+    lines += code_lines(code_versions(index))
+    for table in tables:
+        lines += [to_markdown(table)]
+    lines += ["Each table is also in CSV (full precision) and LaTeX (booktabs) beside this file; "
+              "`runs.json` lists every run with its directory."]
+    return "\n".join(lines) + "\n"
+
+
+def split_lines(study: Study) -> list[str]:
+    """summary.md's statement of which systems each number comes from (SPEC §2)."""
+    sizes, d = study.data.split_sizes(), study.data
+    return [f"Systems: {sizes['train']} training / {sizes['validation']} validation / {sizes['test']} test, split with "
+            f"seed {d.seed}. Training reads the training systems; every choice (the stage-1 grid's validation loss, "
+            "stage 2's forecast error, Table 2) reads the validation systems; Table 3, its lead-time table and the "
+            f"forecast plots report the test systems, which no choice has seen. Each series is cut in time: the first "
+            f"{d.context_points} of {d.points} points are the context, the last {d.horizon_points} the horizon.", ""]
+
+
+def code_versions(index: dict) -> dict[str, list[str]]:
+    """Each code version the study's runs came from (every attempt counts) -> the runs (nodes) that used it.
+
+    A run requeued after the code changed appears under both versions. Read from each run.json's
+    attempt records (lvjob.run.provenance); runs without records add nothing.
+    """
+    found: dict[str, list[str]] = {}
+    for run in index["runs"]:
+        for label in map(_code_label, _attempt_codes(run.get("run_dir"))):
+            nodes = found.setdefault(label, [])
+            if run["node"] not in nodes:
+                nodes.append(run["node"])
+    return found
+
+
+def _attempt_codes(run_dir: str | None) -> list[dict]:
+    try:
+        status = json.loads((Path(run_dir) / "run.json").read_text()) if run_dir else {}
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [record.get("code") or {} for record in status.get("attempt_records", [])]
+
+
+def _code_label(code: dict) -> str:
+    if not code.get("commit"):
+        return "an unknown code version (not run from a git checkout)"
+    return f"commit `{code['commit'][:12]}`" + (" with uncommitted changes" if code.get("dirty") else "")
+
+
+def code_lines(versions: dict[str, list[str]]) -> list[str]:
+    """summary.md's lines on the code the numbers came from; a plain warning when it is more than one version."""
+    if len(versions) == 1:
+        return [f"Code: every run came from {next(iter(versions))}.", ""]
+    if not versions:
+        return []
+    lines = [f"**Code: the runs came from {len(versions)} different code versions**, so their numbers may not be "
+             "comparable:", ""]
+    return lines + [f"- {label}: {', '.join(nodes)}" for label, nodes in versions.items()] + [""]
+
+
+def write_results(study: Study, profile: Profile) -> Path:
+    """The run index, every table in three formats and summary.md; returns the results folder."""
+    out = Path(profile.results_dir)
+    index = run_index(study, profile)
+    atomic.write_text(out / "runs.json", json.dumps(index, indent=1))
+    tables = study_tables(study, index)
+    for table in tables:
+        atomic.write_text(out / f"{table.name}.md", to_markdown(table))
+        atomic.write_text(out / f"{table.name}.csv", to_csv(table))
+        atomic.write_text(out / f"{table.name}.tex", to_latex(table))
+    atomic.write_text(out / "summary.md", summary(study, index, tables))
+    return out

@@ -1,0 +1,113 @@
+"""Read a run directory back (see lvjob.run.runner for its layout) into one summary.
+
+Tolerant by design: a run that has not started, is still running, failed or was cut off mid-write
+still gives a summary; what is missing is None. The stages' choices, `lvjob status` and the run
+index all read runs through here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lvjob.run.ledger import Ledger, read_jsonl
+from lvjob.core.paths import RunDir
+
+
+SCORES = ("mae", "mse", "rmse", "mase", "crps", "coverage")  # lvjob.forecasting.scores' overall scores, as the run index has them
+EVAL_METRICS = (*(f"eval_{k}" for k in SCORES), "parse_rate", "series", "samples", "eval_seconds",
+                *(f"persistence_{k}" for k in SCORES))
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_dir: str
+    status: str  # missing | running | preempted | failed | complete
+    kind: str | None = None
+    step: int | None = None  # last training step in the metrics
+    steps: int | None = None  # planned training steps
+    loss: float | None = None  # last training loss
+    val_loss: float | None = None  # last validation loss
+    attempts: int = 0
+    flops: int | None = None  # FLOPs spent so far (ledger, or the last metrics row while training)
+    error: str | None = None
+    slurm_job_id: str | None = None
+    lost_flops: int | None = None  # of which lost to preemption (re-done steps)
+    rank: int | None = None  # training settings from job.yaml
+    lr: float | None = None
+    context: int | None = None
+    prompt: str | None = None
+    split: str | None = None  # the systems its evaluation scored: validation or test
+    lead_time_mae: list | None = None  # overall MAE at forecast step 1 ... horizon
+    # From eval.json (EVAL_METRICS): the forecasts' overall scores on the horizon, the parse rate,
+    # series and samples, the evaluation's wall time, and the persistence forecast's scores on the
+    # same series; None until evaluated.
+    metrics: dict = field(default_factory=lambda: dict.fromkeys(EVAL_METRICS))
+
+    def to_dict(self) -> dict:
+        """Flat, as the run index has it: the metrics beside the other fields."""
+        flat = asdict(self)
+        return flat | flat.pop("metrics")
+
+    def value(self, name: str) -> float | None:
+        """A metric or field by name (e.g. val_loss, eval_mae); None if it is missing or not finite."""
+        value = self.metrics[name] if name in self.metrics else getattr(self, name)
+        return value if value is not None and math.isfinite(value) else None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def summarize(run_dir: str | Path) -> RunSummary:
+    files = RunDir(run_dir)
+    status = _read_json(files.status)
+    if not status:
+        return RunSummary(run_dir=str(run_dir), status="missing")
+    job = {}
+    try:
+        job = yaml.safe_load(files.job.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        pass
+    rows = read_jsonl(files.metrics)
+    vals = [r["val_loss"] for r in rows if "val_loss" in r]
+    if files.ledger.exists():
+        ledger = Ledger.read(files.ledger)
+        flops, lost = ledger.total, ledger.lost_to_preemption
+    else:  # still training: the live metrics carry the ledger so far
+        flops, lost = (rows[-1].get("flops"), rows[-1].get("lost_flops")) if rows else (None, None)
+    evaluation = _read_json(files.evaluation)
+    model, persistence = evaluation.get("model", {}), evaluation.get("persistence", {})
+    kind = status.get("kind") or job.get("kind")
+    train = kind == "train"
+    return RunSummary(
+        run_dir=str(run_dir),
+        status=status.get("status", "missing"),
+        kind=kind,
+        step=rows[-1]["step"] if rows else None,
+        steps=job.get("steps") if train else None,
+        loss=rows[-1]["loss"] if rows else None,
+        val_loss=vals[-1] if vals else None,
+        attempts=int(status.get("attempts", 0)),
+        flops=flops,
+        lost_flops=lost,
+        error=status.get("error"),
+        slurm_job_id=status.get("slurm_job_id"),
+        rank=job.get("rank") if train else None,
+        lr=job.get("lr") if train else None,
+        context=job.get("context") if train else None,
+        prompt=job.get("prompt"),
+        split=evaluation.get("split"),
+        lead_time_mae=(model.get("lead_time_mae") or {}).get("overall"),
+        metrics={f"eval_{k}": model.get(k) for k in SCORES}
+        | {k: evaluation.get(k) for k in ("parse_rate", "series")}
+        | {"samples": model.get("samples"), "eval_seconds": evaluation.get("seconds")}
+        | {f"persistence_{k}": persistence.get(k) for k in SCORES},
+    )

@@ -1,0 +1,142 @@
+"""The study's jobs on a profile, and how its late stages choose their configuration when they start.
+
+The stages themselves are the stage table of lvjob.study.spec; here they meet the run directories:
+
+    zero-shot (one per prompt) ─┐
+    default (train + evaluate) ─┤
+    stage1 (ranks x lrs) ──> stage2 (contexts, at stage 1's best rank and lr)
+                                  ──> final (at stage 2's best rank, lr and context) ──> aggregate
+
+Every node becomes one `Job` (lvjob.run.job), so one runner executes all of them and every run keeps
+its deterministic run id: a resubmitted study finds its finished runs by id and skips them.
+Stage 2 and the final run are *late-bound*: their configuration is chosen from the earlier stage's
+results when the job starts, not when the study is submitted:
+
+- stage 2 takes the (rank, lr) of the stage-1 run with the lowest final validation loss (all
+  stage-1 runs share one context, so their validation losses are comparable);
+- the final run takes the (rank, lr, context) of the stage-2 run with the lowest forecast MAE on
+  the validation systems (validation losses at different context lengths are not comparable).
+
+A choice reads runs that scored the validation systems only: one that finds a finished candidate
+scored on any other split refuses to choose (the test systems are for reporting, SPEC §2).
+
+Runs of the earlier stage that failed are left out of the choice and named in it; if none
+finished, the later stage fails with a message saying why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lvjob.core import atomic
+from lvjob.core.config import build, to_dict
+from lvjob.run.job import Job
+from lvjob.cluster.profile import Profile
+from lvjob.run.rundir import summarize
+from lvjob.study.spec import Node, Study, job_fields, study_nodes
+from lvjob.study.spec import stage as entry  # the table entry; `stage` names a stage here
+
+class StageError(RuntimeError):
+    """A late-bound stage cannot choose its configuration (no run of the stage before it finished)."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    stage: str  # the stage that chose (stage2 or final)
+    source: str  # the stage it chose from
+    metric: str
+    chosen: dict  # the settings taken over, e.g. {"rank": 8, "lr": 5e-05}
+    best: str  # key of the winning run
+    candidates: tuple[dict, ...] = field(default_factory=tuple)  # key, run_dir, status, metric value
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def study_dir(study: Study, profile: Profile) -> Path:
+    """Where the study's own records live (submissions, choices, submitit logs), keyed by its settings."""
+    key = json.dumps([to_dict(study), profile.model_path, profile.quantize_4bit], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return Path(profile.runs_root) / f"study-{study.name}-{study.scale}-{digest}"
+
+
+def make_job(study: Study, profile: Profile, node: Node, chosen: dict | None = None) -> Job:
+    """The job of `node` on `profile`, with the settings a late-bound stage chose (None for the others)."""
+    if not entry(node.stage).runs_jobs:
+        raise ValueError(f"the {node.stage} node runs no job")
+    where = (("model_path", profile.model_path), ("quantize_4bit", profile.quantize_4bit), ("device", profile.device))
+    job = build(Job, job_fields(study, node, chosen) | dict(where), where=f"study {study.name}, job {node.key}")
+    return replace(job, run_dir=str(Path(profile.runs_root) / job.run_id()))
+
+
+def choose(study: Study, profile: Profile, stage: str, require_all: bool = False) -> Choice | None:
+    """The configuration `stage` (stage2 or final) takes from the runs of the stage before it.
+
+    With `require_all` (at submission) it returns None unless every earlier run is complete;
+    otherwise (when the job starts) it chooses among the complete ones and raises StageError if
+    there are none.
+    """
+    rule = entry(stage).choice
+    source, metric, copied = rule.source, rule.metric, rule.copied
+    upstream = None
+    if entry(source).choice:  # the source is late-bound itself (stage 2 for the final run)
+        try:
+            upstream = choose(study, profile, source, require_all)
+        except StageError as e:
+            raise StageError(f"{stage} cannot start: its {source} runs could not run: {e}") from None
+        if upstream is None:
+            return None
+    runs = []
+    for node in (n for n in study_nodes(study) if n.stage == source):
+        job = make_job(study, profile, node, upstream.chosen if upstream else None)
+        runs.append((node, job, summarize(job.resolved_run_dir())))
+    candidates = tuple({"key": n.key, "run_dir": s.run_dir, "status": s.status, metric: s.value(metric), "split": s.split,
+                        **{k: getattr(j, k) for k in copied}} for n, j, s in runs)
+    _refuse_unseen_systems(stage, candidates)
+    usable = [c for c in candidates if c["status"] == "complete" and c[metric] is not None]
+    if require_all and len(usable) < len(candidates):
+        return None
+    if not usable:
+        why = "; ".join(f"{c['key']}: {c['status']}" for c in candidates)
+        raise StageError(f"{stage} cannot start: no {source} run finished with a {metric} ({why})")
+    best = min(usable, key=lambda c: c[metric])  # ties: the first in study order
+    return Choice(stage=stage, source=source, metric=metric, chosen={k: best[k] for k in copied},
+                  best=best["key"], candidates=candidates)
+
+
+def _refuse_unseen_systems(stage: str, candidates: tuple[dict, ...]) -> None:
+    """A choice reads validation systems only (SPEC §2): a finished candidate that scored others is a fault, not a run to skip."""
+    wrong = [c for c in candidates if c["status"] == "complete" and c["split"] != "validation"]
+    if wrong:
+        raise StageError(f"{stage} cannot choose: " + ", ".join(f"{c['key']} scored the {c['split']} systems" for c in wrong)
+                         + "; valid: choices read validation systems only")
+
+
+def record_choice(study: Study, profile: Profile, choice: Choice) -> Path:
+    path = study_dir(study, profile) / "choices" / f"{choice.stage}.json"
+    atomic.write_text(path, json.dumps(choice.to_dict(), indent=1))
+    return path
+
+
+def read_choice(study: Study, profile: Profile, stage: str) -> dict | None:
+    path = study_dir(study, profile) / "choices" / f"{stage}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def job_for(study: Study, profile: Profile, node: Node, at_submission: bool = False) -> Job | None:
+    """The job `node` runs. Late-bound nodes choose now; at submission, None if they cannot yet."""
+    if not entry(node.stage).choice:
+        return make_job(study, profile, node)
+    choice = choose(study, profile, node.stage, require_all=at_submission)
+    if choice is None:
+        return None
+    job = make_job(study, profile, node, choice.chosen)
+    # Recorded when the job starts; a run found complete at submission starts none, and a changed
+    # study (a new records folder) must still know which choice made it.
+    if not at_submission or summarize(job.resolved_run_dir()).status == "complete":
+        record_choice(study, profile, choice)
+    return job
