@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,50 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "device" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.device)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The test cluster (slurm/local/, up under `make test` as root): its SLURM_CONF, its variables set here."""
+    env_file = os.environ.get("LVJOB_SLURM_ENV")
+    if not env_file or not Path(env_file).exists():
+        why = "no test cluster: run the tests with slurm/local/with-cluster.sh as root (make test does)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    for line in Path(env_file).read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        os.environ[key] = value.strip("'\"")
+    subprocess.run(["sinfo"], check=True, capture_output=True, timeout=30)
+    return os.environ["SLURM_CONF"]
+
+
+@pytest.fixture
+def study_runs(tmp_path):
+    """The demo study's runs in every state: complete, failed, running, requeued (with lost FLOPs), not started."""
+    from helpers import STUDY, evaluation, write_run
+    from lvjob.cluster.profile import Profile
+    from lvjob.study.choices import job_for, study_nodes
+    from lvjob.study.spec import load_study
+
+    study = load_study(STUDY, scale="demo")
+    profile = Profile(runs_root=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+    nodes = {n.key: n for n in study_nodes(study)}
+    job = lambda key: job_for(study, profile, nodes[key])  # noqa: E731
+    write_run(job("zero-shot-plain"), "complete", evaluation=evaluation(2.0, 5.0, split="test"), ledger={"prompt": 100, "generation": 20})
+    write_run(job("baseline-physics"), "complete", evaluation=evaluation(1e-6, 1e-12, split="test", parse_rate=None, samples=1),
+              ledger={})
+    write_run(job("zero-shot-instruct"), "failed")
+    write_run(job("default"), "running", rows=[{"step": s, "loss": 3.0, "flops": 1000 * s, "lost_flops": 0} for s in (1, 2, 12)])
+    for i, key in enumerate(k for k in nodes if k.startswith("stage1-")):
+        if key == "stage1-r8-lr0.001":
+            continue  # never started
+        lost = 300 if key == "stage1-r2-lr0.01" else 0  # this one was requeued and re-did 3 steps
+        write_run(job(key), "complete", rows=[{"step": 20, "loss": 2.0, "val_loss": 3.0 - 0.1 * i}],
+                  evaluation=evaluation(1.0 + i, 2.0 + i), ledger={"train": 2000 + lost, "lost_to_preemption": lost},
+                  attempts=2 if lost else 1)
+    # stage 2 at stage 1's best (stage1-r8-lr0.003, i = 7); ctx256 not started
+    write_run(job("stage2-ctx64"), "complete", rows=[{"step": 20, "loss": 1.0, "val_loss": 1.5}],
+              evaluation=evaluation(0.9, 1.2), ledger={"train": 700})
+    write_run(job("stage2-ctx128"), "preempted", rows=[{"step": 5, "loss": 1.0, "flops": 350, "lost_flops": 40}])
+    return study, profile

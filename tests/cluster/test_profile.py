@@ -8,8 +8,8 @@ import yaml
 
 from lvjob.core.config import ConfigError
 from lvjob.cluster.profile import load_profile, runner_command, runner_env
+from helpers import ROOT
 
-ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "slurm" / "gpu-cluster.example.yaml"
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from lvjob.orchestrate import submission
 from lvjob.run import cost
-from lvjob import study as study_module
+from lvjob.study import spec as study_module
 from lvjob.results.aggregate import write_results
 from lvjob.cli import main
 from lvjob.core.config import ConfigError
@@ -23,9 +23,8 @@ from lvjob.cluster.profile import Profile
 from lvjob.run.runner import run
 from lvjob.study.choices import job_for, make_job
 from lvjob.study.spec import Node, Stage, load_study, study_nodes
+from helpers import STUDY
 
-ROOT = Path(__file__).resolve().parents[1]
-STUDY = ROOT / "jobs" / "study.yaml"
 SMALL = ["model=tiny", "data.systems=20", "data.points=30", "evaluation.series=2", "training.val_every=2",
          "training.val_chunks=2", "training.checkpoint_every=2", "zero_shot_prompts=[plain]", "default.steps=2",
          "default.context=48", "stage1.ranks=[2]", "stage1.lrs=[1e-3]", "stage1.steps=2", "stage1.context=48",

@@ -26,8 +26,7 @@ from lvjob.run.job import load_job
 from lvjob.run.ledger import read_jsonl
 from lvjob.run.job import Job
 from lvjob.run.tracking import TENSORBOARD_DIR, TRACKING_ENV, WANDB_DIR, WandB, backends_from_env, transaction_log, wandb_last_step
-from test_resume import _finish, _wait_for_step
-from test_tracking import JOB, STEPS
+from helpers import TRACKING_JOB, TRACKING_STEPS, finish, wait_for_step
 
 
 def _need_wandb():
@@ -81,7 +80,7 @@ def resumed(tmp_path_factory, small_data):
     _need_wandb()
     tmp = tmp_path_factory.mktemp("wandb")
     job, run_dir = tmp / "job.yaml", tmp / "run"
-    job.write_text(yaml.safe_dump(dict(JOB, name="wandb", data={"path": str(small_data), "systems": 20, "points": 30})))
+    job.write_text(yaml.safe_dump(dict(TRACKING_JOB, name="wandb", data={"path": str(small_data), "systems": 20, "points": 30})))
     run_id = load_job(job, [f"run_dir={run_dir}"]).run_id()
     # W&B writes its file every 15 s by default; at 0.1 s the killed attempt leaves steps past its checkpoint there
     env = os.environ | _wandb_env(tmp) | {TRACKING_ENV: "tensorboard,wandb", "WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL": "0.1"}
@@ -91,13 +90,13 @@ def resumed(tmp_path_factory, small_data):
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     proc = start()
-    _wait_for_step(proc, run_dir, 6)
+    wait_for_step(proc, run_dir, 6)
     deadline = time.monotonic() + 30
     while wandb_last_step(run_dir / WANDB_DIR, run_id) < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    _finish(proc)
-    code, out = _finish(start())
+    finish(proc)
+    code, out = finish(start())
     assert code == 0, out
     return run_dir, run_id
 
@@ -119,7 +118,7 @@ def test_the_killed_attempt_had_logged_steps_past_its_checkpoint_to_wandb(resume
 def test_wandb_gets_each_step_once_and_in_increasing_order_across_attempts(resumed):
     run_dir, _ = resumed
     steps = [step for folder in _attempt_folders(run_dir) for step, row in _history(folder) if "train/loss" in row]
-    assert steps == list(range(1, STEPS + 1))
+    assert steps == list(range(1, TRACKING_STEPS + 1))
 
 
 def test_wandb_losses_equal_the_metrics(resumed):
@@ -138,7 +137,7 @@ def test_the_evaluation_goes_to_the_summary_and_the_hyperparameters_to_the_confi
     for c in _of(last, "config"):
         config |= {u.key: json.loads(u.value_json) for u in c.update}
     assert {k: config[k] for k in ("kind", "rank", "lr", "context", "steps")} == \
-        {"kind": "train", "rank": 2, "lr": 1e-3, "context": 48, "steps": STEPS}
+        {"kind": "train", "rank": 2, "lr": 1e-3, "context": 48, "steps": TRACKING_STEPS}
 
 
 def test_tensorboard_is_still_written_beside_wandb(resumed):
@@ -181,7 +180,7 @@ def test_a_run_asking_for_wandb_without_it_fails_before_any_work_saying_how_to_i
     monkeypatch.setitem(sys.modules, "wandb", None)  # how Python marks a module as absent: `import wandb` fails
     monkeypatch.setenv(TRACKING_ENV, "tensorboard,wandb")
     spec = tmp_path / "job.yaml"
-    spec.write_text(yaml.safe_dump(dict(JOB, data={"path": str(small_data), "systems": 20, "points": 30})))
+    spec.write_text(yaml.safe_dump(dict(TRACKING_JOB, data={"path": str(small_data), "systems": 20, "points": 30})))
     job = load_job(spec, [f"run_dir={tmp_path / 'run'}", "device=cpu"])
     with pytest.raises(ConfigError, match=r"tracking: wandb .* `make wandb`"):
         runner.run(job, log=lambda m: None)

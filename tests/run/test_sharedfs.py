@@ -18,8 +18,8 @@ from lvjob.run import runner
 from lvjob.cli import main
 from lvjob.run.lockfile import Holder, LockHeld, read_squeue
 from lvjob.run.runner import RunBusy, run_lock
+from helpers import JOBS
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
 # --- atomic writes keep the mode the umask gives -------------------------------------------------

@@ -17,16 +17,10 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from helpers import RESUME_JOB, RESUME_STEPS, finish, metrics_rows, start_run, wait_for_step
+
 pytestmark = pytest.mark.slow
 
-STEPS = 14
-
-JOB = {
-    "kind": "train", "name": "resume", "model": "tiny", "seed": 3,
-    "context": 48, "steps": STEPS, "batch_size": 2, "lr": 1e-3, "rank": 2,
-    "val_every": 5, "val_chunks": 4, "checkpoint_every": 4,
-    "series": 2, "eval_batch_size": 2, "temperature": 0.0,
-}
 
 # Kills its own process with SIGKILL right after writing the adapter file of checkpoint `step`,
 # leaving a half-written checkpoint folder behind.
@@ -46,7 +40,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _job_file(tmp_path: Path, small_data: Path) -> Path:
-    job = dict(JOB, data={"path": str(small_data), "systems": 20, "points": 30})
+    job = dict(RESUME_JOB, data={"path": str(small_data), "systems": 20, "points": 30})
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     return path
@@ -56,45 +50,11 @@ def _cmd(job: Path, run_dir: Path, device: str = "cpu") -> list[str]:
     return ["run", str(job), f"run_dir={run_dir}", f"device={device}"]
 
 
-def _start(args: list[str], driver: str | None = None) -> subprocess.Popen:
-    prog = [sys.executable, "-c", driver] if driver else [sys.executable, "-m", "lvjob"]
-    return subprocess.Popen(prog + args, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
-
-
-def _wait_for_step(proc: subprocess.Popen, run_dir: Path, step: int, timeout: float = 120) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if any(r["step"] >= step for r in _rows(run_dir)):
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended before step {step}:\n{proc.stdout.read()}")
-        time.sleep(0.02)
-    raise AssertionError(f"step {step} not reached in {timeout} s")
-
-
-def _finish(proc: subprocess.Popen) -> tuple[int, str]:
-    out, _ = proc.communicate(timeout=300)
-    return proc.returncode, out
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, small_data, device):
     tmp = tmp_path_factory.mktemp("reference")
     job = _job_file(tmp, small_data)
-    code, out = _finish(_start(_cmd(job, tmp / "run", device)))
+    code, out = finish(start_run(_cmd(job, tmp / "run", device)))
     assert code == 0, out
     return tmp / "run"
 
@@ -105,8 +65,8 @@ def _assert_same_result(run_dir: Path, reference: Path) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert a[k].dtype == b[k].dtype and (a[k] == b[k]).all(), f"{k} differs"
-    rows, ref = _rows(run_dir), _rows(reference)
-    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # one row per step, none twice
+    rows, ref = metrics_rows(run_dir), metrics_rows(reference)
+    assert [r["step"] for r in rows] == list(range(1, RESUME_STEPS + 1))  # one row per step, none twice
     assert [r["loss"] for r in rows] == [r["loss"] for r in ref]
     assert [r.get("val_loss") for r in rows] == [r.get("val_loss") for r in ref]
 
@@ -114,22 +74,22 @@ def _assert_same_result(run_dir: Path, reference: Path) -> None:
 def test_resumed_run_after_kills_is_bit_identical_to_an_uninterrupted_run(tmp_path, small_data, reference, device):
     job, run_dir = _job_file(tmp_path, small_data), tmp_path / "run"
 
-    proc = _start(_cmd(job, run_dir, device))  # SIGKILL between checkpoints (after 4, before 8)
-    _wait_for_step(proc, run_dir, 6)
+    proc = start_run(_cmd(job, run_dir, device))  # SIGKILL between checkpoints (after 4, before 8)
+    wait_for_step(proc, run_dir, 6)
     proc.send_signal(signal.SIGKILL)
-    _finish(proc)
+    finish(proc)
 
-    code, out = _finish(_start(["8", *_cmd(job, run_dir, device)], driver=KILL_MID_CHECKPOINT))  # SIGKILL mid-checkpoint
+    code, out = finish(start_run(["8", *_cmd(job, run_dir, device)], driver=KILL_MID_CHECKPOINT))  # SIGKILL mid-checkpoint
     assert code == -signal.SIGKILL, out
     assert "resuming from step-0000004" in out
 
-    proc = _start(_cmd(job, run_dir, device))  # the polite signal: checkpoint at the next step, exit 3
-    _wait_for_step(proc, run_dir, 9)
+    proc = start_run(_cmd(job, run_dir, device))  # the polite signal: checkpoint at the next step, exit 3
+    wait_for_step(proc, run_dir, 9)
     proc.send_signal(signal.SIGUSR2)
-    code, out = _finish(proc)
+    code, out = finish(proc)
     assert code == 3, out
 
-    code, out = _finish(_start(_cmd(job, run_dir, device)))
+    code, out = finish(start_run(_cmd(job, run_dir, device)))
     assert code == 0, out
     _assert_same_result(run_dir, reference)
 
@@ -137,22 +97,22 @@ def test_resumed_run_after_kills_is_bit_identical_to_an_uninterrupted_run(tmp_pa
     # Lost: attempt 1's steps 5..6+ and attempt 2's steps 5..8 (it died writing checkpoint 8).
     assert ledger["resumes"] == 3 and ledger["lost_steps"] >= 6 and ledger["lost_to_preemption"] > 0
     ref_ledger = json.loads((reference / "ledger.json").read_text())
-    assert ledger["train"] == ref_ledger["train"] + ledger["lost_steps"] * (ref_ledger["train"] // STEPS)
+    assert ledger["train"] == ref_ledger["train"] + ledger["lost_steps"] * (ref_ledger["train"] // RESUME_STEPS)
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, small_data, reference, device):
     job, run_dir = _job_file(tmp_path, small_data), tmp_path / "run"
-    proc = _start(_cmd(job, run_dir, device))
-    _wait_for_step(proc, run_dir, 10)
+    proc = start_run(_cmd(job, run_dir, device))
+    wait_for_step(proc, run_dir, 10)
     proc.send_signal(signal.SIGKILL)
-    _finish(proc)
+    finish(proc)
     newest = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
     assert newest.name == "step-0000008"
     blob = bytearray((newest / "optimizer.pt").read_bytes())
     blob[len(blob) // 2] ^= 0xFF  # one flipped byte
     (newest / "optimizer.pt").write_bytes(bytes(blob))
 
-    code, out = _finish(_start(_cmd(job, run_dir, device)))
+    code, out = finish(start_run(_cmd(job, run_dir, device)))
     assert code == 0, out
     assert "WARNING: checkpoint" in out and "step-0000008 is damaged" in out
     assert "resuming from step-0000004" in out
@@ -161,15 +121,15 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, smal
 
 def test_steps_of_a_run_killed_before_its_first_checkpoint_are_booked_as_lost(tmp_path, small_data, device):
     job, run_dir = _job_file(tmp_path, small_data), tmp_path / "run"
-    args = _cmd(job, run_dir, device) + [f"checkpoint_every={STEPS}"]  # the only checkpoint: at the end
-    proc = _start(args)
-    _wait_for_step(proc, run_dir, 2)
+    args = _cmd(job, run_dir, device) + [f"checkpoint_every={RESUME_STEPS}"]  # the only checkpoint: at the end
+    proc = start_run(args)
+    wait_for_step(proc, run_dir, 2)
     proc.send_signal(signal.SIGKILL)
-    _finish(proc)
-    done = len(_rows(run_dir))
-    assert 2 <= done < STEPS and not list(run_dir.glob("checkpoints/step-*"))
+    finish(proc)
+    done = len(metrics_rows(run_dir))
+    assert 2 <= done < RESUME_STEPS and not list(run_dir.glob("checkpoints/step-*"))
 
-    code, out = _finish(_start(args))
+    code, out = finish(start_run(args))
     assert code == 0, out
     assert f"resuming from the start (no checkpoint yet); {done} step(s) after it are re-done" in out
     ledger = json.loads((run_dir / "ledger.json").read_text())

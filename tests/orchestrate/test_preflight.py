@@ -13,9 +13,8 @@ from lvjob.orchestrate import preflight
 from lvjob.models.loading import ensure_tiny_model
 from lvjob.cluster.profile import load_profile
 from lvjob.study.spec import load_study
+from helpers import ROOT, STUDY
 
-ROOT = Path(__file__).resolve().parents[1]
-STUDY = ROOT / "jobs" / "study.yaml"
 
 
 def profile_file(tmp_path: Path, **values) -> Path:

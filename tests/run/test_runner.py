@@ -10,8 +10,8 @@ from lvjob.core.config import ConfigError
 from lvjob.run.job import Job, load_job
 from lvjob.run.runner import run
 from lvjob.data.dataset import DataSpec
+from helpers import JOBS
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
 def small_job(small_data, run_dir, **kw) -> Job:

@@ -15,57 +15,7 @@ from lvjob.results.report import comparison_table, context_table, flops_table, g
 from lvjob.study.choices import job_for, study_nodes
 from lvjob.study.spec import load_study
 from lvjob.results.tables import Mark, Table, to_csv, to_latex, to_markdown
-
-STUDY = Path(__file__).parent.parent / "jobs" / "study.yaml"
-
-
-def write_run(job, status, rows=(), evaluation=None, ledger=None, attempts=1):
-    d = job.resolved_run_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "run.json").write_text(json.dumps({"status": status, "kind": job.kind, "attempts": attempts}))
-    (d / "job.yaml").write_text(yaml.safe_dump(to_dict(job)))
-    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if evaluation:
-        (d / "eval.json").write_text(json.dumps(evaluation))
-    if ledger:
-        (d / "ledger.json").write_text(json.dumps(ledger))
-
-
-def scored(mae, mse, samples=5, lead=(0.1, 0.2)):
-    """eval.json's scores (lvjob.forecasting.scores' layout) with made-up but distinct values."""
-    return {"mae": mae, "mse": mse, "rmse": math.sqrt(mse), "mase": 2 * mae, "crps": mae / 2, "coverage": 0.5,
-            "samples": samples, "lead_time_mae": {"overall": list(lead)}}
-
-
-def evaluation(mae, mse, series=20, persistence=(0.5, 0.4), split="validation", parse_rate=1.0, samples=5):
-    return {"series": series, "split": split, "parse_rate": parse_rate, "seconds": 1.5, "model": scored(mae, mse, samples),
-            "persistence": scored(*persistence, samples=1)}
-
-
-@pytest.fixture
-def study_runs(tmp_path):
-    """Runs in every state: complete, failed, running, requeued (with lost FLOPs), not started."""
-    study = load_study(STUDY, scale="demo")
-    profile = Profile(runs_root=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
-    nodes = {n.key: n for n in study_nodes(study)}
-    job = lambda key: job_for(study, profile, nodes[key])  # noqa: E731
-    write_run(job("zero-shot-plain"), "complete", evaluation=evaluation(2.0, 5.0, split="test"), ledger={"prompt": 100, "generation": 20})
-    write_run(job("baseline-physics"), "complete", evaluation=evaluation(1e-6, 1e-12, split="test", parse_rate=None, samples=1),
-              ledger={})
-    write_run(job("zero-shot-instruct"), "failed")
-    write_run(job("default"), "running", rows=[{"step": s, "loss": 3.0, "flops": 1000 * s, "lost_flops": 0} for s in (1, 2, 12)])
-    for i, key in enumerate(k for k in nodes if k.startswith("stage1-")):
-        if key == "stage1-r8-lr0.001":
-            continue  # never started
-        lost = 300 if key == "stage1-r2-lr0.01" else 0  # this one was requeued and re-did 3 steps
-        write_run(job(key), "complete", rows=[{"step": 20, "loss": 2.0, "val_loss": 3.0 - 0.1 * i}],
-                  evaluation=evaluation(1.0 + i, 2.0 + i), ledger={"train": 2000 + lost, "lost_to_preemption": lost},
-                  attempts=2 if lost else 1)
-    # stage 2 at stage 1's best (stage1-r8-lr0.003, i = 7); ctx256 not started
-    write_run(job("stage2-ctx64"), "complete", rows=[{"step": 20, "loss": 1.0, "val_loss": 1.5}],
-              evaluation=evaluation(0.9, 1.2), ledger={"train": 700})
-    write_run(job("stage2-ctx128"), "preempted", rows=[{"step": 5, "loss": 1.0, "flops": 350, "lost_flops": 40}])
-    return study, profile
+from helpers import STUDY, evaluation, scored, write_run
 
 
 def cells(table: Table, first: str) -> tuple:

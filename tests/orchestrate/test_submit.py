@@ -15,8 +15,8 @@ import yaml
 from lvjob.cli import main
 from lvjob.run.ledger import read_jsonl
 from lvjob.run.runner import read_status
+from helpers import ROOT
 
-ROOT = Path(__file__).parent.parent
 
 
 def small_study(data: Path) -> list[str]:

@@ -16,8 +16,8 @@ from lvjob.data.dataset import DataSpec
 from lvjob.run.job import Job, load_job
 from lvjob.run.ledger import Ledger
 from lvjob.run.runner import eval_booking
+from helpers import JOBS
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
 def test_lora_targets_default_to_q_and_v_and_keep_existing_run_ids():

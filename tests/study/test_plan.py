@@ -8,8 +8,8 @@ from lvjob.cli import main
 from lvjob.study.plan import plan_study, propose, validation_passes
 from lvjob.data.prompts import forecast_tokens, prompt_tokens
 from lvjob.study.spec import EvalSpec, FinalRun, LoraRun, Stage1, Stage2, Study, load_study
+from helpers import JOBS
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
 QWEN = flops.shape_of("qwen2.5-0.5b")
 
 

@@ -33,60 +33,7 @@ from lvjob.run.runner import read_status
 from lvjob.study.choices import job_for, study_dir, study_nodes
 from lvjob.orchestrate.status import format_status, status_rows
 from lvjob.study.spec import load_study
-
-STUDY = Path(__file__).parent.parent / "jobs" / "study.yaml"
-CI_PROFILE = Path(__file__).parent.parent / "slurm" / "slurm-ci.yaml"
-
-
-@pytest.fixture(scope="module")
-def slurm():
-    env_file = os.environ.get("LVJOB_SLURM_ENV")
-    if not env_file or not Path(env_file).exists():
-        why = "no test cluster: run the tests with slurm/local/with-cluster.sh as root (make test does)"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-    for line in Path(env_file).read_text().splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        os.environ[key] = value.strip("'\"")
-    subprocess.run(["sinfo"], check=True, capture_output=True, timeout=30)
-    return os.environ["SLURM_CONF"]
-
-
-def small_overrides(data: Path) -> list[str]:
-    """The demo scale cut further: every stage, a few steps each, 2 forecast series."""
-    return ["model=tiny", f"data.path={data}", "data.systems=20", "data.points=30", "evaluation.series=2",
-            "training.val_every=2", "training.val_chunks=2", "training.checkpoint_every=2",
-            "default.steps=4", "default.context=64", "stage1.steps=4", "stage1.context=64",
-            "stage2.contexts=[48,64,96]", "stage2.steps=4", "final.steps=4"]
-
-
-def make_profile(tmp: Path, name: str = "ci", **changes):
-    raw = yaml.safe_load(CI_PROFILE.read_text()) | {"runs_root": str(tmp / "runs"), "results_dir": str(tmp / "results")}
-    tmp.mkdir(parents=True, exist_ok=True)
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw | changes))
-    return load_profile(path)
-
-
-def wait_for(job_ids: list[str], limit_s: float) -> dict[str, str]:
-    """Poll sacct until none of `job_ids` is queued or running; their final states."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        states = slurm_client.states(job_ids)
-        if not any(s in slurm_client.ACTIVE or s == "UNKNOWN" for s in states.values()):
-            return states
-        if time.monotonic() > deadline:
-            raise AssertionError(f"jobs still active after {limit_s} s: {states}")
-        time.sleep(1)
-
-
-def wait_until(predicate, limit_s: float, what: str) -> None:
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s} s waiting for {what}")
-        time.sleep(0.2)
+from helpers import ROOT, STUDY, default_job_on, last_step, make_profile, small_overrides, wait_for, wait_until
 
 
 def logs(folder: Path) -> str:
@@ -214,20 +161,6 @@ def test_a_study_disturbed_by_every_kind_of_fault_ends_with_the_undisturbed_tabl
     assert float(hit[-2][lost]) > 0  # the total: the faults cost re-done work
 
 
-def _default_job_on(profile, study):
-    node = next(n for n in study_nodes(study) if n.key == "default")
-    task = submission.StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])
-    ex = backend(profile).executor(study_dir(study, profile) / "submitit", "default", [])
-    job = ex.submit(task)
-    run_dir = job_for(study, profile, node).resolved_run_dir()
-    return job, run_dir
-
-
-def _steps(run_dir: Path) -> int:
-    rows = read_jsonl(run_dir / "metrics.jsonl")
-    return rows[-1]["step"] if rows else 0
-
-
 def _same_run(a: Path, b: Path) -> None:
     assert (a / "adapter" / "adapter_model.safetensors").read_bytes() == (b / "adapter" / "adapter_model.safetensors").read_bytes()
     losses = [[(r["step"], r["loss"], r.get("val_loss")) for r in read_jsonl(d / "metrics.jsonl")] for d in (a, b)]
@@ -244,7 +177,7 @@ def interrupted_runs(slurm, small_data, tmp_path_factory):
     # `apptainer` on the jobs' PATH is the stand-in: the runner inside sees no scontrol and no slurm.conf.
     (tmp / "bin").mkdir()
     standin = tmp / "bin" / "apptainer"  # run by this test's Python: the "image" holds the project's packages
-    standin.write_text(f'#!/bin/sh\nexec {sys.executable} {Path(__file__).parent / "apptainer_standin.py"} "$@"\n')
+    standin.write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "apptainer_standin.py"} "$@"\n')
     standin.chmod(0o755)
     (tmp / "lvjob.sif").write_text("stand-in image")
     os.environ["PATH"] = f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}"
@@ -252,12 +185,12 @@ def interrupted_runs(slurm, small_data, tmp_path_factory):
     out = {}
     for name in ("reference", "usr2", "requeue", "sigkill", "image"):
         profile = make_profile(tmp / name, name, **({"image": str(tmp / "lvjob.sif")} if name == "image" else {}))
-        out[name] = _default_job_on(profile, study) + (profile,)
+        out[name] = default_job_on(profile, study) + (profile,)
     t0 = time.monotonic()
 
     def disturb(name: str, at_step: int, action) -> None:
         job, run_dir, _ = out[name]
-        wait_until(lambda: _steps(run_dir) >= at_step, 300, f"{name} to reach step {at_step}")
+        wait_until(lambda: last_step(run_dir) >= at_step, 300, f"{name} to reach step {at_step}")
         action(job, run_dir)
 
     disturb("usr2", 5, lambda job, d: subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True))

@@ -20,7 +20,6 @@ from lvjob.models.loading import ModelChoice, load_model
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 QWEN25_05B_PARAMETERS = 494_032_768  # Qwen2.5-0.5B's published count (tied embeddings counted once)
 
 # Kills its own process with SIGKILL as soon as the checkpoint of step 1 is complete.
@@ -34,6 +33,7 @@ def save_then_die(run_dir, step, *a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
 ck.save = save_then_die
 from lvjob.cli import main
+from helpers import ROOT
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -24,11 +24,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
 from lvjob.run.tracking import TENSORBOARD_DIR, TensorBoard, row_scalars
-import test_resume
-from test_resume import _finish, _start, _wait_for_step
-
-STEPS = 10
-JOB = dict(test_resume.JOB, name="tracking", seed=5, steps=STEPS)  # the resume tests' small job, its own run
+from helpers import ROOT, TRACKING_JOB, TRACKING_STEPS, finish, start_run, wait_for_step
 
 
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -51,14 +47,14 @@ def resumed(tmp_path_factory, small_data):
     """A run SIGKILLed after step 6 (checkpoint at 4), then resumed to the end."""
     tmp = tmp_path_factory.mktemp("tracking")
     job, run_dir = tmp / "job.yaml", tmp / "run"
-    job.write_text(yaml.safe_dump(dict(JOB, data={"path": str(small_data), "systems": 20, "points": 30})))
+    job.write_text(yaml.safe_dump(dict(TRACKING_JOB, data={"path": str(small_data), "systems": 20, "points": 30})))
     args = ["run", str(job), f"run_dir={run_dir}", "device=cpu"]
-    proc = _start(args)
-    _wait_for_step(proc, run_dir, 6)
+    proc = start_run(args)
+    wait_for_step(proc, run_dir, 6)
     proc.send_signal(signal.SIGKILL)
-    _finish(proc)
+    finish(proc)
     killed = _scalars(run_dir / TENSORBOARD_DIR)
-    code, out = _finish(_start(args))
+    code, out = finish(start_run(args))
     assert code == 0, out
     return run_dir, killed, out
 
@@ -69,7 +65,7 @@ def resumed(tmp_path_factory, small_data):
 def test_resumed_run_logs_exactly_one_loss_per_step_equal_to_the_metrics(resumed):
     run_dir, _, _ = resumed
     logged = _scalars(run_dir / TENSORBOARD_DIR)["train/loss"]
-    assert [step for step, _ in logged] == list(range(1, STEPS + 1))
+    assert [step for step, _ in logged] == list(range(1, TRACKING_STEPS + 1))
     # TensorBoard stores float32; the losses are float32 values, so they come back exactly.
     assert [value for _, value in logged] == [r["loss"] for r in _rows(run_dir)]
 
@@ -92,7 +88,7 @@ def test_every_step_logs_lr_throughput_and_flops(resumed):
     run_dir, _, _ = resumed
     scalars = _scalars(run_dir / TENSORBOARD_DIR)
     for tag in ("train/lr", "train/tokens_per_s", "flops/spent", "flops/lost_to_preemption"):
-        assert [s for s, _ in scalars[tag]] == list(range(1, STEPS + 1)), tag
+        assert [s for s, _ in scalars[tag]] == list(range(1, TRACKING_STEPS + 1)), tag
     assert all(v > 0 for _, v in scalars["train/tokens_per_s"])
     assert scalars["flops/lost_to_preemption"][-1][1] > 0  # the steps re-done after the kill
 
@@ -101,9 +97,9 @@ def test_evaluation_metrics_are_logged_at_the_last_step(resumed):
     run_dir, _, _ = resumed
     report = json.loads((run_dir / "eval.json").read_text())
     scalars = _scalars(run_dir / TENSORBOARD_DIR)
-    assert scalars["eval/parse_rate"] == [(STEPS, report["parse_rate"])]
+    assert scalars["eval/parse_rate"] == [(TRACKING_STEPS, report["parse_rate"])]
     for key in ("mae", "mse", "rmse"):
-        assert scalars[f"eval/{key}"] == [(STEPS, float(np.float32(report["model"][key])))]
+        assert scalars[f"eval/{key}"] == [(TRACKING_STEPS, float(np.float32(report["model"][key])))]
 
 
 def test_hparams_view_sees_the_runs_settings_and_metrics(resumed):
@@ -114,7 +110,7 @@ def test_hparams_view_sees_the_runs_settings_and_metrics(resumed):
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     hp = {k: (v.string_value or v.number_value) for k, v in start.hparams.items()}
     assert hp | {"lr": round(hp["lr"], 9)} == {"kind": "train", "model": "tiny", "prompt": "plain", "rank": 2,
-                                                  "lr": 1e-3, "context": 48, "steps": STEPS, "batch_size": 2}
+                                                  "lr": 1e-3, "context": 48, "steps": TRACKING_STEPS, "batch_size": 2}
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert [m.name.tag for m in experiment.metric_infos] == ["val/loss", "eval/mae"]
 
@@ -181,7 +177,7 @@ def test_run_json_keeps_one_record_per_attempt_with_where_and_what_it_ran(resume
 def test_run_json_names_the_codes_commit(resumed):
     run_dir, _, _ = resumed
     code = json.loads((run_dir / "run.json").read_text())["attempt_records"][-1]["code"]
-    repo = Path(__file__).resolve().parents[1]
+    repo = ROOT
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     assert code["commit"] == head and isinstance(code["dirty"], bool)
 
@@ -195,7 +191,7 @@ def test_the_runs_log_lines_carry_utc_time_and_the_run_id(resumed):
 
 def test_the_tracking_benchmark_runs_end_to_end(tmp_path):
     """benchmarks/tracking_bench.py at its smallest, so it cannot rot; no timing is asserted."""
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tracking_bench.py"
+    script = ROOT / "benchmarks" / "tracking_bench.py"
     proc = subprocess.run([sys.executable, str(script), "--steps", "13", "--reps", "1", "--context", "48", "--batch", "2"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -10,8 +10,8 @@ from lvjob.orchestrate.submission import waves
 from lvjob.cluster.profile import Profile
 from lvjob.study.choices import StageError, choose, job_for, make_job, read_choice, study_nodes
 from lvjob.study.spec import load_study
+from helpers import STUDY
 
-STUDY = Path(__file__).parent.parent / "jobs" / "study.yaml"
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from lvjob.study.choices import study_nodes
 from lvjob.orchestrate.status import format_status, stage_lines, status_rows
 from lvjob.study.spec import load_study
 from lvjob.run.throughput import duration
-from test_slurm import STUDY, _default_job_on, _steps, make_profile, slurm, small_overrides, wait_for, wait_until  # noqa: F401
+from helpers import STUDY, default_job_on, last_step, make_profile, small_overrides, wait_for, wait_until
 
 STEPS = 400  # far more than the test waits for: the job is still running when status is asked
 OVERRIDES = [f"default.steps={STEPS}", f"training.checkpoint_every={STEPS}", f"training.val_every={STEPS}"]
@@ -33,11 +33,11 @@ def running(slurm, small_data, tmp_path_factory):
     profile = make_profile(tmp)
     overrides = small_overrides(small_data) + OVERRIDES
     study = load_study(STUDY, scale="demo", overrides=overrides)
-    job, run_dir = _default_job_on(profile, study)
+    job, run_dir = default_job_on(profile, study)
     node = next(n for n in study_nodes(study) if n.key == "default")
     submission._record(study, profile, submission._rows("default", [node], [job], profile))  # as `lvjob submit` records it
     try:
-        wait_until(lambda: _steps(run_dir) >= 6, 120, "the default fine-tune to take 6 steps")
+        wait_until(lambda: last_step(run_dir) >= 6, 120, "the default fine-tune to take 6 steps")
         rows = {r["node"]: r for r in status_rows(study, profile)}
         print(format_status(list(rows.values())))
         yield overrides, profile, tmp / "ci.yaml", job.job_id, rows

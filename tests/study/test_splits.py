@@ -10,8 +10,8 @@ from lvjob.cluster.profile import Profile
 from lvjob.run.runner import evaluation_series
 from lvjob.study.choices import StageError, choose, make_job
 from lvjob.study.spec import check_table, load_study, stage_table, study_nodes
+from helpers import STUDY
 
-STUDY = Path(__file__).parent.parent / "jobs" / "study.yaml"
 
 
 @pytest.fixture(scope="module")

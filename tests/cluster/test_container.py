@@ -4,8 +4,8 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).parent.parent
 DEF = ROOT / "containers" / "lvjob.def"
 
 

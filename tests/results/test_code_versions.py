@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 from lvjob.results.aggregate import code_lines, code_versions, write_results
-from test_report import study_runs  # noqa: F401 - the fixture: runs of the demo study in every state
 
 A, B = "a" * 40, "b" * 40
 
