@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from lvjob.models.loading import ModelChoice, ensure_built_model, load_model
-from lvjob.models.registry import BUILT
+from lvjob.models.registry import MODELS
 from lvjob.core.paths import cache_dir
 
 
@@ -34,7 +34,7 @@ def main() -> int:
     p.add_argument("--run-dir", type=Path, help="a finished full-size run directory, for checkpoint and adapter sizes")
     args = p.parse_args()
     name = "qwen2.5-0.5b-random"
-    built = (cache_dir() / BUILT[name][0] / "config.json").exists()
+    built = (cache_dir() / MODELS[name].built.folder / "config.json").exists()
     t_build, folder = timed(lambda: ensure_built_model(name))
     rows = [("build (seeded, saved as bf16 safetensors)", "cached" if built else f"{t_build:.1f} s, {size_mb(folder):.0f} MB")]
     t32, model = timed(lambda: load_model(ModelChoice(name)))

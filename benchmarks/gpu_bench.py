@@ -29,7 +29,7 @@ import torch
 import runner_bench as rb
 from lvjob import data
 from lvjob.models import flops
-from lvjob.forecasting.llm import ForecastSettings, forecast
+from lvjob.forecasting.llm import forecast_series
 from lvjob.run.job import Job
 from lvjob.data.tokenizer import load_tokenizer
 from lvjob.run.train import lora_model
@@ -163,11 +163,11 @@ def bench_eval(model_name: str, device: str, n_series: int, single: int) -> tupl
     lv, _ = data.generate(1000, 100, 0)
     split = data.split_systems(lv.n_systems)
     contexts = lv.trajectories[np.concatenate([split.validation, split.test])[:n_series], :80]
-    s = ForecastSettings(temperature=0.2, batch_size=n_series)
+    s = Job(temperature=0.2, eval_batch_size=n_series)
     sync(device)
-    t_batch, out = rb.timed(lambda: forecast(model, tok, contexts, 20, s))
+    t_batch, out = rb.timed(lambda: forecast_series(model, tok, contexts, 20, s))
     generated = sum(rows * copies * new for rows, _, new, _, copies in out.batches)
-    t_one, _ = rb.timed(lambda: forecast(model, tok, contexts[:single], 20, ForecastSettings(temperature=0.2, batch_size=1)))
+    t_one, _ = rb.timed(lambda: forecast_series(model, tok, contexts[:single], 20, Job(temperature=0.2, eval_batch_size=1)))
     per_series = t_batch / n_series
     return [
         (f"evaluation of {n_series} series, 80-point context, 20-point horizon, one batch",

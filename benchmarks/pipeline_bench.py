@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lvjob.models import flopcheck
 from lvjob.data.corpus import pad_batch, training_chunks
-from lvjob.forecasting.llm import ForecastSettings, forecast
-from lvjob.run.ledger import read_jsonl
+from lvjob.forecasting.llm import forecast_series
+from lvjob.run.job import Job
+from lvjob.core.atomic import read_jsonl
 from lvjob.data.llmtime import fit_scaler, parse, render
 from runner_bench import timed
 
@@ -46,6 +46,9 @@ def bench_text(trajectories: np.ndarray, systems, tok, context: int = 512) -> li
 
 
 def bench_flop_agreement(full_size: bool = True) -> list[tuple[str, str]]:
+    sys.path.append(str(ROOT / "tests"))  # flopcheck lives with the tests, whose oracle for the counter it is
+    import flopcheck
+
     cases = [("tiny", 2, 64)] + ([("qwen2.5-0.5b", 1, 32)] if full_size else [])
     rows = []
     for name, batch, seq in cases:
@@ -95,7 +98,6 @@ def bench_resume(data_path: Path, tmp: Path) -> list[tuple[str, str]]:
 
 def bench_scaling(model, tok, contexts_np: np.ndarray, horizon: int, out_png: Path | None,
                   lengths=(64, 128, 256, 512), series_counts=(10, 50, 100, 200)) -> list[tuple[str, str]]:
-    from lvjob.run.job import Job
     from lvjob.run.train import lora_model
 
     rows, train_t, eval_t = [], {}, {}
@@ -115,8 +117,8 @@ def bench_scaling(model, tok, contexts_np: np.ndarray, horizon: int, out_png: Pa
         train_t[n] /= 3
         rows.append((f"LoRA training step, batch 4 x {n} tokens", f"{train_t[n] * 1e3:.0f} ms ({4 * n / train_t[n]:,.0f} tokens/s)"))
     for k in series_counts:
-        s = ForecastSettings(temperature=0.2, batch_size=k)
-        eval_t[k], _ = timed(lambda: forecast(model, tok, contexts_np[:k], horizon, s))
+        s = Job(temperature=0.2, eval_batch_size=k)
+        eval_t[k], _ = timed(lambda: forecast_series(model, tok, contexts_np[:k], horizon, s))
         rows.append((f"batched evaluation of {k} series, {horizon}-point horizon", f"{eval_t[k]:.2f} s ({eval_t[k] / k * 1e3:.1f} ms/series)"))
     if out_png is not None:
         from lvjob.results.plots import pyplot

@@ -21,10 +21,10 @@ import torch
 
 from lvjob.run import checkpoint
 from lvjob import data
-from lvjob.forecasting.llm import ForecastSettings, build_prompt, forecast
+from lvjob.forecasting.llm import build_prompt, forecast_series
+from lvjob.run.job import Job
 from lvjob.forecasting.decoding import alphabet_ids, generate, grammar_max_tokens
 from lvjob.data.grammar import Grammar
-from lvjob.run.job import Job
 from lvjob.data.dataset import DataSpec
 from lvjob.data.tokenizer import load_tokenizer
 
@@ -56,10 +56,10 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
 
 
 def bench_eval(model, tok, contexts: np.ndarray, horizon: int, single: int) -> list[tuple[str, str]]:
-    s = ForecastSettings(temperature=0.2, batch_size=len(contexts))
-    t_batch, out = timed(lambda: forecast(model, tok, contexts, horizon, s))
-    one = ForecastSettings(temperature=0.2, batch_size=1)
-    t_single, _ = timed(lambda: forecast(model, tok, contexts[:single], horizon, one))
+    s = Job(temperature=0.2, eval_batch_size=len(contexts))
+    t_batch, out = timed(lambda: forecast_series(model, tok, contexts, horizon, s))
+    one = Job(temperature=0.2, eval_batch_size=1)
+    t_single, _ = timed(lambda: forecast_series(model, tok, contexts[:single], horizon, one))
     per_batch, per_single = t_batch / len(contexts), t_single / single
     return [
         (f"batched evaluation, {len(contexts)} series in one batch", f"{t_batch:.2f} s ({per_batch * 1e3:.1f} ms/series), parse rate {out.parsed_ok.mean():.0%}"),
@@ -69,7 +69,7 @@ def bench_eval(model, tok, contexts: np.ndarray, horizon: int, single: int) -> l
 
 
 def bench_constraint(model, tok, contexts: np.ndarray, horizon: int) -> list[tuple[str, str]]:
-    prompts = [build_prompt(tok, c, horizon, ForecastSettings())[0] for c in contexts]
+    prompts = [build_prompt(tok, c, horizon, Job())[0] for c in contexts]
     g, alphabet = Grammar(points=horizon), alphabet_ids(tok)
 
     # Greedy: sampling from the whole vocabulary (softmax + multinomial over 151,936 logits per row)

@@ -7,7 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from lvjob.core.config import ClusterError, ConfigError
+from lvjob.cluster.slurm import ClusterError
+from lvjob.core.config import ConfigError
+from lvjob.core.paths import ResultsDir
 
 STUDY_HELP = "study file, e.g. jobs/study.yaml"
 
@@ -62,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     fl = sub.add_parser("flops", help="FLOPs of one training step per component, full fine-tune vs LoRA",
                         description="Per-component FLOPs of one training step by the rules of SPEC §5 "
                         "(training = 3 x forward), beside what autograd executes.")
-    fl.add_argument("--model", default="qwen2.5-0.5b", help="model name: qwen2.5-0.5b or tiny (default qwen2.5-0.5b)")
+    fl.add_argument("--model", default="qwen2.5-0.5b", help=f"model name: {_model_names()} (default qwen2.5-0.5b)")
     fl.add_argument("--context", type=int, default=512, help="tokens per sequence (default 512)")
     fl.add_argument("--batch", type=int, default=4, help="sequences per step (default 4)")
     fl.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
@@ -160,10 +162,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fetchable() -> list[str]:
-    from lvjob.models.modelcheck import HUB_IDS
+def _model_names() -> str:
+    from lvjob.models.registry import MODEL_NAMES
 
-    return list(HUB_IDS)
+    return ", ".join(MODEL_NAMES)
+
+
+def _fetchable() -> list[str]:
+    from lvjob.models.registry import MODELS
+
+    return [name for name, spec in MODELS.items() if spec.hub_id]
 
 
 def _data_generate(args) -> int:
@@ -228,7 +236,8 @@ def _run(args) -> int:
         print(job.resolved_run_dir())
         return 0
     from lvjob.core.logs import run_log
-    from lvjob.run.runner import RunBusy, run
+    from lvjob.run.lock import RunBusy
+    from lvjob.run.runner import run
 
     try:
         return run(job, log=run_log(job.run_id()))
@@ -288,7 +297,7 @@ def _submit(args) -> int:
         return 1
     active = f", {len(sub.already_active)} still queued or running" if sub.already_active else ""
     print(f"\n{len(sub.jobs)} job(s) submitted; {sub.already_complete} of {len(sub.states)} already complete{active}. "
-          f"Records: {sub.study_dir}; run index: {profile.results_dir}/runs.json")
+          f"Records: {sub.study_dir}; run index: {ResultsDir(profile.results_dir).index}")
     if backend(profile).detached:
         print(f"Follow it with `lvjob status {args.study} --profile {args.profile}` (or `make status`).")
         return 0
@@ -297,6 +306,7 @@ def _submit(args) -> int:
 
 
 def _status(args) -> int:
+    from lvjob.core.timestamps import clock
     from lvjob.orchestrate.status import format_status, status_rows
 
     study, profile = _study_and_profile(args)
@@ -305,7 +315,7 @@ def _status(args) -> int:
         return 0
     try:
         while True:  # redrawn in place: home the cursor, clear the screen
-            print("\033[H\033[2J" + time.strftime("%H:%M:%S ") + format_status(status_rows(study, profile)), flush=True)
+            print("\033[H\033[2J" + clock() + " " + format_status(status_rows(study, profile)), flush=True)
             time.sleep(args.watch)
     except KeyboardInterrupt:
         return 0
@@ -324,7 +334,7 @@ def _aggregate(args) -> int:
 
     study, profile = _study_and_profile(args)
     out = write_results(study, profile)
-    print((out / "summary.md").read_text())
+    print(ResultsDir(out).summary.read_text())
     print(f"wrote {out}/: summary.md, runs.json and each table as .md, .csv and .tex")
     return 0
 
@@ -332,8 +342,8 @@ def _aggregate(args) -> int:
 def _plot(args) -> int:
     from lvjob.results.plots import plot_results
 
-    if not (args.results / "runs.json").exists():
-        raise FileNotFoundError(f"{args.results}/runs.json: no results here; run `lvjob aggregate` (or `make pull`) first")
+    if not ResultsDir(args.results).index.exists():
+        raise FileNotFoundError(f"{ResultsDir(args.results).index}: no results here; run `lvjob aggregate` (or `make pull`) first")
     for path in plot_results(args.results):
         print(f"wrote {path}")
     return 0
@@ -360,13 +370,15 @@ def _prepare(args) -> int:
 
 
 def _fetch_model(args) -> int:
-    from lvjob.models.modelcheck import HUB_IDS, download
+    from lvjob.models.modelcheck import download
+    from lvjob.models.registry import MODELS
 
-    print(f"downloading {HUB_IDS[args.model]} into {args.to} (config, weights, tokenizer only)", flush=True)
+    hub_id = MODELS[args.model].hub_id
+    print(f"downloading {hub_id} into {args.to} (config, weights, tokenizer only)", flush=True)
     try:
         download(args.model, args.to)
     except Exception as e:  # noqa: BLE001 - the hub client's failures (network, offline mode, auth, disk) are many; each ends here
-        print(f"lvjob fetch-model: error: could not download {HUB_IDS[args.model]} into {args.to}: {type(e).__name__}: {' '.join(str(e).split())}; "
+        print(f"lvjob fetch-model: error: could not download {hub_id} into {args.to}: {type(e).__name__}: {' '.join(str(e).split())}; "
               f"valid: a machine with internet (the login node) and HF_HUB_OFFLINE unset", file=sys.stderr)
         return 1
     return _report_model(args.to, args.model)

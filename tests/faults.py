@@ -27,11 +27,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lvjob.orchestrate import submission
+from lvjob.orchestrate import records
 from lvjob.cluster import slurm
 from lvjob.results.aggregate import run_index
 from lvjob.core.paths import RunDir
-from lvjob.run.runner import read_status
+from lvjob.run.rundir import read_status
 
 KINDS = ("usr2", "requeue", "sigkill", "kill-in-checkpoint", "kill-in-evaluation")
 KILLS = {"sigkill", "kill-in-checkpoint", "kill-in-evaluation"}
@@ -73,7 +73,7 @@ def _alive(pid: int) -> bool:
 
 def running(study, profile) -> list[Running]:
     """The study's runs whose job is RUNNING and whose runner is alive, in study order."""
-    subs = submission.read_submissions(study, profile)
+    subs = records.read_submissions(study, profile)
     states = slurm.states([s["job_id"] for s in subs.values()])
     out = []
     for run in run_index(study, profile)["runs"]:

@@ -142,12 +142,12 @@ def wait_until(predicate, limit_s: float, what: str) -> None:
 def default_job_on(profile, study):
     """The study's default run submitted alone to the profile's executor: (submitit job, run directory)."""
     from lvjob.cluster.executors import backend
-    from lvjob.orchestrate.submission import StudyTask
+    from lvjob.orchestrate.tasks import StudyTask
     from lvjob.study.choices import job_for, study_dir, study_nodes
 
     node = next(n for n in study_nodes(study) if n.key == "default")
     task = StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])
-    ex = backend(profile).executor(study_dir(study, profile) / "submitit", "default", [])
+    ex = backend(profile).executor(study_dir(study, profile).submitit, "default", [])
     return ex.submit(task), job_for(study, profile, node).resolved_run_dir()
 
 

@@ -7,14 +7,27 @@ SLURM here, the controller down) raises ClusterError saying which and how.
 from __future__ import annotations
 
 import getpass
+import re
 import subprocess
 
-from lvjob.core.config import ClusterError
+
+class ClusterError(RuntimeError):
+    """A cluster command (sbatch, squeue, sacct, scontrol, scancel, rsync) failed; the message says which and how."""
+
+
 
 # States of a job that is queued or running (or will be again): it still holds its node's place.
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD",
           "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED", "SPECIAL_EXIT"}
 TIMEOUT_S = 60
+# squeue states in which the job has no process left: it ended, or it waits to (re)start.
+# Everything else (RUNNING, COMPLETING, SUSPENDED, CONFIGURING, STOPPED, SIGNALING, ...) may still
+# have the holder alive.
+GONE_STATES = frozenset({
+    "PENDING", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+    "DEADLINE", "OUT_OF_MEMORY", "REQUEUE_HOLD", "SPECIAL_EXIT", "REVOKED",
+})
+JOB_ID = re.compile(r"\d+(_\d+)?")
 
 
 def array_id(job_id: str) -> str:
@@ -75,3 +88,26 @@ def set_dependency(job_id: str, after: list[str]) -> None:
 def cancel(job_ids: list[str]) -> None:
     if job_ids:
         _run(["scancel", *job_ids])
+
+
+def job_gone(job_id: str) -> str | None:
+    """Why SLURM job `job_id` has certainly no process left, or None if squeue cannot say so."""
+    if not JOB_ID.fullmatch(job_id):
+        return None
+    try:
+        r = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
+                           capture_output=True, text=True, timeout=TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return read_squeue(job_id, r.returncode, r.stdout, r.stderr)
+
+
+def read_squeue(job_id: str, returncode: int, stdout: str, stderr: str) -> str | None:
+    """squeue's answer about one job: why it is gone, or None when it may be running or the answer is unclear."""
+    if returncode != 0:
+        # The controller forgets ended jobs after MinJobAge; then it answers exactly this.
+        return f"SLURM no longer knows job {job_id} (it ended)" if "invalid job id" in stderr.lower() else None
+    states = {s.strip() for s in stdout.splitlines() if s.strip()}
+    if states and states <= GONE_STATES:
+        return f"SLURM job {job_id} is {', '.join(sorted(states))}"
+    return None

@@ -4,6 +4,10 @@ Everything is written beside its destination under a temporary name, flushed to 
 into place (rename is atomic within one filesystem). The temporary file or folder is given the mode a plain
 `open`/`mkdir` would give under the process's umask (mkstemp makes 0600, mkdtemp 0700), so teammates
 can read a study's results where the umask lets them.
+
+JSON-lines records (a study's submissions, gates and retries; a run's metrics and preemptions) are
+appended in one write each (`append_jsonl`) and read back whole, a last line cut short by a kill
+ignored (`read_jsonl`).
 """
 
 from __future__ import annotations
@@ -125,3 +129,16 @@ def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
         f.write(("\n" if torn else "") + "".join(json.dumps(r) + "\n" for r in rows))
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSON-lines file; a last line cut short by a kill is ignored."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows

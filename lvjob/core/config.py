@@ -1,7 +1,7 @@
 """YAML -> typed, frozen dataclasses, in one place.
 
-Every config (study, job, profile) is a dataclass tree. `load` reads YAML with `yaml.safe_load`,
-applies `key.sub=value` overrides, and builds the tree field by field: an unknown key, a value of
+Every config (study, job, profile) is a dataclass tree. `read_yaml` reads YAML with `yaml.safe_load`,
+`apply_overrides` applies `key.sub=value` overrides, and `build` builds the tree field by field: an unknown key, a value of
 the wrong type, or a value a dataclass's `__post_init__` rejects is refused before any work starts,
 with the file, the dotted key and what would be valid.
 """
@@ -37,10 +37,6 @@ class RangeError(ValueError):
     def __init__(self, key: str, value: Any, valid: str):
         super().__init__(f"{key}: {value!r} is out of range; valid: {valid}")
         self.key, self.value, self.valid = key, value, valid
-
-
-class ClusterError(RuntimeError):
-    """The cluster could not be asked (squeue, sacct or scancel failed); the message says how."""
 
 
 def require(ok: bool, key: str, value: Any, valid: str) -> None:

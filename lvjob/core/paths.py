@@ -1,5 +1,10 @@
-"""Where lvjob keeps things: built artefacts (tokenizer, tiny model) made once and reused, and the
-layout of a run directory (`RunDir`: every file name of a run in one place)."""
+"""Where lvjob keeps things: built artefacts (tokenizer, models) made once in the cache, and the layouts
+of the three folders a study writes, each file name in one place:
+
+- `RunDir`: one run (`<runs_root>/<run id>/`);
+- `StudyDir`: the study's own records (`<runs_root>/study-<name>-<scale>-<digest>/`);
+- `ResultsDir`: the run index, tables, summary and plots (the profile's `results_dir`).
+"""
 
 from __future__ import annotations
 
@@ -19,13 +24,29 @@ def cache_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class RunDir:
-    """The files of one run directory (what each holds: lvjob.run.runner's docstring)."""
-
+class _Folder:
     root: Path
 
     def __init__(self, root: str | Path):
         object.__setattr__(self, "root", Path(root))
+
+
+class RunDir(_Folder):
+    """The files of one run directory. Every file is written atomically.
+
+        job.yaml         the job as resolved (spec + overrides)
+        run.json         status (lvjob.run.rundir.RunStatus), attempts, UTC time stamps; attempt_records: per
+                         attempt its start and end, host, SLURM job, device, peak memory, git commit, versions
+        metrics.jsonl    training: one row per step (loss; val_loss on validation steps; UTC time, elapsed, tokens/s)
+        tensorboard/     TensorBoard event files (lvjob.run.tracking)
+        wandb/           W&B's files, when the profile's tracking lists wandb (lvjob.run.tracking)
+        checkpoints/     training: step-NNNNNNN/ folders (lvjob.run.checkpoint)
+        adapter/         training: the final LoRA adapter, standard PEFT layout (lvjob.run.adapter)
+        eval.json        the split it scored, the forecasts' scores beside persistence's, parse rate, settings
+        forecasts.npz    forecasts, samples, truth, contexts, systems, generated text
+        ledger.json      FLOPs spent (lvjob.run.ledger)
+        preemptions.jsonl  training: resumes and the steps they discarded (lvjob.run.ledger)
+    """
 
     job = property(lambda self: self.root / "job.yaml")  # the job as resolved
     status = property(lambda self: self.root / "run.json")
@@ -41,3 +62,38 @@ class RunDir:
 
 
 ADAPTER_CONFIG = "adapter_config.json"  # in a PEFT adapter folder
+
+
+class StudyDir(_Folder):
+    """The study's own records, beside its runs, keyed by its settings (lvjob.study.choices.study_dir)."""
+
+    submissions = property(lambda self: self.root / "submissions.jsonl")  # every job submitted, by node
+    gates = property(lambda self: self.root / "gates.jsonl")  # every retry gate submitted, by stage
+    gates_lock = property(lambda self: self.root / "gates.lock")  # held while a gate re-points waiting jobs
+    retries = property(lambda self: self.root / "retries.jsonl")  # every retry and why
+    submitit = property(lambda self: self.root / "submitit")  # submitit's pickles and job logs
+
+    def choice(self, stage: str) -> Path:
+        """What a late-bound stage chose when it started."""
+        return self.root / "choices" / f"{stage}.json"
+
+    def job_spec(self, node: str) -> Path:
+        """The job file a node's runner was started with."""
+        return self.root / "jobs" / f"{node}.yaml"
+
+    def job_log(self, job_id: str) -> Path:
+        """submitit's stderr log of a job (task 0)."""
+        return self.submitit / f"{job_id}_0_log.err"
+
+
+class ResultsDir(_Folder):
+    """What `lvjob aggregate` writes (lvjob.results.aggregate) and `lvjob plot` reads."""
+
+    index = property(lambda self: self.root / "runs.json")  # one entry per run of the study, and the choices
+    summary = property(lambda self: self.root / "summary.md")
+    plots = property(lambda self: self.root / "plots")
+
+    def table(self, name: str, suffix: str) -> Path:
+        """A table in one format: `.md`, `.csv` or `.tex`."""
+        return self.root / f"{name}{suffix}"
+

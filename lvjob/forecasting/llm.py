@@ -9,24 +9,26 @@ median (LLMTIME).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from lvjob.data.grammar import Grammar
-from lvjob.data.llmtime import fit_scaler, parse, render
+from lvjob.data.llmtime import TextSpec, fit_scaler, parse, render
 from lvjob.data.prompts import instruct_prompt, plain_prompt
+from lvjob.forecasting.scores import point_forecast
 
-@dataclass(frozen=True)
-class ForecastSettings:
-    prompt: str = "plain"  # plain | instruct
-    decimals: int = 3
-    alpha: float = 0.99
-    beta: float = 0.3
-    samples: int = 1
-    temperature: float = 0.2
-    max_int_digits: int = 3
-    batch_size: int = 64  # series per generation batch (each generates `samples` rows from one prompt pass)
-    seed: int = 0
+
+class ForecastSpec(Protocol):
+    """What the forecaster reads of a job (a lvjob.run.job.Job is one, and owns every default)."""
+
+    prompt: str  # plain | instruct
+    text: TextSpec  # decimals and the scaler's alpha, beta
+    samples: int
+    temperature: float
+    max_int_digits: int
+    eval_batch_size: int  # series per generation batch (each generates `samples` rows from one prompt pass)
+    seed: int
 
 
 @dataclass
@@ -39,9 +41,9 @@ class Forecasts:
     # generated, LM-head rows, copies (samples) of each prompt
 
 
-def build_prompt(tokenizer, context: np.ndarray, horizon_points: int, s: ForecastSettings) -> tuple[list[int], object]:
-    scaler = fit_scaler(context, s.alpha, s.beta)
-    series = render(scaler.transform(context), s.decimals)
+def build_prompt(tokenizer, context: np.ndarray, horizon_points: int, s: ForecastSpec) -> tuple[list[int], object]:
+    scaler = fit_scaler(context, s.text.alpha, s.text.beta)
+    series = render(scaler.transform(context), s.text.decimals)
     if s.prompt == "plain":
         text = plain_prompt(series)
     elif s.prompt == "instruct":
@@ -51,7 +53,7 @@ def build_prompt(tokenizer, context: np.ndarray, horizon_points: int, s: Forecas
     return tokenizer.encode(text, add_special_tokens=False), scaler
 
 
-def forecast(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: ForecastSettings, on_batch=None) -> Forecasts:
+def forecast_series(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: ForecastSpec, on_batch=None) -> Forecasts:
     """Forecast `horizon_points` points after each context (series, context points, 2).
 
     `on_batch(rows, padded prompt length, tokens generated, LM-head rows)` is called after each
@@ -61,14 +63,14 @@ def forecast(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: For
 
     from lvjob.forecasting.decoding import alphabet_ids, generate
 
-    g = Grammar(variables=contexts.shape[-1], decimals=s.decimals, max_int_digits=s.max_int_digits, points=horizon_points)
+    g = Grammar(variables=contexts.shape[-1], decimals=s.text.decimals, max_int_digits=s.max_int_digits, points=horizon_points)
     alphabet = alphabet_ids(tokenizer)
     built = [build_prompt(tokenizer, c, horizon_points, s) for c in contexts]
     texts = []
     generator = torch.Generator().manual_seed(s.seed)
     batches = []
-    for start in range(0, len(built), s.batch_size):
-        prompts = [p for p, _ in built[start:start + s.batch_size]]
+    for start in range(0, len(built), s.eval_batch_size):
+        prompts = [p for p, _ in built[start:start + s.eval_batch_size]]
         out = generate(model, prompts, g, alphabet, tokenizer.pad_token_id, temperature=s.temperature,
                        generator=generator, copies=s.samples)
         # The first token comes from the prompt pass, each further one from a decode step.
@@ -82,10 +84,8 @@ def forecast(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: For
     ok = np.zeros((n, s.samples), dtype=bool)
     for i, (_, scaler) in enumerate(built):
         for k in range(s.samples):
-            values = parse(texts[i][k], variables=v, decimals=s.decimals).values[:h]
+            values = parse(texts[i][k], variables=v, decimals=s.text.decimals).values[:h]
             ok[i, k] = len(values) == h
             # A short forecast is reported as such (NaN points), never padded with made-up values.
             samples[i, k, : len(values)] = scaler.inverse(values)
-    with np.errstate(all="ignore"):
-        predictions = np.nanmedian(samples, axis=1) if s.samples > 1 else samples[:, 0]
-    return Forecasts(predictions, samples, texts, ok, batches)
+    return Forecasts(point_forecast(samples), samples, texts, ok, batches)

@@ -30,8 +30,10 @@ def complete(samples: np.ndarray) -> np.ndarray:
 
 
 def point_forecast(samples: np.ndarray) -> np.ndarray:
-    """(series, horizon, 2): the element-wise median of the samples (LLMTIME's point forecast)."""
-    return np.median(samples, axis=1)
+    """(series, horizon, 2): the element-wise median of the samples (LLMTIME's point forecast), of those
+    that reach each point (NaN where none does: a short forecast is never padded)."""
+    with np.errstate(all="ignore"):
+        return np.nanmedian(samples, axis=1)
 
 
 def interval(samples: np.ndarray, quantiles: tuple[float, float] = INTERVAL) -> tuple[np.ndarray, np.ndarray]:

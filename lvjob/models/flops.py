@@ -1,14 +1,10 @@
-"""FLOP accounting by the rules of SPEC §5, per component, for the Qwen2 architecture.
-
-The rules: +, -, negation, *, / and comparisons cost 1; exp, log, sqrt, sin, cos cost 10 (so rsqrt
-= sqrt + division = 11, sigmoid = neg + exp + add + div = 13); a matrix product (m x n)(n x p) costs
-m p (2n - 1); an embedding lookup is a gather and costs 0; a backward pass costs 2 x the forward it
-differentiates, so a training step costs 3 x forward, LoRA or not.
+"""FLOP accounting per component for the Qwen2 architecture: a forward, a training step, a
+generation, and the table of one step, by the rules of SPEC §5 (lvjob.models.floprules: what each
+operation costs, the shape and the breakdown a count is kept in).
 
 What is counted is what Hugging Face's Qwen2ForCausalLM computes, op by op:
 
-- RMSNorm on a d-vector: x.pow(2) d, mean (d-1 adds, 1 div), + eps 1, rsqrt 11, x * rsqrt d,
-  weight * x d: 4d + 12. Two per layer plus the final norm (component "norms").
+- norms (component "norms"): an RMSNorm (4d + 12 on a d-vector) twice per layer plus the final norm.
 - attention (component "attention"): q/k/v projections with their biases, o_proj (no bias); RoPE
   applied to q and k, q*cos + rotate_half(q)*sin with rotate_half negating half the elements: 3.5
   FLOPs per element (the cos/sin tables are not counted); the scores Q K^T, their scaling, the mask
@@ -16,7 +12,6 @@ What is counted is what Hugging Face's Qwen2ForCausalLM computes, op by op:
   repeats K and V to every query head (a copy, 0 FLOPs) and multiplies per query head. Attention is
   counted DENSE: the full q_len x kv_len score matrix of every head, as eager attention and SDPA
   compute it (masked entries included), not the causal half.
-- softmax over a row of S: max (S-1 comparisons), subtract the max S, exp 10S, sum S-1, divide S.
 - MLP (component "mlp"): down(silu(gate(x)) * up(x)), SiLU = x * sigmoid(x) = 14 per element
   (torch's kernel folds it into x / (1 + exp(-x)), 13: we count the rule's 14, one FLOP per
   element on the side of the budget), the product, and the MLP's residual add.
@@ -49,131 +44,16 @@ fast).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from types import SimpleNamespace
 
+from lvjob.models.floprules import (COMPONENTS, LINEARS, ROPE, SILU, Flops, ModelShape, Tally, cross_entropy,
+                                    rmsnorm, softmax)
 from lvjob.models.registry import DEFAULT_LORA_TARGETS, config_dict
-
-COMPONENTS = ("embedding", "attention", "mlp", "norms", "lm_head", "lora")
-LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-# Elementwise costs by the rules.
-EXP = LOG = SQRT = 10
-RSQRT = SQRT + 1  # sqrt, then a division
-SIGMOID = 1 + EXP + 1 + 1  # neg, exp, add 1, divide
-SILU = SIGMOID + 1  # x * sigmoid(x)
-ROPE = 7  # per pair of elements: 2 x (x*cos), 1 negation, 2 x (rotated*sin), 2 adds -> 3.5 per element
-
-
-# ---------------------------------------------------------------------------------------------------
-# Model shape
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int
-    vocab: int
-    tied_embeddings: bool = True
-    qkv_bias: bool = True
-
-    @classmethod
-    def from_config(cls, config) -> "ModelShape":
-        """From a transformers config of a Qwen2-like model (Qwen2 always has q/k/v biases)."""
-        heads = config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        qkv_bias = getattr(config, "attention_bias", None)
-        if qkv_bias is None:
-            qkv_bias = getattr(config, "model_type", "qwen2") == "qwen2"
-        return cls(
-            hidden=config.hidden_size,
-            layers=config.num_hidden_layers,
-            heads=heads,
-            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
-            head_dim=head_dim,
-            intermediate=config.intermediate_size,
-            vocab=config.vocab_size,
-            tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
-            qkv_bias=bool(qkv_bias),
-        )
 
 
 def shape_of(model_name: str) -> ModelShape:
     """The shape of a named model of lvjob.models.registry, from its config values (no transformers import)."""
     return ModelShape.from_config(SimpleNamespace(model_type="qwen2", **config_dict(model_name)))
-
-
-# ---------------------------------------------------------------------------------------------------
-# The breakdown
-
-
-@dataclass(frozen=True)
-class Flops:
-    """FLOPs per component; supports +, -, * by an int, and .total."""
-
-    embedding: int = 0
-    attention: int = 0
-    mlp: int = 0
-    norms: int = 0
-    lm_head: int = 0
-    lora: int = 0
-
-    @property
-    def total(self) -> int:
-        return sum(self.as_dict().values())
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def __add__(self, other: "Flops") -> "Flops":
-        if not isinstance(other, Flops):
-            return NotImplemented
-        return Flops(*(a + b for a, b in zip(self.as_dict().values(), other.as_dict().values())))
-
-    def __sub__(self, other: "Flops") -> "Flops":
-        if not isinstance(other, Flops):
-            return NotImplemented
-        return Flops(*(a - b for a, b in zip(self.as_dict().values(), other.as_dict().values())))
-
-    def __mul__(self, k: int) -> "Flops":
-        if not isinstance(k, int) or isinstance(k, bool):
-            return NotImplemented  # ints only: counts stay exact
-        return Flops(*(a * k for a in self.as_dict().values()))
-
-    __rmul__ = __mul__
-
-
-PARTS = ("all", "matmul", "outputs")
-
-
-class _Tally:
-    """Accumulates one part of the count: "all" (the rules' full count), "matmul" (matrix products
-    alone, m p (2n - 1) each) or "outputs" (m p per matrix product: 2mnp = matmul + outputs)."""
-
-    def __init__(self, part: str):
-        if part not in PARTS:
-            raise ValueError(f"part must be one of {PARTS}, not {part!r}")
-        self.part = part
-        self.counts = dict.fromkeys(COMPONENTS, 0)
-
-    def mm(self, component: str, m: int, n: int, p: int, times: int = 1) -> None:
-        """`times` matrix products (m x n)(n x p)."""
-        if self.part == "outputs":
-            self.counts[component] += times * m * p
-        else:
-            self.counts[component] += times * m * p * (2 * n - 1)
-
-    def ew(self, component: str, flops: int) -> None:
-        """Anything but a matrix product."""
-        if self.part == "all":
-            self.counts[component] += flops
-
-    def result(self) -> Flops:
-        return Flops(**self.counts)
 
 
 def _check_targets(lora_rank: int, lora_targets) -> tuple[str, ...]:
@@ -186,44 +66,14 @@ def _check_targets(lora_rank: int, lora_targets) -> tuple[str, ...]:
     return targets
 
 
-def _linears(s: ModelShape) -> dict[str, tuple[int, int, bool, str]]:
-    """name -> (d_in, d_out, has bias, component) of each linear of a layer."""
-    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
-    return {
-        "q_proj": (s.hidden, q, s.qkv_bias, "attention"),
-        "k_proj": (s.hidden, kv, s.qkv_bias, "attention"),
-        "v_proj": (s.hidden, kv, s.qkv_bias, "attention"),
-        "o_proj": (q, s.hidden, False, "attention"),
-        "gate_proj": (s.hidden, s.intermediate, False, "mlp"),
-        "up_proj": (s.hidden, s.intermediate, False, "mlp"),
-        "down_proj": (s.intermediate, s.hidden, False, "mlp"),
-    }
-
-
-def rmsnorm(d: int) -> int:
-    """One RMSNorm of a d-vector: pow 2 (d), mean (d-1 adds + 1 div), + eps, rsqrt, x*r (d), w*x (d)."""
-    return d + (d - 1) + 1 + 1 + RSQRT + d + d
-
-
-def softmax(n: int) -> int:
-    """Softmax of one row of n: max (n-1 comparisons), subtract n, exp 10n, sum n-1, divide n."""
-    return (n - 1) + n + EXP * n + (n - 1) + n
-
-
-def cross_entropy(vocab: int) -> int:
-    """Cross-entropy of one row of logits: log_softmax (max, subtract, exp, sum, log, subtract) + NLL
-    (negate, add into the sum; the final mean's division is left out, one FLOP per batch)."""
-    return (vocab - 1) + vocab + EXP * vocab + (vocab - 1) + LOG + vocab + 2
-
-
 # ---------------------------------------------------------------------------------------------------
 # Forward
 
 
-def _forward(t: _Tally, s: ModelShape, batch: int, q_len: int, kv_len: int, targets, r: int,
+def _forward(t: Tally, s: ModelShape, batch: int, q_len: int, kv_len: int, targets, r: int,
              logits_len: int, loss: bool, logits_vocab: int) -> None:
     T, d, H, Hkv, hd = batch * q_len, s.hidden, s.heads, s.kv_heads, s.head_dim
-    lin = _linears(s)
+    lin = s.linears()
 
     def linear(name: str) -> None:
         d_in, d_out, bias, comp = lin[name]
@@ -285,7 +135,7 @@ def forward(shape: ModelShape, batch: int, q_len: int, kv_len: int | None = None
     logits_vocab = shape.vocab if logits_vocab is None else logits_vocab
     if loss and logits_vocab != shape.vocab:
         raise ValueError("a loss needs the logits of the whole vocabulary")
-    t = _Tally(part)
+    t = Tally(part)
     _forward(t, shape, batch, q_len, kv_len, _check_targets(lora_rank, lora_targets), lora_rank, logits_len, loss,
              logits_vocab)
     return t.result()
@@ -302,7 +152,7 @@ def train_step(shape: ModelShape, batch: int, seq: int, lora_rank: int = 0,
     return 3 * forward(shape, batch, seq, lora_rank=lora_rank, lora_targets=lora_targets, loss=True)
 
 
-def _backward_matmuls(t: _Tally, s: ModelShape, batch: int, seq: int, targets, r: int) -> None:
+def _backward_matmuls(t: Tally, s: ModelShape, batch: int, seq: int, targets, r: int) -> None:
     """The matrix products autograd runs in the backward of one training step.
 
     A linear y = x W^T (+ b): dx = dy W, (T x d_out)(d_out x d_in), if x requires grad;
@@ -312,7 +162,7 @@ def _backward_matmuls(t: _Tally, s: ModelShape, batch: int, seq: int, targets, r
     """
     T, d, H, hd, L = batch * seq, s.hidden, s.heads, s.head_dim, s.layers
     full = r == 0  # full fine-tuning: every weight trainable, the embedding included
-    lin = _linears(s)
+    lin = s.linears()
 
     def dense(comp: str, d_in: int, d_out: int, x_grad: bool, w_grad: bool) -> None:
         if x_grad:
@@ -364,7 +214,7 @@ def executed_train_step(shape: ModelShape, batch: int, seq: int, lora_rank: int 
     """
     targets = _check_targets(lora_rank, lora_targets)
     kw = dict(lora_rank=lora_rank, lora_targets=lora_targets, loss=True)
-    t = _Tally(part)
+    t = Tally(part)
     _backward_matmuls(t, shape, batch, seq, targets, lora_rank)
     total = forward(shape, batch, seq, part=part, **kw) + t.result()
     if part == "all":

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lvjob.core.atomic import atomic_dir
-from lvjob.models.registry import BUILT, QWEN25_HUB_ID, ModelChoice, config_dict, demo_model_dir
+from lvjob.models.registry import MODELS, ModelChoice, config_dict, demo_model_dir
 from lvjob.core.paths import cache_dir
 
 
@@ -43,13 +43,13 @@ def random_model(name: str, seed: int = 0, attn_implementation: str = "sdpa"):
 
 def ensure_built_model(name: str) -> Path:
     """Build a seeded random model once (every machine builds the same weights) and return its folder."""
-    folder_name, seed, dtype = BUILT[name]
-    folder = cache_dir() / folder_name
+    built = MODELS[name].built
+    folder = cache_dir() / built.folder
     if (folder / "config.json").exists():
         return folder
     import torch
 
-    model = random_model(name, seed=seed).to(getattr(torch, dtype))
+    model = random_model(name, seed=built.seed).to(getattr(torch, built.dtype))
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)  # safetensors, the Hugging Face layout
     return folder
@@ -63,11 +63,11 @@ def resolve_weights(choice: ModelChoice) -> str:
     """Folder or hub id to load `choice` from."""
     if choice.path:
         return choice.path
-    if choice.name in BUILT:
+    if MODELS[choice.name].built:
         return str(ensure_built_model(choice.name))
     if choice.recipe:
-        return str(_built(demo_model_dir(choice.recipe), "the demo model tiny-lv"))
-    return QWEN25_HUB_ID
+        return str(_built(demo_model_dir(choice.recipe), f"the demo model {choice.name}"))
+    return MODELS[choice.name].hub_id
 
 
 def _built(folder: Path, what: str) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lvjob.models.registry import QWEN25_HUB_ID, config_dict
+from lvjob.models.registry import MODELS, QWEN25_HUB_ID, config_dict
 
 ARCHITECTURE = "Qwen2ForCausalLM"
 MODEL_TYPE = "qwen2"
@@ -30,8 +30,7 @@ SIZE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_atten
 MAX_LISTED = 5  # per kind of tensor problem: a wrong-size model would otherwise give hundreds of lines
 CHAT_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
-# Models `lvjob fetch-model` can download, and the files the runner reads (no README, no other formats).
-HUB_IDS = {"qwen2.5-0.5b": QWEN25_HUB_ID}
+# The files the runner reads of a model from the hub (no README, no other formats).
 NEEDED_FILES = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
                 "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "chat_template.jinja")
 
@@ -78,7 +77,7 @@ def _size_problems(path: Path, name: str, config: dict, expected: dict) -> list[
 
 
 def _source(name: str) -> str:
-    return f"lvjob fetch-model --model {name} downloads it" if name in HUB_IDS else f"{name} is built by lvjob prepare"
+    return f"lvjob fetch-model --model {name} downloads it" if MODELS[name].hub_id else f"{name} is built by lvjob prepare"
 
 
 # --- weights ----------------------------------------------------------------------------------------
@@ -226,4 +225,4 @@ def download(name: str, dest: Path) -> Path:
     """Download the files of `name` that the runner needs into `dest` (needs the internet)."""
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(HUB_IDS[name], local_dir=str(dest), allow_patterns=list(NEEDED_FILES)))
+    return Path(snapshot_download(MODELS[name].hub_id, local_dir=str(dest), allow_patterns=list(NEEDED_FILES)))

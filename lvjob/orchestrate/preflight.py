@@ -16,11 +16,10 @@ from pathlib import Path
 
 from lvjob import data
 from lvjob.models import modelcheck
+from lvjob.models.registry import MODELS
 from lvjob.cluster.profile import Profile
 from lvjob.study.spec import Study
 from lvjob.run.tracking import INSTALL_WANDB
-
-REAL_MODEL = "qwen2.5-0.5b"
 
 
 def problems(study: Study, profile: Profile) -> list[str]:
@@ -37,15 +36,15 @@ def _gpus(study: Study, profile: Profile) -> list[str]:
 
 
 def _model(study: Study, profile: Profile) -> list[str]:
-    """The real model's staged folder: verified when the study uses it (compute nodes have no internet)."""
-    if study.model != REAL_MODEL:
+    """The staged folder of a model from the hub: verified when the study uses one (compute nodes have no internet)."""
+    if not MODELS[study.model].staged:
         return []
     if not profile.model_path:
         if profile.executor == "local":
             return []  # a laptop may read the Hugging Face cache
-        return [f"model_path: not set; the study's model {REAL_MODEL} must be staged for compute nodes without "
+        return [f"model_path: not set; the study's model {study.model} must be staged for compute nodes without "
                 "internet: run `lvjob fetch-model` on the login node and put the line it prints in the profile"]
-    return [f"model_path: {line}" for line in modelcheck.problems(profile.model_path, REAL_MODEL)]
+    return [f"model_path: {line}" for line in modelcheck.problems(profile.model_path, study.model)]
 
 
 def _image(study: Study, profile: Profile) -> list[str]:

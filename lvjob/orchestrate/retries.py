@@ -1,6 +1,6 @@
 """The retry gates' policy and records: which of a stage's runs is submitted again, and why (SPEC §7).
 
-A gate (lvjob.orchestrate.submission.GateTask) runs after a stage's jobs have ended and before the stages that wait
+A gate (lvjob.orchestrate.tasks.GateTask) runs after a stage's jobs have ended and before the stages that wait
 for it start. It retries a run whose job ended with the run incomplete, for any reason but a user's
 cancel, at most `max_retries` times per run over the study's life:
 
@@ -17,13 +17,13 @@ in one write so gates running at once cannot interleave.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lvjob.core.atomic import append_jsonl
-from lvjob.run.ledger import read_jsonl
+from lvjob.core.timestamps import utc_now
+from lvjob.core.atomic import read_jsonl
 from lvjob.cluster.profile import Profile
 from lvjob.cluster.slurm import ACTIVE
 from lvjob.study.choices import study_dir
@@ -68,7 +68,7 @@ def why(job_id: str, state: str, run: dict) -> str:
 
 
 def path(study: Study, profile: Profile) -> Path:
-    return study_dir(study, profile) / "retries.jsonl"
+    return study_dir(study, profile).retries
 
 
 def read(study: Study, profile: Profile) -> list[dict]:
@@ -82,6 +82,6 @@ def used(study: Study, profile: Profile) -> Counter:
 
 
 def record(study: Study, profile: Profile, retries: list[Retry], new_jobs: list) -> None:
-    at = time.strftime("%Y-%m-%dT%H:%M:%S")
+    at = utc_now()
     rows = [asdict(r) | {"new_job_id": j.job_id, "at": at} for r, j in zip(retries, new_jobs)]
     append_jsonl(path(study, profile), rows)

@@ -9,17 +9,17 @@ each one was made.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from lvjob.results.aggregate import run_index
-from lvjob.orchestrate.submission import index_is_complete, on_executor, read_submissions
+from lvjob.orchestrate.records import on_executor, read_submissions
+from lvjob.orchestrate.submission import index_is_complete
 from lvjob.orchestrate import retries
 from lvjob.run import throughput
 from lvjob.cluster.executors import backend
-from lvjob.run.ledger import read_jsonl
-from lvjob.core.paths import RunDir
+from lvjob.core.atomic import read_jsonl
+from lvjob.core.paths import ResultsDir, RunDir
 from lvjob.cluster.profile import Profile
-from lvjob.run.runner import read_status
+from lvjob.run.rundir import read_status
 from lvjob.cluster.slurm import ACTIVE
 from lvjob.study.choices import study_dir
 from lvjob.study.spec import Study
@@ -100,14 +100,14 @@ def _aggregate_row(study: Study, profile: Profile, sub: dict, states: dict[str, 
     state = "complete" if done else (job_state or "not started").lower()
     return {"node": "aggregate", "job": sub.get("job_id", "-"), "state": state, "step": "-", "steps/s": "-", "eta": "-",
             "loss": "-", "flops": "-", "requeues": "0", "retries": "-",
-            "why": f"writes {Path(profile.results_dir) / 'runs.json'}"}
+            "why": f"writes {ResultsDir(profile.results_dir).index}"}
 
 
 def _job_error(study: Study, profile: Profile, job_id: str | None) -> str:
     """The last line of a job's stderr (e.g. a late-bound stage that could not choose)."""
     if not job_id:
         return ""
-    log = study_dir(study, profile) / "submitit" / f"{job_id}_0_log.err"
+    log = study_dir(study, profile).job_log(job_id)
     try:
         lines = [line for line in log.read_text().splitlines() if line.strip()]
     except OSError:

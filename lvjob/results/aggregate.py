@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lvjob.core.paths import ResultsDir
 from lvjob.core import atomic
 from lvjob.models import flops
+from lvjob.models.registry import MODELS
 from lvjob.results import report
 from lvjob.study.plan import plan_study
 from lvjob.cluster.profile import Profile
@@ -75,11 +77,7 @@ def study_tables(study: Study, index: dict) -> list[Table]:
 
 def summary(study: Study, index: dict, tables: list[Table]) -> str:
     complete = sum(r["status"] == "complete" for r in index["runs"])
-    small = {"tiny-lv": "the tiny demo model `tiny-lv` (a 2-layer Qwen2 with the real vocabulary, briefly pre-trained on "
-                        "the training systems' text",
-             "tiny": "the tiny test model `tiny` (a 2-layer Qwen2 with the real vocabulary and random weights"}
-    model = (small[study.model] + ", built locally: its numbers show the pipeline working, not what Qwen2.5 can do)"
-             if study.model in small else f"`{study.model}`")
+    model = MODELS[study.model].description or f"`{study.model}`"
     lines = [f"# Results: {study.name} (scale {study.scale})", "",
              f"Model: {model}. Runs complete: {complete} of {len(index['runs'])}; a table cell marked `missing: ...` "
              "belongs to a run that has not finished, and says why.", ""]
@@ -144,13 +142,12 @@ def code_lines(versions: dict[str, list[str]]) -> list[str]:
 
 def write_results(study: Study, profile: Profile) -> Path:
     """The run index, every table in three formats and summary.md; returns the results folder."""
-    out = Path(profile.results_dir)
+    out = ResultsDir(profile.results_dir)
     index = run_index(study, profile)
-    atomic.write_text(out / "runs.json", json.dumps(index, indent=1))
+    atomic.write_text(out.index, json.dumps(index, indent=1))
     tables = study_tables(study, index)
     for table in tables:
-        atomic.write_text(out / f"{table.name}.md", to_markdown(table))
-        atomic.write_text(out / f"{table.name}.csv", to_csv(table))
-        atomic.write_text(out / f"{table.name}.tex", to_latex(table))
-    atomic.write_text(out / "summary.md", summary(study, index, tables))
-    return out
+        for suffix, render in ((".md", to_markdown), (".csv", to_csv), (".tex", to_latex)):
+            atomic.write_text(out.table(table.name, suffix), render(table))
+    atomic.write_text(out.summary, summary(study, index, tables))
+    return out.root

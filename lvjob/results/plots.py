@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lvjob.run.ledger import read_jsonl
-from lvjob.core.paths import RunDir
+from lvjob.core.atomic import read_jsonl
+from lvjob.core.paths import ResultsDir, RunDir
 from lvjob.forecasting.scores import interval
 from lvjob.study.spec import stage_table
-from lvjob.run.throughput import parse_utc
+from lvjob.core.timestamps import parse_utc
 
 VARIABLES = ("prey", "predator")
 
@@ -213,9 +213,9 @@ def loss_plots() -> dict[tuple[str, str], list[str]]:
 def plot_results(results: str | Path, root: str | Path = ".") -> list[Path]:
     """Draw every plot from `results/`; run directories are resolved against `root`."""
     results, root = Path(results), Path(root)
-    index = json.loads((results / "runs.json").read_text())
+    index = json.loads(ResultsDir(results).index.read_text())
     runs = index["runs"]
-    out = results / "plots"
+    out = ResultsDir(results).plots
     plt = pyplot()
     written = []
     for (name, title), stages in loss_plots().items():
@@ -234,8 +234,9 @@ def plot_results(results: str | Path, root: str | Path = ".") -> list[Path]:
         if fig is not None:
             written += _save(fig, out, name)
             plt.close(fig)
-    if (results / "table4_flops.csv").exists():
-        fig = budget_figure(results / "table4_flops.csv")
+    flops_csv = ResultsDir(results).table("table4_flops", ".csv")
+    if flops_csv.exists():
+        fig = budget_figure(flops_csv)
         written += _save(fig, out, "flop_budget")
         plt.close(fig)
     fig = throughput_figure(runs, root)

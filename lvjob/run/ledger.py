@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from lvjob.core import atomic
+from lvjob.core.atomic import read_jsonl
 from lvjob.core.paths import RunDir
 
 
@@ -56,19 +57,6 @@ class Losses:
     steps: int = 0  # distinct (attempt, step) pairs discarded
     validations: int = 0  # of which carried a validation pass
     resumes: int = 0  # attempts that resumed from a checkpoint
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON-lines file; a last line cut short by a kill is ignored."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def record_resume(run_dir: Path, attempt: int, from_step: int, discarded: list[dict]) -> None:

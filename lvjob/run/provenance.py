@@ -13,17 +13,13 @@ import platform
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from lvjob.core.timestamps import utc_now
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 LIBRARIES = ("torch", "transformers", "peft", "submitit")
-
-
-def utc_now() -> str:
-    """The current UTC time, ISO 8601 with milliseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def attempt_record(attempt: int, device: str) -> dict:

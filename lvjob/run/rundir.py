@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import yaml
 
-from lvjob.run.ledger import Ledger, read_jsonl
+from lvjob.core import atomic
 from lvjob.core.paths import RunDir
+from lvjob.core.timestamps import utc_now
+from lvjob.core.atomic import read_jsonl
+from lvjob.run.ledger import Ledger
 
 
 SCORES = ("mae", "mse", "rmse", "mase", "crps", "coverage")  # lvjob.forecasting.scores' overall scores, as the run index has them
@@ -23,10 +27,37 @@ EVAL_METRICS = (*(f"eval_{k}" for k in SCORES), "parse_rate", "series", "samples
                 *(f"persistence_{k}" for k in SCORES))
 
 
+class RunStatus(StrEnum):
+    """A run's status in run.json; MISSING: no run.json yet (never started)."""
+
+    MISSING = "missing"
+    RUNNING = "running"
+    PREEMPTED = "preempted"  # stopped on request after a checkpoint: the next attempt resumes
+    FAILED = "failed"
+    COMPLETE = "complete"
+
+
+def read_status(run_dir: Path) -> dict:
+    """run.json as written (empty before the first attempt)."""
+    path = RunDir(run_dir).status
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+
+
+def write_status(run_dir: Path, **fields) -> dict:
+    """Merge `fields` into run.json (atomically), stamped with the time; the status as written."""
+    status = read_status(run_dir) | fields | {"updated": utc_now()}
+    atomic.write_text(RunDir(run_dir).status, json.dumps(status, indent=1, sort_keys=True))
+    return status
+
+
+
+
 @dataclass(frozen=True)
 class RunSummary:
     run_dir: str
-    status: str  # missing | running | preempted | failed | complete
+    status: RunStatus
     kind: str | None = None
     step: int | None = None  # last training step in the metrics
     steps: int | None = None  # planned training steps
@@ -70,7 +101,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
     files = RunDir(run_dir)
     status = _read_json(files.status)
     if not status:
-        return RunSummary(run_dir=str(run_dir), status="missing")
+        return RunSummary(run_dir=str(run_dir), status=RunStatus.MISSING)
     job = {}
     try:
         job = yaml.safe_load(files.job.read_text()) or {}
@@ -89,7 +120,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
     train = kind == "train"
     return RunSummary(
         run_dir=str(run_dir),
-        status=status.get("status", "missing"),
+        status=RunStatus(status.get("status", RunStatus.MISSING)),
         kind=kind,
         step=rows[-1]["step"] if rows else None,
         steps=job.get("steps") if train else None,

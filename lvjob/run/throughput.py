@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from lvjob.core.timestamps import parse_utc
+
 WINDOW = 20  # rows: the last 20 steps, or fewer at the start of an attempt
 
 
@@ -40,11 +42,6 @@ def held_seconds(records: list[dict], now: datetime | None = None) -> float:
             end = parse_utc(record["ended"]) if record.get("ended") else now
             total += max((end - parse_utc(record["started"])).total_seconds(), 0.0)
     return total
-
-
-def parse_utc(stamp: str) -> datetime:
-    """A record's ISO 8601 UTC time (`...+00:00` or `...Z`) as an aware datetime."""
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def device_kind(records: list[dict]) -> str:

@@ -31,8 +31,9 @@ from lvjob.data.corpus import pad_batch, training_chunks
 from lvjob.run.job import Job
 from lvjob.models.loading import load_model
 from lvjob.core.paths import RunDir
-from lvjob.run.ledger import Ledger, losses, read_jsonl, record_resume, training_ledger
-from lvjob.run.provenance import utc_now
+from lvjob.core.atomic import read_jsonl
+from lvjob.run.ledger import Ledger, losses, record_resume, training_ledger
+from lvjob.core.timestamps import utc_now
 
 
 class Preempted(Exception):

@@ -30,9 +30,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from lvjob.core import atomic
+from lvjob.core.paths import StudyDir
 from lvjob.core.config import build, to_dict
 from lvjob.run.job import Job
 from lvjob.cluster.profile import Profile
@@ -57,11 +57,11 @@ class Choice:
         return to_dict(self)
 
 
-def study_dir(study: Study, profile: Profile) -> Path:
+def study_dir(study: Study, profile: Profile) -> StudyDir:
     """Where the study's own records live (submissions, choices, submitit logs), keyed by its settings."""
     key = json.dumps([to_dict(study), profile.model_path, profile.quantize_4bit], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
-    return Path(profile.runs_root) / f"study-{study.name}-{study.scale}-{digest}"
+    return StudyDir(Path(profile.runs_root) / f"study-{study.name}-{study.scale}-{digest}")
 
 
 def make_job(study: Study, profile: Profile, node: Node, chosen: dict | None = None) -> Job:
@@ -117,13 +117,13 @@ def _refuse_unseen_systems(stage: str, candidates: tuple[dict, ...]) -> None:
 
 
 def record_choice(study: Study, profile: Profile, choice: Choice) -> Path:
-    path = study_dir(study, profile) / "choices" / f"{choice.stage}.json"
+    path = study_dir(study, profile).choice(choice.stage)
     atomic.write_text(path, json.dumps(choice.to_dict(), indent=1))
     return path
 
 
 def read_choice(study: Study, profile: Profile, stage: str) -> dict | None:
-    path = study_dir(study, profile) / "choices" / f"{stage}.json"
+    path = study_dir(study, profile).choice(stage)
     return json.loads(path.read_text()) if path.exists() else None
 
 

@@ -1,7 +1,6 @@
 """The Apptainer definition, read with the `spython` parser (no Apptainer on the CI machine)."""
 
 import re
-from pathlib import Path
 
 import pytest
 from helpers import ROOT

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lvjob import data
-from lvjob.forecasting.llm import ForecastSettings, forecast
+from lvjob.forecasting.llm import forecast_series
+from lvjob.run.job import Job
 from lvjob.forecasting.decoding import alphabet_ids, generate
 from lvjob.data.grammar import Grammar
 from lvjob.data.llmtime import parse
@@ -22,7 +23,7 @@ def contexts(small_data):
 
 @pytest.mark.parametrize("prompt", ["plain", "instruct"])
 def test_constrained_forecasts_of_a_random_model_all_parse(tiny_model, tokenizer, contexts, prompt):
-    out = forecast(tiny_model, tokenizer, contexts, HORIZON, ForecastSettings(prompt=prompt, temperature=1.0, batch_size=3))
+    out = forecast_series(tiny_model, tokenizer, contexts, HORIZON, Job(prompt=prompt, temperature=1.0, eval_batch_size=3))
     assert out.parsed_ok.all()
     assert out.predictions.shape == (6, HORIZON, 2)
     assert np.isfinite(out.predictions).all()
@@ -52,29 +53,29 @@ def test_constrained_output_follows_the_grammar_exactly(tiny_model, tokenizer):
 
 
 def test_batched_generation_equals_one_series_at_a_time(tiny_model, tokenizer, contexts):
-    settings = ForecastSettings(temperature=0.0, batch_size=6)
-    batched = forecast(tiny_model, tokenizer, contexts, HORIZON, settings)
-    single = [forecast(tiny_model, tokenizer, contexts[i:i + 1], HORIZON, settings).texts[0] for i in range(len(contexts))]
+    settings = Job(temperature=0.0, eval_batch_size=6)
+    batched = forecast_series(tiny_model, tokenizer, contexts, HORIZON, settings)
+    single = [forecast_series(tiny_model, tokenizer, contexts[i:i + 1], HORIZON, settings).texts[0] for i in range(len(contexts))]
     assert batched.texts == single
 
 
 def test_forecasts_are_mapped_back_to_population_units(tiny_model, tokenizer, contexts):
     from lvjob.data.llmtime import fit_scaler
 
-    out = forecast(tiny_model, tokenizer, contexts[:1], HORIZON, ForecastSettings(temperature=0.0))
+    out = forecast_series(tiny_model, tokenizer, contexts[:1], HORIZON, Job(temperature=0.0))
     scaled = parse(out.texts[0][0]).values
     assert np.allclose(out.predictions[0], fit_scaler(contexts[0]).inverse(scaled))
 
 
 def test_several_samples_give_their_elementwise_median(tiny_model, tokenizer, contexts):
-    out = forecast(tiny_model, tokenizer, contexts[:2], HORIZON, ForecastSettings(samples=3, temperature=1.0))
+    out = forecast_series(tiny_model, tokenizer, contexts[:2], HORIZON, Job(samples=3, temperature=1.0))
     assert out.samples.shape == (2, 3, HORIZON, 2)
     assert np.allclose(out.predictions, np.median(out.samples, axis=1))
 
 
 def test_sampling_is_reproducible_with_the_same_seed(tiny_model, tokenizer, contexts):
-    s = ForecastSettings(temperature=1.0, seed=7)
-    assert forecast(tiny_model, tokenizer, contexts[:3], HORIZON, s).texts == forecast(tiny_model, tokenizer, contexts[:3], HORIZON, s).texts
+    s = Job(temperature=1.0, seed=7)
+    assert forecast_series(tiny_model, tokenizer, contexts[:3], HORIZON, s).texts == forecast_series(tiny_model, tokenizer, contexts[:3], HORIZON, s).texts
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
@@ -103,8 +104,8 @@ def test_sampling_with_a_temperature_runs_on_every_device_and_is_reproducible(ti
     import copy
 
     model = copy.deepcopy(tiny_model).to(device)
-    s = ForecastSettings(temperature=0.2, samples=2, seed=5)
-    first, second = (forecast(model, tokenizer, contexts[:3], HORIZON, s) for _ in range(2))
+    s = Job(temperature=0.2, samples=2, seed=5)
+    first, second = (forecast_series(model, tokenizer, contexts[:3], HORIZON, s) for _ in range(2))
     assert first.parsed_ok.all() and first.texts == second.texts
 
 
@@ -126,7 +127,7 @@ def test_forecasting_a_400_point_horizon_from_a_2000_point_file(tiny_model, toke
     data.write(path, *data.generate(n_systems=4, n_points=2000, seed=0))
     lv = data.load(path)
     n_ctx = data.context_points(2000)
-    out = forecast(tiny_model, tokenizer, lv.trajectories[:2, :n_ctx], 2000 - n_ctx, ForecastSettings(temperature=0.0, max_int_digits=1))
+    out = forecast_series(tiny_model, tokenizer, lv.trajectories[:2, :n_ctx], 2000 - n_ctx, Job(temperature=0.0, max_int_digits=1))
     assert 2000 - n_ctx == 400 and out.parsed_ok.all() and out.predictions.shape == (2, 400, 2)
 
 
@@ -160,7 +161,7 @@ def test_forecast_with_k_samples_books_one_prompt_pass_per_series(tiny_model, to
     from lvjob.run import cost
     from lvjob.run.job import Job
 
-    out = forecast(tiny_model, tokenizer, contexts, HORIZON, ForecastSettings(samples=4, temperature=1.0, batch_size=6))
+    out = forecast_series(tiny_model, tokenizer, contexts, HORIZON, Job(samples=4, temperature=1.0, eval_batch_size=6))
     assert out.samples.shape == (6, 4, HORIZON, 2) and out.parsed_ok.all()
     (prompts, width, new, vocab, copies), = out.batches
     assert (prompts, copies) == (6, 4)

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from lvjob.models import flops
-from lvjob.models.flops import Flops, ModelShape
+from lvjob.models.floprules import Flops, ModelShape, rmsnorm, softmax
+from flopcheck import counted, measured
 
 # A made-up model small enough to count by hand.
 HAND = ModelShape(hidden=4, layers=1, heads=2, kv_heads=1, head_dim=2, intermediate=6, vocab=10,
@@ -20,14 +21,10 @@ LORA_RANK = 4
 
 
 def _measure(name: str, batch: int, seq: int) -> dict[str, int]:
-    from lvjob.models.flopcheck import measured
-
     return measured(name, batch, seq, LORA_RANK)
 
 
 def _ours(name: str, batch: int, seq: int) -> dict[str, int]:
-    from lvjob.models.flopcheck import counted
-
     return counted(name, batch, seq, LORA_RANK)
 
 
@@ -80,13 +77,13 @@ def test_full_size_lora_step_matmuls_match_flop_counter(full_size_counts):
 def test_rmsnorm_of_one_token_by_hand():
     d = 4
     # pow(2) d, mean: d-1 adds + 1 division, + eps, rsqrt = sqrt 10 + division 1, x * rsqrt d, weight * x d
-    assert flops.rmsnorm(d) == 4 + 3 + 1 + 1 + 11 + 4 + 4 == 28
+    assert rmsnorm(d) == 4 + 3 + 1 + 1 + 11 + 4 + 4 == 28
 
 
 def test_softmax_of_one_row_by_hand():
     n = 5
     # max: 4 comparisons, subtract max 5, exp 5 x 10, sum 4 adds, divide 5
-    assert flops.softmax(n) == 4 + 5 + 50 + 4 + 5 == 68
+    assert softmax(n) == 4 + 5 + 50 + 4 + 5 == 68
 
 
 def test_norms_component_by_hand():

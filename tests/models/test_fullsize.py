@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from helpers import ROOT
 from lvjob.models.loading import ModelChoice, load_model
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,6 @@ def save_then_die(run_dir, step, *a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
 ck.save = save_then_die
 from lvjob.cli import main
-from helpers import ROOT
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -15,7 +15,7 @@ from lvjob.core.config import ConfigError
 from lvjob.data.dataset import DataSpec
 from lvjob.run.job import Job, load_job
 from lvjob.run.ledger import Ledger
-from lvjob.run.runner import eval_booking
+from lvjob.run.evaluate import booking as eval_booking
 from helpers import JOBS
 
 

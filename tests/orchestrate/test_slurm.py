@@ -23,13 +23,13 @@ import yaml
 import faults
 
 from lvjob.orchestrate import submission
-from lvjob.orchestrate import retries
+from lvjob.orchestrate.tasks import GateTask, StudyTask
+from lvjob.orchestrate import records, retries
 from lvjob.cluster import slurm as slurm_client  # the fixture `slurm` is the test cluster
 from lvjob.cluster.executors import backend
-from lvjob.run.ledger import read_jsonl
-from lvjob.cluster.profile import load_profile
+from lvjob.core.atomic import read_jsonl
 from lvjob.run.rundir import summarize
-from lvjob.run.runner import read_status
+from lvjob.run.rundir import read_status
 from lvjob.study.choices import job_for, study_dir, study_nodes
 from lvjob.orchestrate.status import format_status, status_rows
 from lvjob.study.spec import load_study
@@ -82,7 +82,7 @@ def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(
     study, profile, sub = whole_study.study, whole_study.profile, whole_study.sub
     assert len(sub.jobs) == len(study_nodes(study)) == 20
     states = slurm_client.states([j.job_id for j in sub.jobs.values()])
-    assert set(states.values()) == {"COMPLETED"}, logs(study_dir(study, profile) / "submitit")
+    assert set(states.values()) == {"COMPLETED"}, logs(study_dir(study, profile).submitit)
 
     runs = json.loads((whole_study.results / "runs.json").read_text())["runs"]
     assert [r["status"] for r in runs] == ["complete"] * 19
@@ -92,7 +92,7 @@ def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(
             assert (Path(r["run_dir"]) / "adapter" / "adapter_config.json").exists()
 
     # Late binding: stage 2 ran at stage 1's best (rank, lr), the final run at stage 2's best.
-    choice2 = json.loads((study_dir(study, profile) / "choices" / "stage2.json").read_text())
+    choice2 = json.loads(study_dir(study, profile).choice("stage2").read_text())
     best1 = min((r for r in runs if r["stage"] == "stage1"), key=lambda r: r["val_loss"])
     assert choice2["best"] == best1["node"]
     for r in (r for r in runs if r["stage"] in ("stage2", "final")):
@@ -137,7 +137,7 @@ def test_a_sigkilled_stage1_run_is_retried_before_stage2_chooses(faulted_study):
     assert (killed["kind"], killed["node"].startswith("stage1-")) == ("sigkill", True)
     made = [r for r in retries.read(run.study, run.profile) if r["node"] == killed["node"]]
     assert [(r["job_id"], r["state"]) for r in made] == [(killed["job"], "FAILED")]
-    choice = json.loads((study_dir(run.study, run.profile) / "choices" / "stage2.json").read_text())
+    choice = json.loads(study_dir(run.study, run.profile).choice("stage2").read_text())
     assert [c["status"] for c in choice["candidates"]] == ["complete"] * 9
 
 
@@ -271,14 +271,14 @@ def test_a_run_cancelled_by_its_user_is_not_retried_by_its_stages_gate(slurm, sm
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
     node = next(n for n in study_nodes(study) if n.stage == "stage1")
     where = (str(Path.cwd()), os.environ["LVJOB_CACHE"])
-    job = backend(profile).executor(study_dir(study, profile) / "submitit", "stage1", []).submit(
-        submission.StudyTask(study, profile, node, *where))
-    cluster._record(study, profile, cluster._rows("stage1", [node], [job], profile))  # as `submit` records it
+    job = backend(profile).executor(study_dir(study, profile).submitit, "stage1", []).submit(
+        StudyTask(study, profile, node, *where))
+    records.record_submissions(study, profile, "stage1", [node], [job])  # as `submit` records it
     wait_until(lambda: slurm_client.states([job.job_id])[job.job_id] == "RUNNING", 120, "the run to start")
     subprocess.run(["scancel", job.job_id], check=True)
     assert wait_for([job.job_id], limit_s=120)[job.job_id] == "CANCELLED"
     # What the stage's gate job runs once the stage has ended (the whole study is not needed for it).
-    assert submission.GateTask(study, profile, "stage1", *where)() == {"stage": "stage1", "retried": []}
+    assert GateTask(study, profile, "stage1", *where)() == {"stage": "stage1", "retried": []}
     assert retries.read(study, profile) == []
 
 
@@ -300,7 +300,7 @@ def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, smal
     assert slurm_client.states([stage2])[stage2] == "PENDING"  # it waits for the resubmitted run too
     subprocess.run(["scontrol", "release", redo], check=True)
     wait_for([j.job_id for j in first.jobs.values()] + [redo], limit_s=400)
-    choice = json.loads((study_dir(study, profile) / "choices" / "stage2.json").read_text())
+    choice = json.loads(study_dir(study, profile).choice("stage2").read_text())
     assert [c["status"] for c in choice["candidates"]] == ["complete", "complete"]  # it waited for the resubmitted run
 
 
@@ -315,6 +315,6 @@ def test_a_broken_profile_or_study_field_is_refused_by_the_preflight_and_nothing
     with pytest.raises(submission.PreflightFailed) as refused:
         submission.submit(study, profile, log=print)
     assert len(refused.value.problems) == 1
-    assert not (study_dir(study, profile) / "submissions.jsonl").exists()
+    assert not study_dir(study, profile).submissions.exists()
     queued = subprocess.run(["squeue", "--me", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout
     assert "lvjob:" not in queued

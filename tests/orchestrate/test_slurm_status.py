@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from lvjob.orchestrate import submission
+from lvjob.orchestrate import records
 from lvjob.study.choices import study_nodes
 from lvjob.orchestrate.status import format_status, stage_lines, status_rows
 from lvjob.study.spec import load_study
@@ -35,7 +35,7 @@ def running(slurm, small_data, tmp_path_factory):
     study = load_study(STUDY, scale="demo", overrides=overrides)
     job, run_dir = default_job_on(profile, study)
     node = next(n for n in study_nodes(study) if n.key == "default")
-    submission._record(study, profile, submission._rows("default", [node], [job], profile))  # as `lvjob submit` records it
+    records.record_submissions(study, profile, "default", [node], [job])  # as `lvjob submit` records it
     try:
         wait_until(lambda: last_step(run_dir) >= 6, 120, "the default fine-tune to take 6 steps")
         rows = {r["node"]: r for r in status_rows(study, profile)}

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from lvjob.cli import main
-from lvjob.run.ledger import read_jsonl
-from lvjob.run.runner import read_status
+from lvjob.core.atomic import read_jsonl
+from lvjob.run.rundir import read_status
 from helpers import ROOT
 
 
@@ -106,9 +106,9 @@ def test_a_changed_study_is_aggregated_again_though_the_old_index_lists_every_ru
 
 
 def test_a_local_run_killed_without_warning_is_retried_before_the_next_stage_chooses(local_study):
-    made = read_jsonl(local_study["records"] / "retries.jsonl")
+    made = read_jsonl(local_study["records"].retries)
     assert [(r["node"], r["state"]) for r in made] == [(local_study["killed"], "ended")]
-    choice = json.loads((local_study["records"] / "choices" / "stage2.json").read_text())
+    choice = json.loads(local_study["records"].choice("stage2").read_text())
     assert [c["status"] for c in choice["candidates"]] == ["complete"]  # it chose after the retry
 
 

@@ -1,21 +1,14 @@
 """The aggregator's tables from run directories in every state, checked against hand-computed values."""
 
-import json
 import math
-from pathlib import Path
 
 import pytest
-import yaml
 
 from lvjob.results.aggregate import run_index, write_results
-from lvjob.core.config import to_dict
 from lvjob.study.plan import plan_study
-from lvjob.cluster.profile import Profile
 from lvjob.results.report import comparison_table, context_table, flops_table, grid_table, lead_time_table
-from lvjob.study.choices import job_for, study_nodes
-from lvjob.study.spec import load_study
+from lvjob.study.choices import study_nodes
 from lvjob.results.tables import Mark, Table, to_csv, to_latex, to_markdown
-from helpers import STUDY, evaluation, scored, write_run
 
 
 def cells(table: Table, first: str) -> tuple:

@@ -63,7 +63,7 @@ def test_each_recipe_has_its_own_cache_folder():
 def test_tiny_lv_by_name_is_the_default_recipe():
     """modelspec names the default recipe's folder without importing torch; a changed recipe must
     change that name too, or `tiny-lv` would load a model built by the old recipe."""
-    assert DEMO_RECIPE_KEY == recipe_key(PretrainSpec()), f"set modelspec.DEMO_RECIPE_KEY = {recipe_key(PretrainSpec())!r}"
+    assert DEMO_RECIPE_KEY == recipe_key(PretrainSpec()), f"set lvjob.models.registry.DEMO_RECIPE_KEY = {recipe_key(PretrainSpec())!r}"
     assert demo_model_dir() == demo_model_dir(recipe_key(PretrainSpec()))
 
 

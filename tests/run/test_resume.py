@@ -6,11 +6,7 @@ is written), and the polite SIGUSR2 (checkpoint, exit 3).
 """
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest

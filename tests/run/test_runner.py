@@ -200,7 +200,8 @@ def test_a_run_directory_in_use_by_another_process_is_refused_and_left_untouched
     import pytest
 
     from lvjob.run.job import Job
-    from lvjob.run.runner import RunBusy, run
+    from lvjob.run.lock import RunBusy
+    from lvjob.run.runner import run
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

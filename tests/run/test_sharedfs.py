@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from lvjob.core import atomic
-from lvjob.run import lockfile
-from lvjob.run import runner
+from lvjob.cluster import slurm
+from lvjob.run import lock
 from lvjob.cli import main
-from lvjob.run.lockfile import Holder, LockHeld, read_squeue
-from lvjob.run.runner import RunBusy, run_lock
+from lvjob.cluster.slurm import read_squeue
+from lvjob.run.lock import Holder, LockHeld, RunBusy, run_lock
 from helpers import JOBS
 
 
@@ -68,7 +68,7 @@ def no_flock(monkeypatch):
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
 
     monkeypatch.setattr(fcntl, "flock", unsupported)
-    monkeypatch.setattr(runner, "_warned_no_flock", False)
+    monkeypatch.setattr(lock, "_warned_no_flock", False)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
 
 
@@ -160,9 +160,9 @@ def test_a_lock_file_of_this_slurm_job_on_another_host_is_broken(tmp_path, no_fl
 
 
 def test_a_second_holder_in_the_same_process_is_refused(tmp_path):
-    with lockfile.held(tmp_path / "l"):
+    with lock.held(tmp_path / "l"):
         with pytest.raises(LockHeld, match=f"pid {os.getpid()}"):
-            with lockfile.held(tmp_path / "l"):
+            with lock.held(tmp_path / "l"):
                 pass
 
 
@@ -176,7 +176,7 @@ def test_an_unreadable_lock_file_is_refused_naming_it(tmp_path, no_flock):
 def test_release_leaves_a_lock_file_another_holder_wrote(tmp_path):
     me = Holder.me()
     path = write_lock(tmp_path, "elsewhere", 1)
-    lockfile.release(path, me)
+    lock.release(path, me)
     assert path.exists()
 
 
@@ -243,4 +243,4 @@ def test_a_failing_or_silent_squeue_proves_nothing(stderr):
 
 def test_a_job_id_that_is_not_a_slurm_id_is_never_passed_to_squeue(tmp_path, monkeypatch):
     argv = fake_squeue(tmp_path, monkeypatch, "echo COMPLETED")
-    assert lockfile.slurm_job_gone("-u root") is None and not argv.exists()
+    assert slurm.job_gone("-u root") is None and not argv.exists()

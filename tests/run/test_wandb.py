@@ -23,7 +23,7 @@ import yaml
 from lvjob.run import runner
 from lvjob.core.config import ConfigError
 from lvjob.run.job import load_job
-from lvjob.run.ledger import read_jsonl
+from lvjob.core.atomic import read_jsonl
 from lvjob.run.job import Job
 from lvjob.run.tracking import TENSORBOARD_DIR, TRACKING_ENV, WANDB_DIR, WandB, backends_from_env, transaction_log, wandb_last_step
 from helpers import TRACKING_JOB, TRACKING_STEPS, finish, wait_for_step

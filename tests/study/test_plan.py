@@ -1,7 +1,5 @@
 import dataclasses
-from pathlib import Path
 
-import pytest
 
 from lvjob.models import flops
 from lvjob.cli import main

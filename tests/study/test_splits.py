@@ -1,13 +1,12 @@
 """The test split (SPEC §2): every choice reads validation systems only; reported rows score the test systems."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from lvjob import data
 from lvjob.cluster.profile import Profile
-from lvjob.run.runner import evaluation_series
+from lvjob.run.evaluate import evaluation_series
 from lvjob.study.choices import StageError, choose, make_job
 from lvjob.study.spec import check_table, load_study, stage_table, study_nodes
 from helpers import STUDY

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from lvjob.orchestrate import submission
+from lvjob.orchestrate.tasks import StudyTask
 from lvjob.run import cost
 from lvjob.study import spec as study_module
 from lvjob.results.aggregate import write_results
@@ -87,7 +88,7 @@ def test_a_stage_added_to_the_table_is_run_charged_and_reported(tmp_path, monkey
     node = next(n for n in study_nodes(study) if n.stage == "toy")
     threads = torch.get_num_threads()
     try:
-        submission.StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])()  # what a job runs
+        StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])()  # what a job runs
     finally:
         torch.set_num_threads(threads)  # the task sets the profile's threads for this process
     spent = Ledger.read(job_for(study, profile, node).resolved_run_dir() / "ledger.json")

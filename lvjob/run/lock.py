@@ -1,4 +1,10 @@
-"""An exclusive lock file, for run directories on filesystems without `flock` (some Lustre and NFS mounts).
+"""The run directory's lock: one process at a time works in a run directory.
+
+Two processes training into one directory (a job resubmitted while its first copy still runs, a
+run started by hand beside the cluster's) would corrupt it. `run_lock` takes the kernel's lock
+(flock on `run_dir/.lock`): it goes with the process, however the process dies, so a killed job
+never leaves a stale lock behind. Where the filesystem has no flock (some Lustre and NFS mounts), a
+lock file recording its holder takes its place.
 
 The kernel's flock goes with its process; a lock file does not: a job killed with SIGKILL, or lost
 with its node, leaves it behind. So the file (created with O_CREAT|O_EXCL, atomic on NFSv3+ and
@@ -8,7 +14,7 @@ that holder is provably gone:
 - on this host, its pid is not alive;
 - it ran as this very SLURM job on another host (an earlier run of a requeued job: SLURM runs one
   copy of a job at a time);
-- SLURM says its job has ended (`squeue` shows an ended or pending state, or no longer knows the id).
+- SLURM says its job has ended (lvjob.cluster.slurm.job_gone: ended or pending, or no longer known).
 
 Anything less clear (another host without a SLURM job, squeue missing or failing) refuses: two
 processes in one run directory would corrupt it, while a refusal only costs a resubmission.
@@ -16,11 +22,10 @@ processes in one run directory would corrupt it, while a refusal only costs a re
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import re
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -29,15 +34,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-# squeue states in which the job has no process left: it ended, or it waits to (re)start.
-# Everything else (RUNNING, COMPLETING, SUSPENDED, CONFIGURING, STOPPED, SIGNALING, ...) may still
-# have the holder alive.
-GONE_STATES = frozenset({
-    "PENDING", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-    "DEADLINE", "OUT_OF_MEMORY", "REQUEUE_HOLD", "SPECIAL_EXIT", "REVOKED",
-})
-JOB_ID = re.compile(r"\d+(_\d+)?")
+from lvjob.cluster import slurm
+from lvjob.core.paths import RunDir
+from lvjob.run.rundir import read_status
+
 TAKE_ATTEMPTS = 3
+# flock errors that mean "this filesystem does not do flock" (some Lustre and NFS mounts), not "held".
+FLOCK_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOLCK})
+_warned_no_flock = False
 
 
 class LockHeld(RuntimeError):
@@ -64,6 +68,73 @@ class Holder:
     def describe(self) -> str:
         job = f", SLURM job {self.slurm_job_id}" if self.slurm_job_id else ""
         return f"pid {self.pid} on {self.host}{job}"
+
+
+class RunBusy(RuntimeError):
+    """Another live process holds the run directory."""
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """Hold the run directory exclusively while the block runs (see the module's docstring); RunBusy if another process does."""
+    import fcntl
+
+    with open(RunDir(run_dir).lock, "a+") as f:
+        if not _flock(f, run_dir):
+            with _lock_file(run_dir):
+                yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _flock(f, run_dir: Path) -> bool:
+    """Take the kernel lock on open file `f`; False where the filesystem does not do flock."""
+    import fcntl
+
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = read_status(run_dir)
+        raise RunBusy(_busy_message(run_dir, holder.get("pid", "?"), holder.get("host", "?"))) from None
+    except OSError as e:
+        if e.errno not in FLOCK_UNSUPPORTED:
+            raise
+        _warn_no_flock(run_dir, e)
+        return False
+    return True
+
+
+def _busy_message(run_dir: Path, pid, host) -> str:
+    return f"{run_dir} is in use by another process (pid {pid} on {host}); nothing was changed"
+
+
+def _warn_no_flock(run_dir: Path, error: OSError) -> None:
+    global _warned_no_flock
+    if not _warned_no_flock:  # once per process: a study's runs all live on the same filesystem
+        print(f"warning: {run_dir}: this filesystem does not support flock ({error.strerror}); run directories "
+              f"are locked with a .lock.held file instead", file=sys.stderr, flush=True)
+        _warned_no_flock = True
+
+
+@contextmanager
+def _lock_file(run_dir: Path):
+    path, me = RunDir(run_dir).held_lock, Holder.me()
+    try:
+        take(path, me)
+    except LockHeld as e:
+        if e.holder is None:
+            raise RunBusy(f"{e}; nothing was changed") from None
+        raise RunBusy(f"{_busy_message(run_dir, e.holder.pid, e.holder.host)}: {e}") from None
+    try:
+        yield
+    finally:
+        release(path, me)
+
+
+# --- the lock file, where there is no flock ------------------------------------------------------
 
 
 @contextmanager
@@ -142,7 +213,7 @@ def gone_because(holder: Holder, me: Holder) -> str | None:
     if holder.host == me.host:
         return None if pid_alive(holder.pid) else f"pid {holder.pid} is not running on {holder.host}"
     if holder.slurm_job_id:
-        return slurm_job_gone(holder.slurm_job_id)
+        return slurm.job_gone(holder.slurm_job_id)
     return None
 
 
@@ -154,29 +225,6 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
-
-
-def slurm_job_gone(job_id: str) -> str | None:
-    """Why SLURM job `job_id` has certainly no process left, or None if squeue cannot say so."""
-    if not JOB_ID.fullmatch(job_id):
-        return None
-    try:
-        r = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
-                           capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return read_squeue(job_id, r.returncode, r.stdout, r.stderr)
-
-
-def read_squeue(job_id: str, returncode: int, stdout: str, stderr: str) -> str | None:
-    """squeue's answer about one job: why it is gone, or None when it may be running or the answer is unclear."""
-    if returncode != 0:
-        # The controller forgets ended jobs after MinJobAge; then it answers exactly this.
-        return f"SLURM no longer knows job {job_id} (it ended)" if "invalid job id" in stderr.lower() else None
-    states = {s.strip() for s in stdout.splitlines() if s.strip()}
-    if states and states <= GONE_STATES:
-        return f"SLURM job {job_id} is {', '.join(sorted(states))}"
-    return None
 
 
 def _break(path: Path, holder: Holder, reason: str) -> None:

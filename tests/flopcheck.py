@@ -4,7 +4,10 @@ FlopCounterMode counts a matrix product as 2 m n p; the counter's `matmul_flops(
 "2mnp")` is the same convention. Both count a forward, a full fine-tuning forward+backward and a
 LoRA forward+backward (on q_proj, v_proj unless told otherwise) of the real Hugging Face Qwen2 code with random weights
 (FLOPs do not depend on values). Eager attention: FlopCounterMode sees no FLOPs in SDPA on CPU.
-Used by the tests (agreement within 1%) and by the benchmarks (the agreement, reported).
+
+Used by tests/models/test_flops.py (agreement within 1%) and by benchmarks/pipeline_bench.py (the
+agreement, reported). It is the tests' oracle for the counter, not part of the suite, so it lives
+with the shared test modules (pyproject's pytest `pythonpath`); the benchmark puts tests/ on its path.
 """
 
 from __future__ import annotations

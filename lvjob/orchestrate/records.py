@@ -1,0 +1,71 @@
+"""The study's records of its jobs, in its study folder (lvjob.core.paths.StudyDir).
+
+`submissions.jsonl` holds every job submitted, by node, and `gates.jsonl` every retry gate, by
+stage: one line each, appended in one write (`lvjob.core.atomic.append_jsonl`). Which of them are
+still queued or running is asked of the profile's backend: only job ids of its own executor.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from contextlib import contextmanager
+
+from lvjob.cluster.executors import backend
+from lvjob.cluster.profile import Profile
+from lvjob.core import atomic
+from lvjob.core.atomic import read_jsonl
+from lvjob.core.timestamps import utc_now
+from lvjob.study.choices import study_dir
+from lvjob.study.spec import Node, Study
+
+
+def read_submissions(study: Study, profile: Profile) -> dict[str, dict]:
+    """The latest submission of each node: {node key: {"job_id", "executor", "at"}}."""
+    return {row["node"]: row for row in read_jsonl(study_dir(study, profile).submissions)}
+
+
+def on_executor(submissions: dict[str, dict], profile: Profile) -> dict[str, dict]:
+    """The submissions made with the profile's executor: the only job ids its backend can look up."""
+    return {k: r for k, r in submissions.items() if r.get("executor") == profile.executor}
+
+
+def record_submissions(study: Study, profile: Profile, stage: str, nodes: list[Node], jobs: list) -> None:
+    """One line per job submitted for `nodes` (in order) of `stage`."""
+    at = utc_now()
+    atomic.append_jsonl(study_dir(study, profile).submissions,
+                        [{"node": n.key, "stage": stage, "job_id": j.job_id, "executor": profile.executor, "at": at}
+                         for n, j in zip(nodes, jobs)])
+
+
+def record_gates(study: Study, profile: Profile, stage: str, jobs: list) -> None:
+    at = utc_now()
+    atomic.append_jsonl(study_dir(study, profile).gates,
+                        [{"stage": stage, "job_id": j.job_id, "executor": profile.executor, "at": at} for j in jobs])
+
+
+def active_gates(study: Study, profile: Profile) -> dict[str, list[str]]:
+    """{stage: its gates queued or running now}."""
+    rows = [r for r in read_jsonl(study_dir(study, profile).gates) if r.get("executor") == profile.executor]
+    active = backend(profile).active([r["job_id"] for r in rows])
+    out: dict[str, list[str]] = {}
+    for r in (r for r in rows if r["job_id"] in active):
+        out.setdefault(r["stage"], []).append(r["job_id"])
+    return out
+
+
+def active_jobs(study: Study, profile: Profile) -> dict[str, str]:
+    """{node key: job id} of the study's jobs that are queued or running now."""
+    latest = on_executor(read_submissions(study, profile), profile)
+    active = backend(profile).active([r["job_id"] for r in latest.values()])
+    return {k: r["job_id"] for k, r in latest.items() if r["job_id"] in active}
+
+
+@contextmanager
+def gates_lock(study: Study, profile: Profile):
+    """Held while a gate re-points the waiting stages, so two gates cannot drop each other's successor."""
+    with open(study_dir(study, profile).gates_lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without flock: the race it guards is a moment wide, go on
+            pass
+        yield
