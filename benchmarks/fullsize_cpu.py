@@ -4,7 +4,7 @@
 
 Builds `qwen2.5-0.5b-random` into $LVJOB_CACHE if it is not there (timed), loads it the study's way in
 float32 and in NF4, and prints the process's peak RSS. With --run-dir it also prints the sizes of
-that run's newest checkpoint and adapter (e.g. a run of tests/test_fullsize.py's command).
+that run's newest checkpoint and adapter (e.g. a run of tests/models/test_fullsize.py's command).
 """
 
 from __future__ import annotations

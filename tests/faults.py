@@ -1,4 +1,4 @@
-"""Disturbing a study while it runs on the local SLURM (tests/test_slurm.py): every kind of fault, at random.
+"""Disturbing a study while it runs on the local SLURM (tests/orchestrate/test_slurm.py): every kind of fault, at random.
 
 Kinds, and what each stands for on a real cluster:
 

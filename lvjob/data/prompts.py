@@ -38,7 +38,7 @@ def tokens_per_point(variables: int = 2, decimals: int = 3, int_digits: int = 1)
 
 
 # Tokens the instruct prompt adds around the series (system prompt, instruction words, ChatML
-# markers) when n_points has two digits; tests/test_prompts.py checks it against the tokenizer.
+# markers) when n_points has two digits; tests/data/test_prompts.py checks it against the tokenizer.
 INSTRUCT_OVERHEAD_TOKENS = 63
 
 
