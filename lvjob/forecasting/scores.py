@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 VARIABLES = ("prey", "predator")
+SCORES = ("mae", "mse", "rmse", "mase", "crps", "coverage")  # the overall scores, in the tables' order
+POINT_ERRORS = SCORES[:3]  # the point errors (Table 2)
 INTERVAL = (0.1, 0.9)  # quantiles of the samples that bound the reported interval
 
 
@@ -96,12 +98,11 @@ def lead_time_mae(abs_err: np.ndarray) -> dict:
     return out | {name: abs_err[..., j].mean(axis=0).tolist() for j, name in enumerate(VARIABLES)}
 
 
-_SCALARS = ("mae", "mse", "rmse", "mase", "crps", "coverage")
 
 
 def _unscored(n_series: int, horizon: int) -> dict:
     """The result when no series is complete: every score None, the counts still told."""
-    none = dict.fromkeys(_SCALARS)
+    none = dict.fromkeys(SCORES)
     return {"series": n_series, "scored_series": 0, "samples": None, "mase_unscaled": 0, **none,
             **{name: dict(none) for name in VARIABLES}, "lead_time_mae": None, "horizon": horizon}
 

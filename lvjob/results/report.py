@@ -10,12 +10,10 @@ complete" column says how many finished.
 
 from __future__ import annotations
 
+from lvjob.forecasting.scores import POINT_ERRORS, SCORES
 from lvjob.models import flops
 from lvjob.study.spec import stage_table
 from lvjob.results.tables import Mark, Table
-
-METRICS = ("mae", "mse", "rmse")  # Table 2's point errors
-COMPARED = ("mae", "mse", "rmse", "mase", "crps", "coverage")  # Table 3's scores (SPEC §8)
 
 
 def why_missing(run: dict) -> Mark:
@@ -31,7 +29,7 @@ def _done(run: dict | None) -> bool:
     return bool(run) and run.get("status") == "complete"
 
 
-def _errors(run: dict | None, metrics: tuple[str, ...] = METRICS) -> list:
+def _errors(run: dict | None, metrics: tuple[str, ...] = POINT_ERRORS) -> list:
     if not _done(run):
         mark = why_missing(run or {})
         return [mark] * len(metrics)
@@ -74,9 +72,9 @@ def comparison_table(index: dict, labels: dict[str, str]) -> Table:
     rows = []
     for key, label in labels.items():
         r = by_node.get(key) or {}
-        scores = _errors(r, COMPARED)
+        scores = _errors(r, SCORES)
         if _done(r) and r.get("samples") == 1:  # one forecast has no interval: its "coverage" would count exact hits
-            scores[COMPARED.index("coverage")] = Mark("-")
+            scores[SCORES.index("coverage")] = Mark("-")
         rows.append((label, *scores, _parse_rate(r), r.get("samples") if _done(r) else why_missing(r),
                      r.get("series") if _done(r) else why_missing(r)))
     return Table(name="table3_forecast_error", title=f"Table 3. Forecast error on the {_split_of(by_node, labels)} systems' horizon",

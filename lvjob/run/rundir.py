@@ -19,10 +19,10 @@ from lvjob.core import atomic
 from lvjob.core.paths import RunDir
 from lvjob.core.timestamps import utc_now
 from lvjob.core.atomic import read_jsonl
+from lvjob.forecasting.scores import SCORES
 from lvjob.run.ledger import Ledger
 
 
-SCORES = ("mae", "mse", "rmse", "mase", "crps", "coverage")  # lvjob.forecasting.scores' overall scores, as the run index has them
 EVAL_METRICS = (*(f"eval_{k}" for k in SCORES), "parse_rate", "series", "samples", "eval_seconds",
                 *(f"persistence_{k}" for k in SCORES))
 

@@ -43,6 +43,7 @@ from typing import Mapping
 
 from lvjob.cluster.profile import DEFAULT_BACKENDS, TRACKING_BACKENDS, TRACKING_ENV, unknown_backends
 from lvjob.core.config import ConfigError
+from lvjob.forecasting.scores import SCORES
 
 TENSORBOARD_DIR = "tensorboard"
 WANDB_DIR = "wandb"  # wandb.init(dir=run_dir) writes run_dir/wandb/
@@ -61,7 +62,7 @@ ROW_TAGS = {
     "flops": "flops/spent",
     "lost_flops": "flops/lost_to_preemption",
 }
-EVAL_TAGS = {k: f"eval/{k}" for k in ("mae", "mse", "rmse", "mase", "crps", "coverage")}  # lvjob.forecasting.scores, overall
+EVAL_TAGS = {k: f"eval/{k}" for k in SCORES}
 HPARAM_METRICS = ("val/loss", "eval/mae")  # the HParams view's columns: last value of each tag
 
 
