@@ -302,7 +302,7 @@ def _submit(args) -> int:
         print(f"Follow it with `lvjob status {args.study} --profile {args.profile}` (or `make status`).")
         return 0
     print(format_status(status_rows(study, profile)))
-    return 0 if all(s.status == "complete" for s in sub.states) else 1
+    return 0 if all(s.status == submission.Need.COMPLETE for s in sub.states) else 1
 
 
 def _status(args) -> int:

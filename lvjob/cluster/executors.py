@@ -11,7 +11,8 @@ study's earlier jobs are still queued or running:
 A batch whose jobs need no accelerator (a CPU-only stage, the aggregation, a retry gate) asks for
 no GPU. Tasks are named by their `name` (a node's key, or a stage's gate).
 
-`backend(profile)` picks one by the profile's executor; the orchestration never asks which.
+`Backend` is the interface, written; `backend(profile)` picks one by the profile's executor, and the
+orchestration never asks which.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, ClassVar, NamedTuple, Protocol
 
 import submitit
 
@@ -38,6 +39,31 @@ class Batch(NamedTuple):
 
 
 Record = Callable[[str, list], None]  # called with (stage, its submitted jobs) once their ids are known
+
+
+class Backend(Protocol):
+    """What the orchestration asks of an executor; every backend is this and nothing more."""
+
+    detached: ClassVar[bool]  # True: submit_wave returns while its jobs are queued (SLURM); False: once they end
+    verb: ClassVar[str]  # how the log says a job was handed over: "submitted", "run"
+
+    def submit_wave(self, folder: Path, batches: list[Batch], record: Record, log: Callable[[str], None]) -> list[list]:
+        """Hand over every batch of one wave, `record` each batch's jobs once their ids are known; the jobs, by batch."""
+
+    def states(self, job_ids: list[str]) -> dict[str, str]:
+        """{job id: SLURM state} of the jobs the executor still knows (none, for jobs that ran in the foreground)."""
+
+    def active(self, job_ids: list[str]) -> set[str]:
+        """The jobs among `job_ids` still queued or running."""
+
+    def dependency_ids(self, job_ids: list[str]) -> list[str]:
+        """The ids a job that waits for `job_ids` names in its dependency."""
+
+    def wait_also(self, pending_by_stage: dict[str, list[str]], after: dict[str, list[str]]) -> None:
+        """Make the still-pending jobs of each stage also wait for `after[stage]`."""
+
+    def cancel(self, job_ids: list[str]) -> str:
+        """Cancel the jobs; what was done, in words."""
 
 
 def job_name(label: str, stage: str) -> str:
@@ -183,6 +209,6 @@ def _clean_env():
 BACKENDS = {"local": LocalBackend, "slurm": SlurmBackend}
 
 
-def backend(profile: Profile, label: str = "") -> LocalBackend | SlurmBackend:
+def backend(profile: Profile, label: str = "") -> Backend:
     """The profile's backend; `label` (study name and scale) names the jobs it submits."""
     return BACKENDS[profile.executor](profile, label)

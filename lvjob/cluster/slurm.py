@@ -19,6 +19,8 @@ class ClusterError(RuntimeError):
 # States of a job that is queued or running (or will be again): it still holds its node's place.
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD",
           "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED", "SPECIAL_EXIT"}
+# States of a job a user cancelled (`scancel`; ENDED: an array task cancelled before it started).
+CANCELLED = frozenset({"CANCELLED", "ENDED"})
 TIMEOUT_S = 60
 # squeue states in which the job has no process left: it ended, or it waits to (re)start.
 # Everything else (RUNNING, COMPLETING, SUSPENDED, CONFIGURING, STOPPED, SIGNALING, ...) may still

@@ -16,7 +16,8 @@ from lvjob.core import atomic
 from lvjob.core.atomic import read_jsonl
 from lvjob.core.timestamps import utc_now
 from lvjob.study.choices import study_dir
-from lvjob.study.spec import Node, Study
+from lvjob.study.spec import Study
+from lvjob.study.stages import Node
 
 
 def read_submissions(study: Study, profile: Profile) -> dict[str, dict]:

@@ -25,11 +25,10 @@ from lvjob.core.atomic import append_jsonl
 from lvjob.core.timestamps import utc_now
 from lvjob.core.atomic import read_jsonl
 from lvjob.cluster.profile import Profile
-from lvjob.cluster.slurm import ACTIVE
+from lvjob.cluster.slurm import ACTIVE, CANCELLED
+from lvjob.run.rundir import RunStatus
 from lvjob.study.choices import study_dir
 from lvjob.study.spec import Study
-
-CANCELLED = frozenset({"CANCELLED", "ENDED"})  # a user's cancel: the study respects it
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def due(runs: list[dict], latest: dict[str, dict], states: dict[str, str], used:
 
 
 def _retry(run: dict, submission: dict | None, states: dict[str, str]) -> Retry | None:
-    if run["status"] == "complete" or submission is None:
+    if run["status"] == RunStatus.COMPLETE or submission is None:
         return None
     job_id = submission["job_id"]
     state = states.get(job_id) or "ended"  # a local job has ended with the submit that ran it

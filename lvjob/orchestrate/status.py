@@ -19,11 +19,12 @@ from lvjob.cluster.executors import backend
 from lvjob.core.atomic import read_jsonl
 from lvjob.core.paths import ResultsDir, RunDir
 from lvjob.cluster.profile import Profile
-from lvjob.run.rundir import read_status
+from lvjob.run.rundir import RunStatus, read_status
 from lvjob.cluster.slurm import ACTIVE
 from lvjob.study.choices import study_dir
 from lvjob.study.spec import Study
 
+NOT_STARTED = "not started"  # how the table shows RunStatus.MISSING
 COLUMNS = ("node", "job", "state", "step", "steps/s", "eta", "loss", "flops", "requeues", "retries", "why")
 
 
@@ -45,8 +46,8 @@ def _retries(node: str, made: list[dict]) -> dict:
 
 def _run_row(study: Study, profile: Profile, run: dict, sub: dict, states: dict[str, str]) -> dict:
     job_state = states.get(sub.get("job_id", ""))
-    run_status = "not started" if run["status"] == "missing" else run["status"]
-    if run["status"] == "complete" or not job_state:
+    run_status = NOT_STARTED if run["status"] == RunStatus.MISSING else run["status"]
+    if run["status"] == RunStatus.COMPLETE or not job_state:
         state = run_status
     elif job_state in ACTIVE:
         state = job_state.lower()  # pending, running, requeued, ...
@@ -79,7 +80,7 @@ def stage_lines(rows: list[dict]) -> list[str]:
     lines = []
     for stage in dict.fromkeys(r["stage"] for r in rows if "stage" in r):
         mine = [r for r in rows if r.get("stage") == stage]
-        done = sum(r["state"] == "complete" for r in mine)
+        done = sum(r["state"] == RunStatus.COMPLETE for r in mine)
         running = [r for r in mine if r["state"].startswith("running")]
         etas = [r["_eta_s"] for r in running if r["_eta_s"] is not None]
         left = f"; done in about {throughput.duration(max(etas))}" if etas and done < len(mine) else ""
@@ -97,7 +98,7 @@ def hours_line(rows: list[dict]) -> str:
 def _aggregate_row(study: Study, profile: Profile, sub: dict, states: dict[str, str]) -> dict:
     job_state = states.get(sub.get("job_id", ""))
     done = index_is_complete(study, profile) and job_state in (None, "COMPLETED")
-    state = "complete" if done else (job_state or "not started").lower()
+    state = RunStatus.COMPLETE.value if done else (job_state or NOT_STARTED).lower()
     return {"node": "aggregate", "job": sub.get("job_id", "-"), "state": state, "step": "-", "steps/s": "-", "eta": "-",
             "loss": "-", "flops": "-", "requeues": "0", "retries": "-",
             "why": f"writes {ResultsDir(profile.results_dir).index}"}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import submitit
@@ -25,15 +26,16 @@ from lvjob.cluster.executors import Batch, backend
 from lvjob.cluster.profile import Profile
 from lvjob.core.paths import ResultsDir, cache_dir
 from lvjob.data.tokenizer import ensure_tokenizer
-from lvjob.models.loading import ensure_tiny_model
+from lvjob.models.loading import ensure_built_model
+from lvjob.models.registry import MODELS
 from lvjob.orchestrate import preflight, records
 from lvjob.orchestrate.tasks import GateTask, StudyTask, gate_name, needs_gpu, study_backend
 from lvjob.results.aggregate import recorded_jobs
-from lvjob.run.rundir import summarize
+from lvjob.run.rundir import RunStatus, summarize
 from lvjob.study.choices import job_for, study_dir
 from lvjob.study.plan import Plan, plan_study
-from lvjob.study.spec import Node, Study, stage_table, study_nodes, waits_for
-from lvjob.study.spec import stage as entry
+from lvjob.study.spec import Study
+from lvjob.study.stages import Node, stage_named, stage_table, study_nodes, waits_for
 
 
 class PreflightFailed(RuntimeError):
@@ -52,10 +54,18 @@ class OverBudget(RuntimeError):
         self.plan = plan
 
 
+class Need(StrEnum):
+    """What a node needs from this submit."""
+
+    COMPLETE = "complete"  # nothing: its run is complete (the aggregation: the index is too)
+    ACTIVE = "active"  # nothing yet: a job is queued or running for it
+    TODO = "todo"  # a job
+
+
 @dataclass
 class NodeState:
     node: Node
-    status: str  # complete | active (a job is queued or running for it) | todo
+    status: Need
 
 
 def waves() -> list[list[str]]:
@@ -79,19 +89,18 @@ def node_states(study: Study, profile: Profile, active: dict[str, str], fresh: s
     """
     states: list[NodeState] = []
     for node in study_nodes(study):
-        states.append(NodeState(node, "active" if node.key in active else _need(study, profile, node, states, fresh)))
+        states.append(NodeState(node, Need.ACTIVE if node.key in active else _need(study, profile, node, states, fresh)))
     return states
 
 
-def _need(study: Study, profile: Profile, node: Node, before: list[NodeState], fresh: set[str]) -> str:
-    if not entry(node.stage).runs_jobs:  # the aggregation: again unless everything before is complete and indexed
-        done = not fresh and all(s.status == "complete" for s in before) and index_is_complete(study, profile)
-        return "complete" if done else "todo"
-    waits_on_fresh = any(s in fresh for s in waits_for(entry(node.stage)))
+def _need(study: Study, profile: Profile, node: Node, before: list[NodeState], fresh: set[str]) -> Need:
+    if not node.stage.runs_jobs:  # the aggregation: again unless everything before is complete and indexed
+        done = not fresh and all(s.status == Need.COMPLETE for s in before) and index_is_complete(study, profile)
+        return Need.COMPLETE if done else Need.TODO
+    waits_on_fresh = any(s in fresh for s in waits_for(node.stage))
     job = None if waits_on_fresh else job_for(study, profile, node, at_submission=True)
-    if job is None:
-        return "todo"
-    return "complete" if summarize(job.resolved_run_dir()).status == "complete" else "todo"
+    complete = job is not None and summarize(job.resolved_run_dir()).status == RunStatus.COMPLETE
+    return Need.COMPLETE if complete else Need.TODO
 
 
 def index_is_complete(study: Study, profile: Profile) -> bool:
@@ -104,7 +113,7 @@ def index_is_complete(study: Study, profile: Profile) -> bool:
         return False
     runs = index.get("runs", [])
     same_study = (index.get("study"), index.get("scale"), index.get("profile")) == (study.name, study.scale, profile.name)
-    all_complete = all(r.get("status") == "complete" for r in runs)
+    all_complete = all(r.get("status") == RunStatus.COMPLETE for r in runs)
     return same_study and all_complete and [r.get("run_id") for r in runs] == run_ids(study, profile)
 
 
@@ -161,7 +170,7 @@ class _Submitting:
         self.folder = study_dir(study, profile).submitit
         self.where = (str(Path.cwd()), str(cache_dir().resolve()))  # the tasks' workdir and cache
         self.active = records.active_jobs(study, profile)
-        self.stage_of = {n.key: n.stage for n in study_nodes(study)}
+        self.stage_of = {n.key: n.stage.name for n in study_nodes(study)}
         self.job_ids = dict(self.active)  # node key -> the job running it: queued from before, or submitted now
         self.gate_ids = records.active_gates(study, profile)  # stage -> its gates: queued from before, or submitted now
         self.fresh: set[str] = set()
@@ -170,7 +179,7 @@ class _Submitting:
 
     def wave(self, wave: list[str]) -> None:
         states = node_states(self.study, self.profile, self.active, self.fresh)
-        todo = {stage: [s.node for s in states if s.node.stage == stage and s.status == "todo"] for stage in wave}
+        todo = {stage: [s.node for s in states if s.node.stage.name == stage and s.status == Need.TODO] for stage in wave}
         todo = {stage: nodes for stage, nodes in todo.items() if nodes}
         self.backend.wait_also(self._pending_behind_fresh(wave), {s: self._after(s) for s in wave})
         batches = [Batch(stage, [StudyTask(self.study, self.profile, n, *self.where) for n in nodes], self._after(stage),
@@ -204,11 +213,11 @@ class _Submitting:
 
     def _after(self, stage: str) -> list[str]:
         """The jobs `stage` waits for: the gates of its sources, still queued or submitted now."""
-        return self.backend.dependency_ids([g for s in waits_for(entry(stage)) for g in self.gate_ids.get(s, [])])
+        return self.backend.dependency_ids([g for s in waits_for(stage_named(stage)) for g in self.gate_ids.get(s, [])])
 
     def _pending_behind_fresh(self, wave: list[str]) -> dict[str, list[str]]:
         """Jobs of this wave queued from before whose sources were (re)submitted in this call."""
-        behind = [s for s in wave if any(t in self.fresh for t in waits_for(entry(s)))]
+        behind = [s for s in wave if any(t in self.fresh for t in waits_for(stage_named(s)))]
         return {s: [j for k, j in self.active.items() if self.stage_of[k] == s] for s in behind}
 
     def _took(self, stage: str, nodes: list[Node], jobs: list, after: list[str]) -> None:
@@ -223,9 +232,10 @@ def prepare(study: Study) -> None:
     """Build what every job reads, once, here (the login node), so jobs never race to build it."""
     data.ensure(study.data)
     ensure_tokenizer()
-    if study.model in ("tiny", "tiny-lv"):
-        ensure_tiny_model()
-    if study.model == "tiny-lv":
+    model = MODELS[study.model]
+    if model.built:
+        ensure_built_model(study.model)
+    if model.demo:
         from lvjob.run.pretrain import ensure_demo_model  # deferred: imports torch
 
         ensure_demo_model(log=lambda m: print(m, flush=True))

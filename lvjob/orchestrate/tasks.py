@@ -42,8 +42,8 @@ from lvjob.results.plots import plot_results
 from lvjob.run.rundir import read_status, summarize
 from lvjob.run.runner import EXIT_PREEMPTED
 from lvjob.study.choices import job_for, study_dir
-from lvjob.study.spec import Node, Study, stage_table, study_nodes, waits_for
-from lvjob.study.spec import stage as entry
+from lvjob.study.spec import Study
+from lvjob.study.stages import Node, stage_named, stage_table, study_nodes, waits_for
 
 
 class RunnerFailed(Exception):
@@ -75,7 +75,8 @@ def gate_name(stage: str) -> str:
 
 def needs_gpu(stage: str) -> bool:
     """Whether `stage`'s jobs ask for the profile's GPUs: the aggregation gathers on a CPU."""
-    return entry(stage).gpu and entry(stage).runs_jobs
+    s = stage_named(stage)
+    return s.gpu and s.runs_jobs
 
 
 class StudyTask(submitit.helpers.Checkpointable):
@@ -90,7 +91,7 @@ class StudyTask(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict:
         _enter(self.workdir, self.cache, self.profile)
-        if not entry(self.node.stage).runs_jobs:  # the aggregation, on the host
+        if not self.node.stage.runs_jobs:  # the aggregation, on the host
             out = write_results(self.study, self.profile)
             plot_results(out)
             return {"results": str(out)}

@@ -23,23 +23,23 @@ from lvjob.models.registry import MODELS
 from lvjob.results import report
 from lvjob.study.plan import plan_study
 from lvjob.cluster.profile import Profile
-from lvjob.run.rundir import summarize
+from lvjob.run.rundir import RunStatus, summarize
 from lvjob.study.choices import job_for, make_job, read_choice
-from lvjob.study.spec import Study, stage_table, study_nodes
-from lvjob.study.spec import stage as entry
+from lvjob.study.spec import Study
+from lvjob.study.stages import stage_table, study_nodes
 from lvjob.results.tables import Table, to_csv, to_latex, to_markdown
 
 
 def recorded_jobs(study: Study, profile: Profile) -> list:
     """(node, the job it ran or None) for every node that runs a job, in study order."""
-    return [(n, _recorded_job(study, profile, n)) for n in study_nodes(study) if entry(n.stage).runs_jobs]
+    return [(n, _recorded_job(study, profile, n)) for n in study_nodes(study) if n.stage.runs_jobs]
 
 
 def run_index(study: Study, profile: Profile) -> dict:
     runs = []
     for node, job in recorded_jobs(study, profile):
-        summary = summarize(job.resolved_run_dir()).to_dict() if job else {"status": "not started", "run_dir": None}
-        runs.append({"node": node.key, "stage": node.stage, "label": node.label, "run_id": job.run_id() if job else None}
+        summary = summarize(job.resolved_run_dir()).to_dict() if job else {"status": RunStatus.MISSING.value, "run_dir": None}
+        runs.append({"node": node.key, "stage": node.stage.name, "label": node.label, "run_id": job.run_id() if job else None}
                     | summary)
     return {
         "study": study.name,
@@ -53,9 +53,9 @@ def run_index(study: Study, profile: Profile) -> dict:
 
 def _recorded_job(study: Study, profile: Profile, node):
     """The job a node ran: late-bound nodes use the choice recorded when they started."""
-    if not entry(node.stage).choice:
+    if not node.stage.choice:
         return job_for(study, profile, node)
-    choice = read_choice(study, profile, node.stage)
+    choice = read_choice(study, profile, node.stage.name)
     return make_job(study, profile, node, choice["chosen"]) if choice else None
 
 
@@ -76,7 +76,7 @@ def study_tables(study: Study, index: dict) -> list[Table]:
 
 
 def summary(study: Study, index: dict, tables: list[Table]) -> str:
-    complete = sum(r["status"] == "complete" for r in index["runs"])
+    complete = sum(r["status"] == RunStatus.COMPLETE for r in index["runs"])
     model = MODELS[study.model].description or f"`{study.model}`"
     lines = [f"# Results: {study.name} (scale {study.scale})", "",
              f"Model: {model}. Runs complete: {complete} of {len(index['runs'])}; a table cell marked `missing: ...` "

@@ -28,7 +28,8 @@ import numpy as np
 from lvjob.core.atomic import read_jsonl
 from lvjob.core.paths import ResultsDir, RunDir
 from lvjob.forecasting.scores import interval
-from lvjob.study.spec import stage_table
+from lvjob.run.rundir import RunStatus
+from lvjob.study.stages import stage_table
 from lvjob.core.timestamps import parse_utc
 
 VARIABLES = ("prey", "predator")
@@ -69,7 +70,7 @@ def loss_figure(runs: list[dict], title: str, root: Path):
         if not steps:
             continue
         color = f"C{i % 10}"
-        status = "" if run["status"] == "complete" else f" ({run['status']})"
+        status = "" if run["status"] == RunStatus.COMPLETE else f" ({run['status']})"
         ax.plot(steps, loss, color=color, alpha=0.35, lw=1)
         ax.plot(vsteps, vloss, color=color, marker="o", ms=3, lw=1.5, label=f"{run['node']}{status}")
     ax.set(title=title, xlabel="training step", ylabel="cross-entropy loss (nats per token)")
@@ -122,7 +123,7 @@ def _draw_forecast(ax, t_hor, median: np.ndarray, samples: np.ndarray, label: st
 
 def lead_time_figure(runs: list[dict]):
     """MAE against forecast step for every compared run (Table 3's rows) that has finished."""
-    shown = [r for r in runs if r.get("label") and r.get("status") == "complete" and r.get("lead_time_mae")]
+    shown = [r for r in runs if r.get("label") and r.get("status") == RunStatus.COMPLETE and r.get("lead_time_mae")]
     if not shown:
         return None
     plt = pyplot()

@@ -12,21 +12,22 @@ from __future__ import annotations
 
 from lvjob.forecasting.scores import POINT_ERRORS, SCORES
 from lvjob.models import flops
-from lvjob.study.spec import stage_table
+from lvjob.run.rundir import RunStatus
+from lvjob.study.stages import stage_table
 from lvjob.results.tables import Mark, Table
 
 
 def why_missing(run: dict) -> Mark:
-    status = run.get("status", "missing")
-    if status in ("running", "preempted") and run.get("steps"):
+    status = run.get("status", RunStatus.MISSING)
+    if status in (RunStatus.RUNNING, RunStatus.PREEMPTED) and run.get("steps"):
         return Mark(f"missing: {status}, step {run.get('step') or 0}/{run['steps']}")
-    if status in ("missing", "not started"):
+    if status == RunStatus.MISSING:
         return Mark("missing: not started")
     return Mark(f"missing: {status}")
 
 
 def _done(run: dict | None) -> bool:
-    return bool(run) and run.get("status") == "complete"
+    return bool(run) and run.get("status") == RunStatus.COMPLETE
 
 
 def _errors(run: dict | None, metrics: tuple[str, ...] = POINT_ERRORS) -> list:
@@ -166,7 +167,7 @@ def choices_table(index: dict) -> Table:
         if not choice:
             rows.append((stage, Mark("not chosen yet"), "", "", ""))
             continue
-        done = sum(c["status"] == "complete" for c in choice["candidates"])
+        done = sum(c["status"] == RunStatus.COMPLETE for c in choice["candidates"])
         rows.append((stage, ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in choice["chosen"].items()),
                      f"lowest {choice['metric']}", choice["best"], f"{done}/{len(choice['candidates'])}"))
     return Table(name="choices", title="Configurations chosen by the late-bound stages",

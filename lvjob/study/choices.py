@@ -1,11 +1,7 @@
 """The study's jobs on a profile, and how its late stages choose their configuration when they start.
 
-The stages themselves are the stage table of lvjob.study.spec; here they meet the run directories:
-
-    zero-shot (one per prompt) ─┐
-    default (train + evaluate) ─┤
-    stage1 (ranks x lrs) ──> stage2 (contexts, at stage 1's best rank and lr)
-                                  ──> final (at stage 2's best rank, lr and context) ──> aggregate
+The stages themselves, and the DAG they form, are the stage table of lvjob.study.stages; here
+they meet the run directories.
 
 Every node becomes one `Job` (lvjob.run.job), so one runner executes all of them and every run keeps
 its deterministic run id: a resubmitted study finds its finished runs by id and skips them.
@@ -36,9 +32,10 @@ from lvjob.core.paths import StudyDir
 from lvjob.core.config import build, to_dict
 from lvjob.run.job import Job
 from lvjob.cluster.profile import Profile
-from lvjob.run.rundir import summarize
-from lvjob.study.spec import Node, Study, job_fields, study_nodes
-from lvjob.study.spec import stage as entry  # the table entry; `stage` names a stage here
+from lvjob.run.rundir import RunStatus, summarize
+from lvjob.study.spec import Study, job_fields
+from lvjob.study.stages import Node, stage_named, study_nodes
+
 
 class StageError(RuntimeError):
     """A late-bound stage cannot choose its configuration (no run of the stage before it finished)."""
@@ -66,8 +63,8 @@ def study_dir(study: Study, profile: Profile) -> StudyDir:
 
 def make_job(study: Study, profile: Profile, node: Node, chosen: dict | None = None) -> Job:
     """The job of `node` on `profile`, with the settings a late-bound stage chose (None for the others)."""
-    if not entry(node.stage).runs_jobs:
-        raise ValueError(f"the {node.stage} node runs no job")
+    if not node.stage.runs_jobs:
+        raise ValueError(f"the {node.stage.name} node runs no job")
     where = (("model_path", profile.model_path), ("quantize_4bit", profile.quantize_4bit), ("device", profile.device))
     job = build(Job, job_fields(study, node, chosen) | dict(where), where=f"study {study.name}, job {node.key}")
     return replace(job, run_dir=str(Path(profile.runs_root) / job.run_id()))
@@ -80,10 +77,10 @@ def choose(study: Study, profile: Profile, stage: str, require_all: bool = False
     otherwise (when the job starts) it chooses among the complete ones and raises StageError if
     there are none.
     """
-    rule = entry(stage).choice
+    rule = stage_named(stage).choice
     source, metric, copied = rule.source, rule.metric, rule.copied
     upstream = None
-    if entry(source).choice:  # the source is late-bound itself (stage 2 for the final run)
+    if stage_named(source).choice:  # the source is late-bound itself (stage 2 for the final run)
         try:
             upstream = choose(study, profile, source, require_all)
         except StageError as e:
@@ -91,13 +88,13 @@ def choose(study: Study, profile: Profile, stage: str, require_all: bool = False
         if upstream is None:
             return None
     runs = []
-    for node in (n for n in study_nodes(study) if n.stage == source):
+    for node in (n for n in study_nodes(study) if n.stage.name == source):
         job = make_job(study, profile, node, upstream.chosen if upstream else None)
         runs.append((node, job, summarize(job.resolved_run_dir())))
     candidates = tuple({"key": n.key, "run_dir": s.run_dir, "status": s.status, metric: s.value(metric), "split": s.split,
                         **{k: getattr(j, k) for k in copied}} for n, j, s in runs)
     _refuse_unseen_systems(stage, candidates)
-    usable = [c for c in candidates if c["status"] == "complete" and c[metric] is not None]
+    usable = [c for c in candidates if c["status"] == RunStatus.COMPLETE and c[metric] is not None]
     if require_all and len(usable) < len(candidates):
         return None
     if not usable:
@@ -110,7 +107,7 @@ def choose(study: Study, profile: Profile, stage: str, require_all: bool = False
 
 def _refuse_unseen_systems(stage: str, candidates: tuple[dict, ...]) -> None:
     """A choice reads validation systems only (SPEC §2): a finished candidate that scored others is a fault, not a run to skip."""
-    wrong = [c for c in candidates if c["status"] == "complete" and c["split"] != "validation"]
+    wrong = [c for c in candidates if c["status"] == RunStatus.COMPLETE and c["split"] != "validation"]
     if wrong:
         raise StageError(f"{stage} cannot choose: " + ", ".join(f"{c['key']} scored the {c['split']} systems" for c in wrong)
                          + "; valid: choices read validation systems only")
@@ -129,14 +126,14 @@ def read_choice(study: Study, profile: Profile, stage: str) -> dict | None:
 
 def job_for(study: Study, profile: Profile, node: Node, at_submission: bool = False) -> Job | None:
     """The job `node` runs. Late-bound nodes choose now; at submission, None if they cannot yet."""
-    if not entry(node.stage).choice:
+    if not node.stage.choice:
         return make_job(study, profile, node)
-    choice = choose(study, profile, node.stage, require_all=at_submission)
+    choice = choose(study, profile, node.stage.name, require_all=at_submission)
     if choice is None:
         return None
     job = make_job(study, profile, node, choice.chosen)
     # Recorded when the job starts; a run found complete at submission starts none, and a changed
     # study (a new records folder) must still know which choice made it.
-    if not at_submission or summarize(job.resolved_run_dir()).status == "complete":
+    if not at_submission or summarize(job.resolved_run_dir()).status == RunStatus.COMPLETE:
         record_choice(study, profile, choice)
     return job

@@ -19,7 +19,8 @@ from lvjob.run.cost import job_cost, validation_passes
 from lvjob.run.job import Job
 from lvjob.cluster.profile import Profile
 from lvjob.study.choices import make_job
-from lvjob.study.spec import Node, Study, node_choices, stage, stage_table
+from lvjob.study.spec import Study, node_choices
+from lvjob.study.stages import Node, stage_table
 
 @dataclass(frozen=True)
 class Item:
@@ -71,14 +72,14 @@ def _charged(study: Study, profile: Profile, node: Node) -> Job:
 
 def _items(study: Study, profile: Profile, node: Node) -> list[Item]:
     job = _charged(study, profile, node)
-    rule = stage(node.stage).choice
+    rule, name = node.stage.choice, node.stage.name
     what, cost = _label(job, rule.source if rule else None), job_cost(job)
-    evaluation = Item(node.stage, what, "evaluation", job.series * job.samples, cost.prompt + cost.generation)
+    evaluation = Item(name, what, "evaluation", job.series * job.samples, cost.prompt + cost.generation)
     if job.kind != "train":
         return [evaluation]
     passes = validation_passes(job.steps, job.val_every)
-    return [Item(node.stage, what, "train", cost.train_steps, cost.train),
-            Item(node.stage, what, "validation", passes, cost.validation), evaluation]
+    return [Item(name, what, "train", cost.train_steps, cost.train),
+            Item(name, what, "validation", passes, cost.validation), evaluation]
 
 
 def plan_study(study: Study, profile: Profile = Profile()) -> Plan:

@@ -75,11 +75,12 @@ def test_an_evaluation_books_each_batch_and_moves_earlier_evaluation_work_to_los
 def test_the_studys_lora_targets_reach_every_fine_tune_and_its_flop_charge(tmp_path):
     from lvjob.cluster.profile import Profile
     from lvjob.study.choices import make_job
-    from lvjob.study.spec import load_study, study_nodes
+    from lvjob.study.spec import load_study
+    from lvjob.study.stages import study_nodes
 
     study = load_study(JOBS / "study.yaml", scale="demo")
     profile = Profile(runs_root=str(tmp_path))
-    jobs = [make_job(study, profile, n) for n in study_nodes(study) if n.stage in ("default", "stage1")]
+    jobs = [make_job(study, profile, n) for n in study_nodes(study) if n.stage.name in ("default", "stage1")]
     assert len(jobs) == 1 + 9  # the default run and the 3 x 3 grid
     assert all(j.lora_targets == study.lora.targets == flops.LINEARS for j in jobs)
     assert cost.step_flops(jobs[0]) == flops.train_step(flops.shape_of("tiny-lv"), 4, 128, 4, flops.LINEARS).total

@@ -244,7 +244,7 @@ def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, 
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
         "stage1.ranks=[2]", "stage1.lrs=[1e-3]", "stage2.contexts=[64]", "zero_shot_prompts=[plain]"])
     # Sabotage the one stage-1 run: its job.yaml path is a folder, so the run fails at start.
-    stage1 = next(n for n in study_nodes(study) if n.stage == "stage1")
+    stage1 = next(n for n in study_nodes(study) if n.stage.name == "stage1")
     run_dir = job_for(study, profile, stage1).resolved_run_dir()
     (run_dir / "job.yaml").mkdir(parents=True)
     sub = submission.submit(study, profile, log=print)
@@ -269,7 +269,7 @@ def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, 
 def test_a_run_cancelled_by_its_user_is_not_retried_by_its_stages_gate(slurm, small_data, tmp_path):
     profile = make_profile(tmp_path)
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
-    node = next(n for n in study_nodes(study) if n.stage == "stage1")
+    node = next(n for n in study_nodes(study) if n.stage.name == "stage1")
     where = (str(Path.cwd()), os.environ["LVJOB_CACHE"])
     job = backend(profile).executor(study_dir(study, profile).submitit, "stage1", []).submit(
         StudyTask(study, profile, node, *where))

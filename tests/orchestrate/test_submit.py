@@ -60,12 +60,13 @@ def local_study(small_data, tmp_path_factory) -> dict:
     """The small study on the local executor (the default profile), its stage-1 run SIGKILLed once while it runs."""
     from lvjob.cluster.profile import load_profile
     from lvjob.study.choices import job_for, study_dir
-    from lvjob.study.spec import load_study, study_nodes
+    from lvjob.study.spec import load_study
+    from lvjob.study.stages import study_nodes
 
     tmp = tmp_path_factory.mktemp("local-study")
     profile, small = local_profile(tmp), small_study(small_data)
     study, prof = load_study(ROOT / "jobs" / "study.yaml", scale="demo", overrides=small), load_profile(profile)
-    stage1 = next(n for n in study_nodes(study) if n.stage == "stage1")
+    stage1 = next(n for n in study_nodes(study) if n.stage.name == "stage1")
     killer = threading.Thread(target=_kill_when_running, args=(job_for(study, prof, stage1).resolved_run_dir(),), daemon=True)
     killer.start()
     args = ["submit", str(ROOT / "jobs" / "study.yaml"), "--profile", str(profile), *small]

@@ -33,7 +33,7 @@ def fake_run(job, status="complete", val_loss=None, mae=None):
 
 
 def nodes_of(study, stage):
-    return [n for n in study_nodes(study) if n.stage == stage]
+    return [n for n in study_nodes(study) if n.stage.name == stage]
 
 
 def test_the_study_has_every_stage_of_spec_section_1(setup):

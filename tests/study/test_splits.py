@@ -8,7 +8,8 @@ from lvjob import data
 from lvjob.cluster.profile import Profile
 from lvjob.run.evaluate import evaluation_series
 from lvjob.study.choices import StageError, choose, make_job
-from lvjob.study.spec import check_table, load_study, stage_table, study_nodes
+from lvjob.study.spec import Study, load_study
+from lvjob.study.stages import check_table, stage_table, study_nodes
 from helpers import STUDY
 
 
@@ -23,7 +24,7 @@ def _chosen_from(study) -> list:
     from lvjob.study.spec import node_choices
 
     sources = {s.choice.source for s in stage_table() if s.choice}
-    return [make_job(study, Profile(), n, c) for n in study_nodes(study) if n.stage in sources
+    return [make_job(study, Profile(), n, c) for n in study_nodes(study) if n.stage.name in sources
             for c in node_choices(study, n)]
 
 
@@ -49,20 +50,20 @@ def _any_choice(study, node):
 def test_a_stage_table_whose_choice_reads_a_test_stage_is_refused():
     table = [replace(s, split="test") if s.name == "stage1" else s for s in stage_table()]
     with pytest.raises(ValueError, match="stage2 chooses from stage1, which scores the test systems"):
-        check_table(table)
+        check_table(table, Study())
 
 
 def test_a_reported_stage_that_scores_validation_systems_is_refused():
     table = [replace(s, split="validation") if s.name == "final" else s for s in stage_table()]
     with pytest.raises(ValueError, match="final is compared in Table 3 but scores the validation systems"):
-        check_table(table)
+        check_table(table, Study())
 
 
 def test_a_choice_refuses_a_finished_candidate_that_scored_the_test_systems(study, tmp_path):
     import json
 
     profile = Profile(runs_root=str(tmp_path))
-    node = next(n for n in study_nodes(study) if n.stage == "stage1")
+    node = next(n for n in study_nodes(study) if n.stage.name == "stage1")
     run_dir = make_job(study, profile, node).resolved_run_dir()
     run_dir.mkdir(parents=True)
     (run_dir / "run.json").write_text(json.dumps({"status": "complete", "kind": "train"}))

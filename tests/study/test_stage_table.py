@@ -12,7 +12,7 @@ import yaml
 from lvjob.orchestrate import submission
 from lvjob.orchestrate.tasks import StudyTask
 from lvjob.run import cost
-from lvjob.study import spec as study_module
+from lvjob.study import stages as stage_module
 from lvjob.results.aggregate import write_results
 from lvjob.cli import main
 from lvjob.core.config import ConfigError
@@ -23,7 +23,8 @@ from lvjob.results.plots import plot_results
 from lvjob.cluster.profile import Profile
 from lvjob.run.runner import run
 from lvjob.study.choices import job_for, make_job
-from lvjob.study.spec import Node, Stage, load_study, study_nodes
+from lvjob.study.spec import load_study, node_choices
+from lvjob.study.stages import Node, Stage, study_nodes
 from helpers import STUDY
 
 SMALL = ["model=tiny", "data.systems=20", "data.points=30", "evaluation.series=2", "training.val_every=2",
@@ -65,19 +66,19 @@ def test_data_spec_counts_validation_systems_as_the_split_does(systems, fraction
 
 def test_a_late_bound_stage_is_charged_at_its_costliest_choice():
     study = load_study(STUDY, scale="demo")
-    final = next(n for n in study_nodes(study) if n.stage == "final")
+    final = next(n for n in study_nodes(study) if n.stage.name == "final")
     charged = next(i for i in plan_study(study).items if i.experiment == "final" and i.kind == "train")
-    costs = [cost.job_cost(make_job(study, Profile(), final, c)).train for c in study_module.node_choices(study, final)]
+    costs = [cost.job_cost(make_job(study, Profile(), final, c)).train for c in node_choices(study, final)]
     assert charged.flops == max(costs) and len(costs) == 27  # 9 stage-1 choices x 3 stage-2 contexts
 
 
-def toy_nodes(study):
-    return [Node("toy", "toy-r2", (("rank", 2), ("lr", 1e-3), ("context", 48), ("steps", 2)))]
+def toy_nodes(stage, study):
+    return [Node(stage, "toy-r2", (("rank", 2), ("lr", 1e-3), ("context", 48), ("steps", 2)))]
 
 
 def test_a_stage_added_to_the_table_is_run_charged_and_reported(tmp_path, monkeypatch, small_data):
     toy = Stage("toy", toy_nodes, loss_plot=("loss_toy", "A toy stage"))
-    monkeypatch.setattr(study_module, "STAGES", study_module.STAGES[:-1] + (toy, study_module.STAGES[-1]))
+    monkeypatch.setattr(stage_module, "STAGES", stage_module.STAGES[:-1] + (toy, stage_module.STAGES[-1]))
     study = load_study(STUDY, overrides=SMALL + [f"data.path={small_data}"])
     profile = local_profile(tmp_path)
 
@@ -85,7 +86,7 @@ def test_a_stage_added_to_the_table_is_run_charged_and_reported(tmp_path, monkey
     assert [i.kind for i in planned] == ["train", "validation", "evaluation"]
     assert "toy" in submission.waves()[0]
     assert submission.waves()[-1] == ["aggregate"]  # the aggregation waits for the new stage too
-    node = next(n for n in study_nodes(study) if n.stage == "toy")
+    node = next(n for n in study_nodes(study) if n.stage.name == "toy")
     threads = torch.get_num_threads()
     try:
         StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])()  # what a job runs
@@ -110,7 +111,7 @@ def test_planned_charge_covers_every_runs_ledger_and_equals_its_training_at_demo
     study = load_study(STUDY, scale="demo", overrides=fewer)
     profile = local_profile(tmp_path)
     submission.prepare(study)
-    runnable = [n for n in study_nodes(study) if study_module.stage(n.stage).runs_jobs]
+    runnable = [n for n in study_nodes(study) if n.stage.runs_jobs]
     for node in runnable:
         assert run(job_for(study, profile, node), log=lambda m: None) == 0, node.key
     for node in runnable:
@@ -123,9 +124,9 @@ def test_planned_charge_covers_every_runs_ledger_and_equals_its_training_at_demo
         else:
             assert 0 < spent.generation <= planned.generation, node.key
     by_stage = plan_study(study).by_experiment()
-    for s in {n.stage for n in runnable}:
+    for s in {n.stage.name for n in runnable}:
         spent = sum(Ledger.read(job_for(study, profile, n).resolved_run_dir() / "ledger.json").total
-                    for n in runnable if n.stage == s)
+                    for n in runnable if n.stage.name == s)
         assert spent <= by_stage[s], s
 
 
