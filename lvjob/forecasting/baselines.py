@@ -70,11 +70,6 @@ def repeat_last(contexts: np.ndarray, horizon_points: int) -> np.ndarray:
     return np.repeat(contexts[:, -1:, :], horizon_points, axis=1)
 
 
-def persistence(contexts: np.ndarray, context_times: np.ndarray, horizon_times: np.ndarray) -> np.ndarray:
-    """The floor to beat: the last observed point repeated over the horizon."""
-    return repeat_last(contexts, len(horizon_times))
-
-
 def _with_fallback(contexts: np.ndarray, horizon: int, fit_one) -> tuple[np.ndarray, np.ndarray]:
     """Apply fit_one(series index) -> (horizon, 2) or None; persistence where it is None."""
     predictions, fell_back = repeat_last(contexts, horizon), np.zeros(len(contexts), dtype=bool)
@@ -123,11 +118,6 @@ def autoregressive_fit(contexts: np.ndarray, context_times: np.ndarray, horizon_
     steps = len(horizon_times)
     predictions, fell_back = _with_fallback(contexts, steps, lambda i: _ar_or_none(contexts[i], steps))
     return BaselineForecast(predictions, fell_back)
-
-
-def autoregressive(contexts: np.ndarray, context_times: np.ndarray, horizon_times: np.ndarray) -> np.ndarray:
-    """The statistical baseline's predictions; `autoregressive_fit` also says which fell back."""
-    return autoregressive_fit(contexts, context_times, horizon_times).predictions
 
 
 # --- physics: Lotka-Volterra fitted by least squares ---------------------------------------------
@@ -249,14 +239,9 @@ def lotka_volterra_fit(contexts: np.ndarray, context_times: np.ndarray, horizon_
     return BaselineForecast(predictions, fell_back, params)
 
 
-def lotka_volterra(contexts: np.ndarray, context_times: np.ndarray, horizon_times: np.ndarray) -> np.ndarray:
-    """The physics baseline's predictions; `lotka_volterra_fit` also says which fell back."""
-    return lotka_volterra_fit(contexts, context_times, horizon_times).predictions
-
-
 def persistence_fit(contexts: np.ndarray, context_times: np.ndarray, horizon_times: np.ndarray) -> BaselineForecast:
-    """Persistence as a fit that never falls back."""
-    return BaselineForecast(persistence(contexts, context_times, horizon_times), np.zeros(len(contexts), dtype=bool))
+    """The floor to beat: the last observed point repeated over the horizon; it never falls back."""
+    return BaselineForecast(repeat_last(contexts, len(horizon_times)), np.zeros(len(contexts), dtype=bool))
 
 
 @dataclass(frozen=True)

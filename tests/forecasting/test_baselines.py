@@ -18,7 +18,7 @@ def clean():
 
 def test_persistence_repeats_the_last_observed_point():
     contexts = np.arange(12, dtype=float).reshape(2, 3, 2)
-    p = baselines.persistence(contexts, np.arange(3.0), np.arange(3.0, 7.0))
+    p = baselines.persistence_fit(contexts, np.arange(3.0), np.arange(3.0, 7.0)).predictions
     assert p.shape == (2, 4, 2) and (p == contexts[:, -1:, :]).all()
 
 
@@ -50,7 +50,7 @@ def test_statistical_baseline_gives_finite_forecasts_of_the_horizons_shape(clean
     fit = baselines.autoregressive_fit(contexts, context_times, horizon_times)
     assert fit.predictions.shape == truth.shape and np.isfinite(fit.predictions).all() and not fit.fell_back.any()
     # It follows the cycle rather than repeating the last point: closer to the truth than persistence.
-    persistence = baselines.persistence(contexts, context_times, horizon_times)
+    persistence = baselines.persistence_fit(contexts, context_times, horizon_times).predictions
     assert np.abs(fit.predictions - truth).mean() < np.abs(persistence - truth).mean()
 
 
@@ -58,14 +58,14 @@ def test_statistical_baseline_on_the_shortest_context_still_forecasts():
     lv, _ = data.generate(n_systems=3, n_points=data.MIN_POINTS, seed=0)
     contexts, truth = data.split_time(lv.trajectories)
     context_times, horizon_times = data.split_time(lv.time)
-    p = baselines.autoregressive(contexts, context_times, horizon_times)
+    p = baselines.autoregressive_fit(contexts, context_times, horizon_times).predictions
     assert p.shape == truth.shape and np.isfinite(p).all()
 
 
 def test_statistical_baseline_refuses_a_horizon_off_the_context_grid(clean):
     contexts, _, context_times, horizon_times, _ = clean
     with pytest.raises(ValueError, match="uniform grid"):
-        baselines.autoregressive(contexts, context_times, horizon_times + 0.1)
+        baselines.autoregressive_fit(contexts, context_times, horizon_times + 0.1)
 
 
 def test_every_forecaster_has_the_common_signature(clean):
