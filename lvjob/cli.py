@@ -188,8 +188,9 @@ def _data_check(args) -> int:
     from lvjob import data
 
     lv = data.load(args.path)
-    split = data.split_systems(lv.n_systems)
-    ctx = data.context_points(lv.n_points)
+    spec = data.DataSpec()  # the study's split and horizon unless a study file says otherwise
+    split = spec.split(lv.n_systems)
+    ctx = data.context_points(lv.n_points, spec.horizon_fraction)
     print(f"{args.path}: {lv.n_systems} systems x {lv.n_points} points x 2 (prey, predator); split "
           + " / ".join(f"{len(systems)} {name}" for name, systems in zip(data.SPLITS, split)) + " systems; "
           f"context {ctx} points, horizon {lv.n_points - ctx} points")

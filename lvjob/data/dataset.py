@@ -228,7 +228,8 @@ class Split(NamedTuple):
     test: np.ndarray
 
 
-def split_systems(n_systems: int, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Split:
+def split_systems(n_systems: int, val_fraction: float = DataSpec.val_fraction, test_fraction: float = DataSpec.test_fraction,
+                  seed: int = DataSpec.seed) -> Split:
     """Seeded split of system indices into (train, validation, test); 800/100/100 for 1000.
 
     One permutation: validation takes its head, test the next part, training the rest. The sizes
@@ -239,7 +240,8 @@ def split_systems(n_systems: int, val_fraction: float = 0.1, test_fraction: floa
     return Split(np.sort(perm[n_val + n_test:]), np.sort(perm[:n_val]), np.sort(perm[n_val:n_val + n_test]))
 
 
-def split_counts(n_systems: int, val_fraction: float = 0.1, test_fraction: float = 0.1) -> tuple[int, int, int]:
+def split_counts(n_systems: int, val_fraction: float = DataSpec.val_fraction,
+                 test_fraction: float = DataSpec.test_fraction) -> tuple[int, int, int]:
     """(train, validation, test) sizes: validation and test round(n x fraction), at least 1 each, and
     at least one training system left."""
     if n_systems < MIN_SYSTEMS:
@@ -252,7 +254,7 @@ def split_counts(n_systems: int, val_fraction: float = 0.1, test_fraction: float
     return n_systems - n_val - n_test, n_val, n_test
 
 
-def context_points(n_points: int, horizon_fraction: float = 0.2) -> int:
+def context_points(n_points: int, horizon_fraction: float = DataSpec.horizon_fraction) -> int:
     """Number of context points: the first 80% (80 of 100); the rest is the horizon.
 
     The horizon is round(n_points * horizon_fraction), kept between 1 and n_points - 1.
@@ -265,7 +267,7 @@ def context_points(n_points: int, horizon_fraction: float = 0.2) -> int:
     return n_points - horizon
 
 
-def split_time(series: np.ndarray, horizon_fraction: float = 0.2, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def split_time(series: np.ndarray, horizon_fraction: float = DataSpec.horizon_fraction, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(context, horizon) of an array along its time axis.
 
     By default the time axis is 0 for (points,) or (points, 2) and 1 for (systems, points, 2); pass

@@ -57,9 +57,9 @@ class PretrainSpec:
     lr: float = 3e-3
     warmup: int = 10  # steps of linear warm-up: AdamW's first updates are full-size on every weight
     seed: int = 0
-    systems: int = 1000  # the default data: generated with these settings, split with seed 0
-    points: int = 100
-    data_seed: int = 0
+    systems: int = data.DataSpec.systems  # the default data: generated with these settings, split with its seed
+    points: int = data.DataSpec.points
+    data_seed: int = data.DataSpec.seed
     loss: str = "causal-lm"  # what is minimised: the full-vocabulary next-token loss (lvjob.run.train's)
 
 
@@ -87,7 +87,7 @@ def ensure_demo_model(spec: PretrainSpec = PretrainSpec(), log=print) -> Path:
 def training_text(spec: PretrainSpec, tokenizer) -> list[list[int]]:
     """Token chunks of the training systems' LLMTIME text (never a validation system)."""
     lv, _ = data.generate(spec.systems, spec.points, spec.data_seed)
-    train_systems = data.split_systems(lv.n_systems, seed=spec.data_seed).train
+    train_systems = data.DataSpec(seed=spec.data_seed).split(lv.n_systems).train  # the study's own split
     return training_chunks(lv.trajectories, train_systems, tokenizer, spec.context)
 
 
