@@ -26,7 +26,7 @@ def _shared_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory) -> Path:
-    """A small Lotka-Volterra file: 20 systems (16 train / 4 validation) x 30 points."""
+    """A small Lotka-Volterra file: 20 systems (16 train / 2 validation / 2 test) x 30 points."""
     from lvjob import data
 
     path = tmp_path_factory.mktemp("data") / "lv-small.h5"
