@@ -115,8 +115,11 @@ wheels:
 
 # As root the cluster tests get a real single-node SLURM (slurm/local/, ~3 s to bring up once its
 # packages are installed); otherwise they are skipped and say so.
+# Two pytest-xdist workers (the CI machine's two cores), a module per worker (tests/conftest.py);
+# TEST_WORKERS=0 runs the tests in one process.
+TEST_WORKERS ?= 2
 test: install wandb
-	slurm/local/with-cluster.sh $(PY) -m pytest -q
+	slurm/local/with-cluster.sh $(PY) -m pytest -q -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="the same steps on the CPU at smoke size")
     p.add_argument("--wheels", type=Path, default=ROOT / ".whl")
+    p.add_argument("--tests", nargs="+", default=["tests"], metavar="PATH",
+                   help="where pytest looks for the device tests (default: all of tests/)")
     args = p.parse_args(argv)
     out = Path(os.environ.get("DEVICE_CHECK_OUT") or ROOT / "benchmarks" / "results" / f"device-check-{platform.node()}")
     out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     py = sys.executable
     marker = "device and not slow" if args.smoke else "device"
     ok = step(table, f"tests -m '{marker}'", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker,
-                                               f"--junitxml={out / 'tests.xml'}", "tests"], env, out / "tests.log")
+                                               f"--junitxml={out / 'tests.xml'}", *args.tests], env, out / "tests.log")
     ok &= step(table, "bench-gpu" + (" --smoke" if args.smoke else ""),
                [py, "benchmarks/gpu_bench.py", "--out", str(out)] + (["--smoke"] if args.smoke else []), env, out / "bench.log")
     print(report(table, out))

@@ -3,7 +3,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
+
+# Under pytest-xdist each of the workers (one per core) computes with one thread, and so do the runs it
+# starts (they inherit the variable): two workers of two threads each on two cores thrash.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402  (after the thread count is set)
 
 # Every device this machine has: tests that take the `device` fixture run on each (CUDA where present),
 # so a GPU machine runs the same tests (`make device-check` selects them with `-m device`).
@@ -55,11 +61,39 @@ def device(request) -> str:
     return request.param
 
 
+# The test modules that use the one test cluster (the `slurm` fixture). Under pytest-xdist (`make test`
+# runs `-n 2`) they run on one worker, one test at a time as without xdist: they share its queue and
+# its two CPUs. Every other module stays on one worker too, so a module-scoped fixture is built once.
+CLUSTER_MODULES = ("tests/orchestrate/test_slurm.py", "tests/orchestrate/test_slurm_status.py")
+
+
 def pytest_collection_modifyitems(items):
-    """Tests that run on every available device carry the `device` marker."""
+    """Tests that run on every available device carry the `device` marker; the cluster's tests come
+    first (the longest scope, so xdist starts it at once), and only from CLUSTER_MODULES."""
     for item in items:
         if "device" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.device)
+    on_cluster = {item.nodeid.split("::")[0] for item in items if "slurm" in getattr(item, "fixturenames", ())}
+    if on_cluster - set(CLUSTER_MODULES):
+        raise pytest.UsageError(f"{sorted(on_cluster - set(CLUSTER_MODULES))} use the test cluster: add them to "
+                                "CLUSTER_MODULES in tests/conftest.py")
+    items.sort(key=lambda item: _scope(item.nodeid) != "cluster")  # stable: the order within each part is kept
+
+
+def _scope(nodeid: str) -> str:
+    module = nodeid.split("::")[0]
+    return "cluster" if module in CLUSTER_MODULES else module
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Whole scopes to a worker: a module, or every module of the test cluster together."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return ByScope(config, log)
 
 
 @pytest.fixture(scope="session")
