@@ -29,3 +29,12 @@ def test_an_upward_import_fails_the_contract_naming_both_modules(tmp_path):
     assert result.returncode != 0
     assert "lvjob.data is not allowed to import lvjob.cli" in result.stdout
     assert "lvjob.data.dataset -> lvjob.cli" in result.stdout
+
+
+def test_the_package_is_its_subpackages_and_no_module_is_over_400_lines():
+    package = ROOT / "lvjob"
+    top = sorted(p.name for p in package.iterdir() if p.suffix == ".py")
+    assert top == ["__init__.py", "__main__.py"]
+    assert all((p / "__init__.py").exists() for p in package.iterdir() if p.is_dir() and p.name != "__pycache__")
+    long = {str(p.relative_to(ROOT)): n for p in package.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}
