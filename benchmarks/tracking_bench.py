@@ -33,7 +33,8 @@ from lvjob.run.job import Job
 from lvjob.study.spec import DataSpec
 from lvjob.data.tokenizer import load_tokenizer
 from lvjob.run.tracking import open_tracker
-from lvjob.run.train import StopFlag, build_corpus, train
+from lvjob.core.stops import StopRequest
+from lvjob.run.train import build_corpus, train
 
 
 class Timed:
@@ -88,7 +89,7 @@ def main() -> None:
             run_dir = tmp / f"{mode}{rep}"
             job = make_job(tmp / "lv.h5", run_dir, args)
             tracker = Timed(open_tracker(run_dir, backends, job)) if backends else None
-            train(job, run_dir, corpus, tok.pad_token_id, "cpu", StopFlag(), log=lambda m: None, tracker=tracker)
+            train(job, run_dir, corpus, tok.pad_token_id, "cpu", StopRequest(), log=lambda m: None, tracker=tracker)
             if tracker:
                 inside[mode] += tracker.seconds
                 tracker.tracker.close()

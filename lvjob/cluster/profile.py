@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
+from lvjob.core.heartbeat import StallRule
+from lvjob.core.stops import READY_FILE
 from lvjob.core.config import ConfigError, apply_overrides, build, read_yaml, require
 from lvjob.models.registry import MODEL_NAMES
 
@@ -72,6 +74,11 @@ class Profile:
     # Times a retry gate resubmits a run whose job ended with the run incomplete (a crash, an OOM
     # kill, a node lost), per run; a user's cancel is never retried (lvjob.orchestrate.retries).
     max_retries: int = 2
+    # The watchdog (lvjob.cluster.supervise): a run silent for longer than watchdog_multiple x its longest
+    # gap between heartbeats so far, and at least watchdog_floor_s, is hung: its stacks are dumped into
+    # its log and it is killed (a crash, retried as one).
+    watchdog_floor_s: float = 600.0
+    watchdog_multiple: float = 10.0
 
     # SLURM only
     partition: str | None = None
@@ -99,6 +106,8 @@ class Profile:
             require(getattr(self, key) >= 1, key, getattr(self, key), "integers >= 1")
         for key in ("gpus_per_node", "max_num_timeout", "signal_delay_s", "max_retries"):
             require(getattr(self, key) >= 0, key, getattr(self, key), "integers >= 0")
+        require(self.watchdog_floor_s > 0, "watchdog_floor_s", self.watchdog_floor_s, "seconds > 0 (default 600)")
+        require(self.watchdog_multiple >= 1, "watchdog_multiple", self.watchdog_multiple, "a number >= 1 (default 10)")
         require(self.mem_gb is None or self.mem_gb > 0, "mem_gb", self.mem_gb, "a number > 0, or null for the cluster's default")
         require(self.signal_delay_s < self.timeout_min * 60, "signal_delay_s", self.signal_delay_s,
                 f"less than the time limit ({self.timeout_min * 60} s)")
@@ -108,6 +117,10 @@ class Profile:
             require(bool(b) and not b.startswith(":"), "binds", b, "entries like /scratch or /src:/dst[:ro]")
         require(not unknown_backends(self.tracking) and len(set(self.tracking)) == len(self.tracking), "tracking",
                 list(self.tracking), f"a list of {', '.join(TRACKING_BACKENDS)}, each at most once (e.g. [tensorboard, wandb])")
+
+
+def stall_rule(profile: Profile) -> StallRule:
+    return StallRule(profile.watchdog_floor_s, profile.watchdog_multiple)
 
 
 def profile_path(name_or_path: str | Path) -> Path:
@@ -193,6 +206,11 @@ def runner_env(profile: Profile, cache: Path) -> dict[str, str]:
     return env | dict(profile.env)
 
 
+def ready_file(job_file: Path) -> Path:
+    """Where the runner of `job_file` says it handles the stop signals (lvjob.cluster.supervise): beside the spec."""
+    return job_file.with_suffix(".ready")
+
+
 def runner_command(profile: Profile, workdir: Path, cache: Path, job_file: Path) -> list[str]:
     """The child that runs one job: the project's Python, or the same inside the image."""
     if profile.image is None:
@@ -200,7 +218,7 @@ def runner_command(profile: Profile, workdir: Path, cache: Path, job_file: Path)
 
         return [sys.executable, "-m", "lvjob", "run", str(job_file)]
     cmd = [profile.container, "exec"] + (["--nv"] if profile.gpus_per_node > 0 else []) + ["--cleanenv"]
-    for key, value in runner_env(profile, cache).items():
+    for key, value in (runner_env(profile, cache) | {READY_FILE: str(ready_file(job_file))}).items():
         cmd += ["--env", f"{key}={value}"]
     for b in bind_list(profile, workdir, cache):
         cmd += ["--bind", b]

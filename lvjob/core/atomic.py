@@ -5,6 +5,9 @@ into place (rename is atomic within one filesystem). The temporary file or folde
 `open`/`mkdir` would give under the process's umask (mkstemp makes 0600, mkdtemp 0700), so teammates
 can read a study's results where the umask lets them.
 
+A write that finds the disk or the quota full (ENOSPC, EDQUOT) raises `DiskFull`, one line naming
+the file and the space left; what was there before is untouched.
+
 JSON-lines records (a study's submissions, gates and retries; a run's metrics and preemptions) are
 appended in one write each (`append_jsonl`) and read back whole, a last line cut short by a kill
 ignored (`read_jsonl`).
@@ -13,12 +16,47 @@ ignored (`read_jsonl`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(OSError):
+    """A write found no space (or no quota) left; older files are whole."""
+
+    def __init__(self, dest: Path, cause: OSError):
+        super().__init__(cause.errno, f"no space left to write {dest} ({os.strerror(cause.errno)}; "
+                                      f"{_free(dest.parent)} free there): free some space or move runs_root, then run it again")
+        self.dest = dest
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _free(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    except OSError:
+        return "unknown"
+
+
+@contextlib.contextmanager
+def _named_when_full(dest: Path) -> Iterator[None]:
+    try:
+        yield
+    except DiskFull:
+        raise
+    except OSError as e:
+        if e.errno in FULL:
+            raise DiskFull(dest, e) from e
+        raise
 
 
 def _umask() -> int:
@@ -50,19 +88,20 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     On an exception the temporary file is removed and `dest` is untouched.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, dest)
-        _fsync_dir(dest.parent)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with _named_when_full(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp_path, dest)
+            _fsync_dir(dest.parent)
+        finally:
+            tmp_path.unlink(missing_ok=True)
 
 
 def write_text(dest: str | os.PathLike, text: str) -> None:
@@ -97,23 +136,24 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     beside a complete new one.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        tmp.chmod(0o777 & ~_umask())
-        yield tmp
-        _settle(tmp)
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _named_when_full(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        try:
+            tmp.chmod(0o777 & ~_umask())
+            yield tmp
+            _settle(tmp)
+            old = None
+            if dest.exists():
+                old = dest.with_name(f".{dest.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(dest, old)
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
@@ -125,7 +165,7 @@ def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    with open(path, "a") as f:
+    with _named_when_full(path), open(path, "a") as f:
         f.write(("\n" if torn else "") + "".join(json.dumps(r) + "\n" for r in rows))
         f.flush()
         os.fsync(f.fileno())

@@ -42,6 +42,8 @@ class RunDir(_Folder):
         wandb/           W&B's files, when the profile's tracking lists wandb (lvjob.run.tracking)
         checkpoints/     training: step-NNNNNNN/ folders (lvjob.run.checkpoint)
         adapter/         training: the final LoRA adapter, standard PEFT layout (lvjob.run.adapter)
+        heartbeat        the runner's pulse: what it did last, the longest gap between beats (lvjob.core.heartbeat)
+        eval-parts/      an evaluation under way: its finished batches (or chunks of series), removed when it ends
         eval.json        the split it scored, the forecasts' scores beside persistence's, parse rate, settings
         forecasts.npz    forecasts, samples, truth, contexts, systems, generated text
         ledger.json      FLOPs spent (lvjob.run.ledger)
@@ -55,6 +57,8 @@ class RunDir(_Folder):
     metrics = property(lambda self: self.root / "metrics.jsonl")
     checkpoints = property(lambda self: self.root / "checkpoints")
     adapter = property(lambda self: self.root / "adapter")
+    heartbeat = property(lambda self: self.root / "heartbeat")
+    eval_parts = property(lambda self: self.root / "eval-parts")  # lvjob.run.evaluate
     evaluation = property(lambda self: self.root / "eval.json")
     forecasts = property(lambda self: self.root / "forecasts.npz")
     ledger = property(lambda self: self.root / "ledger.json")

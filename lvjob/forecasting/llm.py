@@ -3,7 +3,8 @@
 For each series: fit the scaler on the context only, render it, prompt (plain or instruct),
 generate k constrained forecasts of the horizon (sharing one prompt pass), parse them, map them
 back to population units. With k samples per series the point forecast is their element-wise
-median (LLMTIME).
+median (LLMTIME). Generation goes batch by batch (`forecast_batches`), each batch carrying the
+sampler's state after it, so a caller can keep finished batches and resume after a stop.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from lvjob.data import VARIABLES
 from lvjob.data.grammar import Grammar
 from lvjob.data.llmtime import TextSpec, fit_scaler, parse, render
 from lvjob.data.prompts import instruct_prompt, plain_prompt
@@ -53,33 +55,53 @@ def build_prompt(tokenizer, context: np.ndarray, horizon_points: int, s: Forecas
     return tokenizer.encode(text, add_special_tokens=False), scaler
 
 
-def forecast_series(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: ForecastSpec, on_batch=None) -> Forecasts:
-    """Forecast `horizon_points` points after each context (series, context points, 2).
+@dataclass
+class Batch:
+    """One generation batch: its series' texts, its cost figures, and the sampler's state after it."""
 
-    `on_batch(rows, padded prompt length, tokens generated, LM-head rows)` is called after each
-    generation batch, so what was computed can be booked even if the evaluation is cut off.
+    index: int
+    texts: list[list[str]]  # per series, its `samples` generated texts
+    stats: tuple[int, int, int, int, int]  # prompts, padded prompt length, tokens generated, LM-head rows, copies
+    sampler: np.ndarray  # the sampling generator's state after this batch (uint8): where the next batch starts
+
+
+def prompts_for(tokenizer, contexts: np.ndarray, horizon_points: int, s: ForecastSpec) -> list[tuple[list[int], object]]:
+    """Each series' prompt tokens and the scaler fitted on its context."""
+    return [build_prompt(tokenizer, c, horizon_points, s) for c in contexts]
+
+
+def forecast_batches(model, tokenizer, built: list, horizon_points: int, s: ForecastSpec, after: Batch | None = None):
+    """Yield the generation batches of `built` (prompts_for) in order, from the one after `after` if given.
+
+    The sampler continues from `after`'s state, so batches generated across several processes equal
+    those of one uninterrupted pass.
     """
     import torch
 
     from lvjob.forecasting.decoding import alphabet_ids, generate
 
-    g = Grammar(variables=contexts.shape[-1], decimals=s.text.decimals, max_int_digits=s.max_int_digits, points=horizon_points)
+    g = Grammar(variables=len(VARIABLES), decimals=s.text.decimals, max_int_digits=s.max_int_digits, points=horizon_points)
     alphabet = alphabet_ids(tokenizer)
-    built = [build_prompt(tokenizer, c, horizon_points, s) for c in contexts]
-    texts = []
     generator = torch.Generator().manual_seed(s.seed)
-    batches = []
-    for start in range(0, len(built), s.eval_batch_size):
+    if after is not None:
+        generator.set_state(torch.from_numpy(after.sampler))
+    first = 0 if after is None else after.index + 1
+    for index, start in enumerate(range(0, len(built), s.eval_batch_size)):
+        if index < first:
+            continue
         prompts = [p for p, _ in built[start:start + s.eval_batch_size]]
         out = generate(model, prompts, g, alphabet, tokenizer.pad_token_id, temperature=s.temperature,
                        generator=generator, copies=s.samples)
         # The first token comes from the prompt pass, each further one from a decode step.
-        batches.append((len(prompts), out.padded_prompt_len, out.steps + 1, out.logits_vocab, s.samples))
-        if on_batch is not None:
-            on_batch(batches[-1])
-        texts += [out.texts[i:i + s.samples] for i in range(0, len(out.texts), s.samples)]
+        stats = (len(prompts), out.padded_prompt_len, out.steps + 1, out.logits_vocab, s.samples)
+        texts = [out.texts[i:i + s.samples] for i in range(0, len(out.texts), s.samples)]
+        yield Batch(index, texts, stats, generator.get_state().numpy().copy())
 
-    n, h, v = len(built), horizon_points, contexts.shape[-1]
+
+def assemble(built: list, batches: list[Batch], horizon_points: int, s: ForecastSpec) -> Forecasts:
+    """Parse every batch's texts into forecasts in population units (each series through its own scaler)."""
+    texts = [t for b in batches for t in b.texts]
+    n, h, v = len(built), horizon_points, len(VARIABLES)
     samples = np.full((n, s.samples, h, v), np.nan)
     ok = np.zeros((n, s.samples), dtype=bool)
     for i, (_, scaler) in enumerate(built):
@@ -88,4 +110,10 @@ def forecast_series(model, tokenizer, contexts: np.ndarray, horizon_points: int,
             ok[i, k] = len(values) == h
             # A short forecast is reported as such (NaN points), never padded with made-up values.
             samples[i, k, : len(values)] = scaler.inverse(values)
-    return Forecasts(point_forecast(samples), samples, texts, ok, batches)
+    return Forecasts(point_forecast(samples), samples, texts, ok, [b.stats for b in batches])
+
+
+def forecast_series(model, tokenizer, contexts: np.ndarray, horizon_points: int, s: ForecastSpec) -> Forecasts:
+    """Forecast `horizon_points` points after each context (series, context points, 2), in one pass."""
+    built = prompts_for(tokenizer, contexts, horizon_points, s)
+    return assemble(built, list(forecast_batches(model, tokenizer, built, horizon_points, s)), horizon_points, s)

@@ -4,11 +4,13 @@ Beside state and progress: each running job's speed over its last steps and when
 (lvjob.run.throughput), per stage how many runs are done, running and queued and when the stage ends
 (its slowest running run; queued runs are listed, not guessed), and the study's compute hours so far
 from the runs' attempt records. Retries (lvjob.orchestrate.retries): how many per run, and below the table why
-each one was made.
+each one was made. A running run silent past the watchdog's limit (lvjob.core.heartbeat) shows
+`stalled` and how long it has been silent, until the watchdog kills it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 
 from lvjob.results.aggregate import run_index
 from lvjob.orchestrate.records import on_executor, read_submissions
@@ -17,8 +19,9 @@ from lvjob.orchestrate import retries
 from lvjob.run import throughput
 from lvjob.cluster.executors import backend
 from lvjob.core.atomic import read_jsonl
+from lvjob.core.heartbeat import read_pulse
 from lvjob.core.paths import ResultsDir, RunDir
-from lvjob.cluster.profile import Profile
+from lvjob.cluster.profile import Profile, stall_rule
 from lvjob.run.rundir import RunStatus, read_status
 from lvjob.cluster.slurm import ACTIVE
 from lvjob.study.choices import study_dir
@@ -53,6 +56,8 @@ def _run_row(study: Study, profile: Profile, run: dict, sub: dict, states: dict[
         state = job_state.lower()  # pending, running, requeued, ...
     else:
         state = f"{run_status}, job {job_state.lower()}"  # e.g. "not started, job failed"
+    if state == "running" and run.get("run_dir"):
+        state = _stalled(RunDir(run["run_dir"]).heartbeat, profile) or state
     failed_job = job_state is not None and job_state not in ACTIVE and job_state != "COMPLETED"
     why = run.get("error") or (_job_error(study, profile, sub.get("job_id")) if failed_job else "")
     return {"node": run["node"], "job": sub.get("job_id", "-"), "state": state,
@@ -60,6 +65,16 @@ def _run_row(study: Study, profile: Profile, run: dict, sub: dict, states: dict[
             "loss": f"{run['loss']:.4f}" if run.get("loss") is not None else "-",
             "flops": f"{run['flops']:.3e}" if run.get("flops") else "-",
             "requeues": str(max(run.get("attempts", 0) - 1, 0)), "why": why, "stage": run["stage"]} | _speed(run, state)
+
+
+def _stalled(heartbeat: Path, profile: Profile) -> str | None:
+    """"stalled (N silent)" for a running run silent past the watchdog's limit, not yet killed by it."""
+    if not heartbeat.exists():
+        return None
+    pulse = read_pulse(heartbeat)
+    if pulse.silent_s <= stall_rule(profile).limit(pulse.longest_gap_s):
+        return None
+    return f"stalled ({throughput.duration(pulse.silent_s)} silent)"
 
 
 def _speed(run: dict, state: str) -> dict:

@@ -31,11 +31,12 @@ import submitit
 import yaml
 
 from lvjob.cluster.executors import Batch, backend
-from lvjob.cluster.profile import Profile, runner_command, runner_env
+from lvjob.cluster.profile import Profile, ready_file, runner_command, runner_env, stall_rule
 from lvjob.cluster.slurm import ACTIVE
-from lvjob.cluster.supervise import Ended, supervise
+from lvjob.cluster.supervise import Ended, Watchdog, supervise
 from lvjob.core import atomic
 from lvjob.core.config import to_dict
+from lvjob.core.paths import RunDir
 from lvjob.orchestrate import records, retries
 from lvjob.results.aggregate import run_index, write_results
 from lvjob.results.plots import plot_results
@@ -97,6 +98,8 @@ class StudyTask(submitit.helpers.Checkpointable):
             return {"results": str(out)}
         job = job_for(self.study, self.profile, self.node)
         ended = self._run_child(job)
+        if ended.stalled_s is not None:
+            print(f"{self.node.key}: hung (silent {ended.stalled_s:.0f} s), killed by the watchdog: a crash", flush=True)
         if ended.code < 0:  # the runner was killed (OOM killer, kill -9): the job ends as it would have
             os._exit(128 - ended.code)  # 137 for SIGKILL, which a site's RequeueExit may requeue
         if ended.code == EXIT_PREEMPTED:
@@ -111,7 +114,9 @@ class StudyTask(submitit.helpers.Checkpointable):
         atomic.write_text(spec, yaml.safe_dump(to_dict(job), sort_keys=False))
         workdir, cache = Path(self.workdir), Path(self.cache)
         env = os.environ | runner_env(self.profile, cache)
-        return supervise(runner_command(self.profile, workdir, cache, spec.absolute()), env=env)
+        watchdog = Watchdog(RunDir(job.resolved_run_dir()).heartbeat, stall_rule(self.profile))
+        return supervise(runner_command(self.profile, workdir, cache, spec.absolute()), env=env,
+                         ready=ready_file(spec.absolute()), watchdog=watchdog)
 
     def _requeue(self, job, ended: Ended) -> None:
         """Checkpointed on request: after USR2 (preemption, time limit ahead) submitit requeues from the host."""

@@ -4,10 +4,13 @@ A checkpoint is a folder `checkpoints/step-NNNNNNN/` in the run directory holdin
 weights (safetensors), optimizer + scheduler state, every RNG state, the training state (step, data
 order position, FLOP ledger) and the metrics rows so far, plus a manifest of SHA-256 digests. It is
 written into a temporary folder and renamed into place, so a kill at any instant leaves either no
-new checkpoint or a complete one; older ones are deleted only after the new one is in place.
+new checkpoint or a complete one. Older ones are deleted only after the new one is in place, and by
+validity, not name: the newest `keep` whose files match their manifest stay, so the only valid
+checkpoint is never deleted, whatever the names of unusable ones beside it.
 
-Loading goes newest first; a checkpoint that fails its manifest or cannot be read is skipped with a
-loud warning and the one before it is used. Everything is read with safetensors or
+Loading goes newest first; a checkpoint that fails its manifest (damaged) or that matches it but
+cannot be read by this version (written by another one) is skipped, saying which, and the one
+before it is used. Everything is read with safetensors or
 `torch.load(weights_only=True)`.
 """
 
@@ -106,17 +109,39 @@ def save(run_dir: Path, step: int, adapter: dict[str, torch.Tensor], optimizer: 
         (tmp / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in metrics))
         manifest = {name: _sha256(tmp / name) for name in FILES}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    prune(run_dir, keep)
     return dest
 
 
+def prune(run_dir: Path, keep: int) -> None:
+    """Delete every checkpoint but the newest `keep` intact ones."""
+    every = list_checkpoints(run_dir)
+    intact = [p for p in reversed(every) if damage(p) is None][:keep]
+    for old in every:
+        if old not in intact:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with the checkpoint's files against its manifest, or None if they match."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        for name in FILES:
+            if manifest.get(name) != _sha256(path / name):
+                return f"{path / name}: contents do not match the manifest"
+    except (OSError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+class Damaged(ValueError):
+    """The checkpoint's files do not match its manifest."""
+
+
 def load(path: Path) -> Checkpoint:
-    """Read and verify one checkpoint; raises if anything is missing or damaged."""
-    manifest = json.loads((path / "manifest.json").read_text())
-    for name in FILES:
-        if manifest.get(name) != _sha256(path / name):
-            raise ValueError(f"{path / name}: contents do not match the manifest (damaged)")
+    """Read and verify one checkpoint; raises Damaged if its files do not match its manifest."""
+    if (why := damage(path)) is not None:
+        raise Damaged(why)
     opt = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
     state = json.loads((path / "state.json").read_text())
     metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line]
@@ -128,11 +153,14 @@ def load(path: Path) -> Checkpoint:
 
 
 def load_latest(run_dir: Path) -> Checkpoint | None:
-    """The newest readable checkpoint; damaged ones are reported on stderr and skipped."""
+    """The newest readable checkpoint; unreadable ones are reported on stderr and skipped."""
     for path in reversed(list_checkpoints(run_dir)):
         try:
             return load(path)
-        except Exception as e:  # any damage: fall back to the previous checkpoint, loudly
-            print(f"WARNING: checkpoint {path} is damaged and is skipped ({type(e).__name__}: {e}); "
-                  f"falling back to the previous one", file=sys.stderr, flush=True)
+        except Damaged as e:
+            print(f"WARNING: checkpoint {path} is damaged ({e}) and is skipped; falling back to the previous one",
+                  file=sys.stderr, flush=True)
+        except Exception as e:  # noqa: BLE001 - intact bytes that this torch/safetensors cannot read
+            print(f"WARNING: checkpoint {path} is intact but was written by another version and cannot be read by this "
+                  f"one ({type(e).__name__}: {' '.join(str(e).split())[:200]}); skipped", file=sys.stderr, flush=True)
     return None

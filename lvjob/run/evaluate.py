@@ -2,14 +2,22 @@
 
 The same for every kind of run: a language model (zero-shot, or after training) forecasts through
 lvjob.forecasting.llm, a baseline through lvjob.forecasting.baselines; both are scored beside
-persistence on the same series (lvjob.forecasting.scores). Each generation batch is booked into
-the ledger as soon as it is computed, so a cut-off evaluation keeps what it spent.
+persistence on the same series (lvjob.forecasting.scores).
+
+An evaluation is preemptible: it goes part by part (a generation batch, or a chunk of a baseline's
+series), each finished part written atomically into `eval-parts/` with what it cost booked in the
+ledger first. A stop request ends it after the current part (lvjob.core.stops); the next attempt
+starts at the first unfinished part, and its forecasts, scores and FLOP ledger equal an
+uninterrupted evaluation's (the sampler's state is kept with each batch). A part computed but not
+written (a kill without warning) is booked as lost to preemption. The parts are removed once
+eval.json and forecasts.npz are written.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -19,8 +27,9 @@ from lvjob import data
 from lvjob.core import atomic
 from lvjob.core.config import ConfigError
 from lvjob.core.paths import RunDir
+from lvjob.core.stops import StopRequest
 from lvjob.forecasting import baselines
-from lvjob.forecasting.llm import forecast_series
+from lvjob.forecasting.llm import Batch, assemble, forecast_batches, prompts_for
 from lvjob.forecasting.scores import scores
 from lvjob.run import cost
 from lvjob.run.job import Job
@@ -35,13 +44,16 @@ def check_series(job: Job, split: data.Split) -> None:
                           f"valid: 1..{available} (or a file with more systems)")
 
 
-def booking(job: Job, ledger: Ledger, rank: int, path: Path):
+def booking(job: Job, ledger: Ledger, rank: int, path: Path, kept: list[tuple]):
     """What books each generation batch into the ledger as soon as it is computed.
 
-    Evaluation work booked by an earlier attempt is re-done now: it moves to lost_to_preemption
+    `kept`: the cost figures of the batches an earlier attempt finished and wrote; they stay booked.
+    Anything else an earlier attempt booked was computed and lost: it moves to lost_to_preemption
     (still spent). New work is added, never overwritten, so a cut-off evaluation keeps its FLOPs.
     """
-    ledger.lost_to_preemption += ledger.prompt + ledger.generation
+    prompt, generation = cost.evaluation_flops(job, kept, rank)
+    ledger.lost_to_preemption += ledger.prompt + ledger.generation - prompt - generation
+    ledger.prompt, ledger.generation = prompt, generation
     ledger.write(path)
 
     def book(batch) -> None:
@@ -50,6 +62,32 @@ def booking(job: Job, ledger: Ledger, rank: int, path: Path):
         ledger.write(path)
 
     return book
+
+
+def read_parts(run_dir: Path) -> list[dict[str, np.ndarray]]:
+    """The finished parts of a cut-off evaluation, in order (each part-NNNNN.npz as its arrays)."""
+    folder = RunDir(run_dir).eval_parts
+    parts = []
+    for index, path in enumerate(sorted(folder.glob("part-*.npz")) if folder.exists() else []):
+        if path.name != _part_name(index):
+            break  # a gap: what follows it cannot be used
+        with np.load(path, allow_pickle=False) as z:
+            parts.append({k: z[k] for k in z.files})
+    return parts
+
+
+def _part_name(index: int) -> str:
+    return f"part-{index:05d}.npz"
+
+
+def write_part(run_dir: Path, index: int, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic.write_bytes(RunDir(run_dir).eval_parts / _part_name(index), buf.getvalue())
+
+
+def _parts_done(run_dir: Path) -> None:
+    shutil.rmtree(RunDir(run_dir).eval_parts, ignore_errors=True)
 
 
 def evaluation_series(job: Job, trajectories: np.ndarray, split: data.Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -66,27 +104,61 @@ def forecast_settings(job: Job) -> dict:
             "batch_size": job.eval_batch_size, "seed": job.seed}
 
 
-def with_model(job: Job, model, tokenizer, trajectories: np.ndarray, split: data.Split, run_dir: Path, on_batch=None):
-    """Forecast the job's evaluation series with the model; write eval.json and forecasts.npz."""
+def with_model(job: Job, model, tokenizer, trajectories: np.ndarray, split: data.Split, run_dir: Path,
+               ledger: Ledger, rank: int, stop: StopRequest, beat=lambda what: None):
+    """Forecast the job's evaluation series with the model, batch by batch; write eval.json and forecasts.npz."""
     systems, contexts, truth = evaluation_series(job, trajectories, split)
-    t0 = time.perf_counter()
-    result = forecast_series(model, tokenizer, contexts, truth.shape[1], job, on_batch)
-    seconds = time.perf_counter() - t0
+    built = prompts_for(tokenizer, contexts, truth.shape[1], job)
+    parts = read_parts(run_dir)
+    batches = [Batch(i, p["texts"].tolist(), tuple(int(x) for x in p["stats"]), p["sampler"]) for i, p in enumerate(parts)]
+    seconds = [float(p["seconds"]) for p in parts]
+    book = booking(job, ledger, rank, RunDir(run_dir).ledger, [b.stats for b in batches])
+    total = -(-len(built) // job.eval_batch_size)
+    made = forecast_batches(model, tokenizer, built, truth.shape[1], job, after=batches[-1] if batches else None)
+    while len(batches) < total:
+        t0 = time.perf_counter()
+        batch = next(made)
+        seconds.append(time.perf_counter() - t0)
+        book(batch.stats)  # first: a kill before the part is written leaves this batch booked as lost
+        write_part(run_dir, batch.index, texts=np.array(batch.texts, dtype=str), stats=np.array(batch.stats),
+                   sampler=batch.sampler, seconds=np.array(seconds[-1]))
+        batches.append(batch)
+        beat(f"evaluation batch {len(batches)} of {total}")
+        if len(batches) < total:
+            stop.check(f"evaluation batch {len(batches)} of {total} written")
+    result = assemble(built, batches, truth.shape[1], job)
     report = {"parse_rate": float(result.parsed_ok.mean()), "settings": forecast_settings(job)}
-    write(job, run_dir, result.samples, truth, contexts, systems, seconds, report,
+    write(job, run_dir, result.samples, truth, contexts, systems, sum(seconds), report,
           predictions=result.predictions, parsed_ok=result.parsed_ok, texts=np.array(result.texts, dtype=str))
     return result
 
 
-def with_baseline(job: Job, lv: data.LVData, split: data.Split, run_dir: Path) -> None:
-    """Forecast the job's evaluation series with its baseline forecaster (CPU, no model); write its evaluation."""
+BASELINE_CHUNK = 10  # series per part of a baseline's evaluation
+
+
+def with_baseline(job: Job, lv: data.LVData, split: data.Split, run_dir: Path, stop: StopRequest,
+                  beat=lambda what: None) -> None:
+    """Forecast the job's evaluation series with its baseline forecaster (CPU, no model), chunk by chunk of
+    series; write its evaluation."""
     systems, contexts, truth = evaluation_series(job, lv.trajectories, split)
     context_times, horizon_times = data.split_time(lv.time, job.data.horizon_fraction)
-    t0 = time.perf_counter()
-    fit = baselines.forecast_with(job.forecaster, contexts, context_times, horizon_times)
-    seconds = time.perf_counter() - t0
-    report = {"parse_rate": None, "fell_back": int(fit.fell_back.sum()), "forecaster": job.forecaster}
-    write(job, run_dir, fit.predictions[:, None], truth, contexts, systems, seconds, report, predictions=fit.predictions)
+    parts = read_parts(run_dir)
+    starts = range(0, len(contexts), BASELINE_CHUNK)
+    for index in range(len(parts), len(starts)):
+        chunk = slice(starts[index], starts[index] + BASELINE_CHUNK)
+        t0 = time.perf_counter()
+        fit = baselines.forecast_with(job.forecaster, contexts[chunk], context_times, horizon_times)
+        parts.append({"predictions": fit.predictions, "fell_back": fit.fell_back,
+                      "seconds": np.array(time.perf_counter() - t0)})
+        write_part(run_dir, index, **parts[-1])
+        beat(f"baseline chunk {index + 1} of {len(starts)}")
+        if index + 1 < len(starts):
+            stop.check(f"baseline chunk {index + 1} of {len(starts)} written")
+    predictions = np.concatenate([p["predictions"] for p in parts])
+    fell_back = np.concatenate([p["fell_back"] for p in parts])
+    report = {"parse_rate": None, "fell_back": int(fell_back.sum()), "forecaster": job.forecaster}
+    write(job, run_dir, predictions[:, None], truth, contexts, systems, sum(float(p["seconds"]) for p in parts), report,
+          predictions=predictions)
 
 
 def write(job: Job, run_dir: Path, samples: np.ndarray, truth: np.ndarray, contexts: np.ndarray,
@@ -105,3 +177,4 @@ def write(job: Job, run_dir: Path, samples: np.ndarray, truth: np.ndarray, conte
     np.savez_compressed(buf, samples=samples, truth=truth, contexts=contexts, systems=systems,
                         split=np.array(job.eval_split), **arrays)
     atomic.write_bytes(RunDir(run_dir).forecasts, buf.getvalue())
+    _parts_done(run_dir)

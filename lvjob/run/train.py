@@ -6,8 +6,8 @@ endless stream of seeded per-epoch permutations of the chunks. So a resumed run 
 scheduler, RNG states and adapter weights restored, it ends bit for bit where an uninterrupted run
 ends (CPU, same seed).
 
-A stop request (SIGUSR2/SIGTERM, see runner) is honoured at the next step boundary: checkpoint,
-then `Preempted` is raised. A kill without warning loses at most the steps since the last
+A stop request (SIGUSR2/SIGTERM, lvjob.core.stops) is honoured at the next step boundary: checkpoint,
+then `Stopped` is raised. A kill without warning loses at most the steps since the last
 checkpoint; those steps are re-done, and their FLOPs are booked as lost to preemption.
 """
 
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from lvjob.core import atomic
+from lvjob.core.atomic import DiskFull
 from lvjob.run import checkpoint
 from lvjob.run import cost
 from lvjob.data.corpus import pad_batch, training_chunks
@@ -33,32 +34,8 @@ from lvjob.models.loading import load_model
 from lvjob.core.paths import RunDir
 from lvjob.core.atomic import read_jsonl
 from lvjob.run.ledger import Ledger, losses, record_resume, training_ledger
+from lvjob.core.stops import StopRequest, Stopped
 from lvjob.core.timestamps import utc_now
-
-
-class Preempted(Exception):
-    """Training stopped on request after writing a checkpoint at `step`."""
-
-    def __init__(self, step: int):
-        super().__init__(f"stopped on request; checkpoint written at step {step}")
-        self.step = step
-
-
-@dataclass
-class StopFlag:
-    """Set by a signal handler; read by the loop between steps.
-
-    `in_loop` says whether a training loop is running to honour it at its next step boundary;
-    outside it (loading, evaluation) there is nothing to checkpoint, and the runner hands the
-    signal straight on (see lvjob.run.runner.stop_on_signals).
-    """
-
-    signal: int | None = None
-    in_loop: bool = False
-
-    @property
-    def requested(self) -> bool:
-        return self.signal is not None
 
 
 @dataclass
@@ -154,13 +131,14 @@ def validation_loss(model, chunks: list[list[int]], job: Job, pad_id: int, devic
 # --- the loop ----------------------------------------------------------------------------------------
 
 
-def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, stop: StopFlag,
-          attempt: int = 1, log=print, tracker=None, started: float | None = None):
+def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, stop: StopRequest,
+          attempt: int = 1, log=print, tracker=None, started: float | None = None, beat=lambda what: None):
     """Train (or resume) the LoRA adapters of `job` in `run_dir`; returns (trained model, FLOP ledger).
 
     Writes `metrics.jsonl` (one row per step, validation loss on its rows) and checkpoints, and hands
     the rows to `tracker` (lvjob.run.tracking) as they are written. Each row carries its UTC `time` and
     `elapsed`, seconds since `started` (time.monotonic() when the attempt began; default: now).
+    `beat(what)` is called after each step (lvjob.core.heartbeat).
     """
     started = time.monotonic() if started is None else started
     step_flops = cost.step_flops(job)
@@ -205,9 +183,9 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
         checkpoint.save(run_dir, step, get_peft_model_state_dict(model), optimizer.state_dict(),
                         scheduler.state_dict(), state, rows, keep=job.keep_checkpoints)
 
+    stop.check("loading the model")
     model.train()
     bar = _progress(job.steps, start)
-    stop.in_loop = True
     t0 = time.perf_counter()
 
     def report(row: dict) -> None:
@@ -245,11 +223,18 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
             stopping = stop.requested  # read once: a signal arriving now is honoured at the next step
             if stopping or done % job.checkpoint_every == 0 or done == job.steps:
                 pending.write(wait=True)
-                save(done)
+                try:
+                    save(done)
+                except DiskFull as e:
+                    if not stopping:
+                        raise
+                    # Asked to stop and no room to save: stop anyway; the previous checkpoint is whole.
+                    raise Stopped(f"step {done} without its checkpoint ({e})") from e
+            beat(f"step {done}")
             if stopping and done < job.steps:
                 if bar is not None:
                     bar.close()
-                raise Preempted(done)
+                raise Stopped(f"step {done}, checkpoint written", step=done)
             t_prev = time.perf_counter()
     if bar is not None:
         bar.close()

@@ -81,7 +81,8 @@ def test_the_image_gets_exactly_the_environment_the_runner_needs(tmp_path, monke
     cmd = runner_command(profile, Path("/w"), Path("/c"), JOB)
     passed = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd) if a == "--env")
     assert passed == {"LVJOB_CACHE": "/c", "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1", "OMP_NUM_THREADS": "6",
-                      "LVJOB_TRACKING": "tensorboard", "SLURM_JOB_ID": "4242", "HF_HOME": "/hf"}
+                      "LVJOB_TRACKING": "tensorboard", "SLURM_JOB_ID": "4242", "HF_HOME": "/hf",
+                      "LVJOB_READY_FILE": str(JOB.with_suffix(".ready"))}  # where the runner says it takes signals
 
 
 def test_tracking_is_tensorboard_alone_unless_the_profile_says_otherwise(tmp_path):

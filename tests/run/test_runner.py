@@ -157,42 +157,6 @@ def test_evaluate_job_with_an_adapter_from_a_trained_run(tmp_path, small_data, t
     assert np.array_equal(a, b)  # greedy: the same model gives the same forecasts
 
 
-def test_a_signal_during_training_only_asks_the_loop_to_stop():
-    import os
-    import signal
-
-    from lvjob.run.runner import stop_on_signals
-    from lvjob.run.train import StopFlag
-
-    handed_on = []
-    previous = signal.signal(signal.SIGUSR2, lambda s, f: handed_on.append(s))
-    try:
-        flag = StopFlag(in_loop=True)
-        with stop_on_signals(flag):
-            os.kill(os.getpid(), signal.SIGUSR2)
-        assert flag.requested and handed_on == []
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
-
-
-def test_a_signal_outside_training_goes_to_the_handler_installed_before():
-    import os
-    import signal
-
-    from lvjob.run.runner import stop_on_signals
-    from lvjob.run.train import StopFlag
-
-    handed_on = []
-    previous = signal.signal(signal.SIGUSR2, lambda s, f: handed_on.append(s))
-    try:
-        flag = StopFlag(in_loop=False)  # e.g. during evaluation: submitit's handler requeues the job
-        with stop_on_signals(flag):
-            os.kill(os.getpid(), signal.SIGUSR2)
-        assert handed_on == [signal.SIGUSR2] and not flag.requested
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
-
-
 def test_a_run_directory_in_use_by_another_process_is_refused_and_left_untouched(tmp_path):
     import fcntl
     import json
