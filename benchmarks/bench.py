@@ -36,8 +36,12 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="small sizes, no full-size FLOP check (a smoke run)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for <machine>.md")
     args = p.parse_args()
+    # --quick: a smoke run of every section (the test suite's), its numbers not for reading: one timing of
+    # each decoding mode, 128-token training steps, scaling over two lengths.
+    repeat, context, lengths = 3, 512, (64, 128, 256, 512)
     if args.quick:
         args.series, args.single, args.decode_series, args.train_steps = 20, 2, 5, 1
+        repeat, context, lengths = 1, 128, (64, 128)
 
     torch.manual_seed(0)
     tok = load_tokenizer()
@@ -56,12 +60,12 @@ def main() -> int:
         sections = [
             ("Evaluation: batched vs one at a time", rb.bench_eval(model, tok, contexts, horizon, args.single)),
             ("Decoding: constrained vs unconstrained (batched, greedy, best of 3)",
-             rb.bench_constraint(model, tok, contexts[: args.decode_series], horizon)),
-            ("Checkpoints", rb.bench_checkpoint(path, context=512, batch=4, steps=args.train_steps)),
+             rb.bench_constraint(model, tok, contexts[: args.decode_series], horizon, repeat)),
+            ("Checkpoints", rb.bench_checkpoint(path, context=context, batch=4, steps=args.train_steps)),
             ("Resume", pb.bench_resume(small, Path(tmp))),
             ("Text: LLMTIME and tokens of the training split", pb.bench_text(lv.trajectories, train[:80] if args.quick else train, tok)),
             ("FLOP counter (executed view, matrix products) vs FlopCounterMode", pb.bench_flop_agreement(full_size=not args.quick)),
-            ("Scaling", pb.bench_scaling(model, tok, contexts, horizon, args.out / f"{machine}-scaling.png",
+            ("Scaling", pb.bench_scaling(model, tok, contexts, horizon, args.out / f"{machine}-scaling.png", lengths=lengths,
                                          series_counts=tuple(k for k in (10, 50, 100, 200) if k <= len(contexts)))),
         ]
     header = [f"# Benchmarks on {machine}", "",

@@ -68,7 +68,7 @@ def bench_eval(model, tok, contexts: np.ndarray, horizon: int, single: int) -> l
     ]
 
 
-def bench_constraint(model, tok, contexts: np.ndarray, horizon: int) -> list[tuple[str, str]]:
+def bench_constraint(model, tok, contexts: np.ndarray, horizon: int, repeat: int = 3) -> list[tuple[str, str]]:
     prompts = [build_prompt(tok, c, horizon, Job())[0] for c in contexts]
     g, alphabet = Grammar(points=horizon), alphabet_ids(tok)
 
@@ -82,7 +82,7 @@ def bench_constraint(model, tok, contexts: np.ndarray, horizon: int) -> list[tup
     for name, kw in [("unconstrained, full LM head", dict(constrained=False, max_new_tokens=grammar_max_tokens(g))),
                      ("constrained, full LM head", dict(full_head=True)),
                      ("constrained, grammar's 13 LM-head rows (the runner's path)", dict())]:
-        t, out = timed(lambda: run(**kw), repeat=3)  # best of 3: full-vocabulary logits make single runs noisy
+        t, out = timed(lambda: run(**kw), repeat=repeat)  # best of 3: full-vocabulary logits make single runs noisy
         per_step[name] = t / (out.steps + 1)
         rows.append((name, f"{t:.2f} s for {out.steps + 1} tokens per row ({per_step[name] * 1e3:.1f} ms/token step)"))
     # The grammar's own work per step, alone: replay the runner's tokens through the state machine

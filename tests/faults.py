@@ -3,6 +3,7 @@
 Kinds, and what each stands for on a real cluster:
 
 - `usr2`: `scancel --signal=USR2` (a preemption, or a time limit ahead);
+- `usr2-in-evaluation`: the same while the runner evaluates (it stops after the batch, the requeued job resumes);
 - `requeue`: `scontrol requeue` (an admin, a node drained);
 - `sigkill`: SIGKILL of a stage-1 run's runner (an OOM kill, a segfault);
 - `kill-in-checkpoint`: SIGKILL while the runner writes a checkpoint (its temporary folder exists);
@@ -33,7 +34,7 @@ from lvjob.results.aggregate import run_index
 from lvjob.core.paths import RunDir
 from lvjob.run.rundir import read_status
 
-KINDS = ("usr2", "requeue", "sigkill", "kill-in-checkpoint", "kill-in-evaluation")
+KINDS = ("usr2", "usr2-in-evaluation", "requeue", "sigkill", "kill-in-checkpoint", "kill-in-evaluation")
 KILLS = {"sigkill", "kill-in-checkpoint", "kill-in-evaluation"}
 
 
@@ -126,12 +127,12 @@ class Injector:
             runs = [r for r in runs if r.stage == "stage1"]
         if kind == "kill-in-checkpoint":
             runs = [r for r in runs if r.training()]
-        if kind == "kill-in-evaluation":
+        if kind in ("kill-in-evaluation", "usr2-in-evaluation"):
             runs = [r for r in runs if r.evaluating()]
         return runs
 
     def inject(self, kind: str, target: Running) -> bool:
-        if kind == "usr2":
+        if kind in ("usr2", "usr2-in-evaluation"):
             return subprocess.run(["scancel", "--signal=USR2", target.job_id]).returncode == 0
         if kind == "requeue":
             return subprocess.run(["scontrol", "requeue", target.job_id]).returncode == 0

@@ -62,11 +62,10 @@ def _assert_same_evaluation(run_dir: Path, reference: Path) -> None:
 
 
 def test_usr2_in_the_first_half_second_stops_the_run_which_then_completes_as_if_undisturbed(job_file, undisturbed, tmp_path):
-    rng = random.Random(2)
-    for i in range(3):
+    for i, (early, late) in enumerate([(0.1, 0.3), (0.3, 0.5)]):  # interpreter start, imports, the lock
         run_dir = tmp_path / f"run{i}"
         proc = start_run(_args(job_file, run_dir))
-        time.sleep(rng.uniform(0.1, 0.5))
+        time.sleep(random.Random(i).uniform(early, late))
         proc.send_signal(signal.SIGUSR2)
         code, out = finish(proc)
         assert code == EXIT_PREEMPTED, out  # never -12, killed by the signal
@@ -116,13 +115,25 @@ def test_usr2_after_the_run_is_complete_leaves_it_complete_and_exits_0(job_file,
     assert read_status(run_dir)["status"] == "complete"
 
 
-def _signal_self_after(seconds: float, signum: int) -> None:
-    threading.Timer(seconds, os.kill, (os.getpid(), signum)).start()
+@pytest.fixture
+def signal_self_after():
+    """Sends this process a signal after a delay; the test process itself ignores it outside supervise()."""
+    timers, before = [], signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+    def send(seconds: float, signum: int) -> None:
+        timers.append(threading.Timer(seconds, os.kill, (os.getpid(), signum)))
+        timers[-1].start()
+
+    yield send
+    for t in timers:
+        t.cancel()
+    signal.signal(signal.SIGUSR2, before)
 
 
-def test_usr2_to_the_host_process_while_its_child_starts_reaches_it_once_it_can_take_it(job_file, undisturbed, tmp_path):
+def test_usr2_to_the_host_process_while_its_child_starts_reaches_it_once_it_can_take_it(
+        job_file, undisturbed, tmp_path, signal_self_after):
     argv = [sys.executable, "-m", "lvjob", *_args(job_file, tmp_path / "run")]
-    _signal_self_after(random.Random(3).uniform(0.1, 0.5), signal.SIGUSR2)
+    signal_self_after(random.Random(3).uniform(0.1, 0.5), signal.SIGUSR2)
     ended = supervise(argv, ready=tmp_path / "ready")
     assert ended.code == EXIT_PREEMPTED and ended.signals == [signal.SIGUSR2]
     assert supervise(argv, ready=tmp_path / "ready").code == 0
