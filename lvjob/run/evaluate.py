@@ -44,16 +44,18 @@ def check_series(job: Job, split: data.Split) -> None:
                           f"valid: 1..{available} (or a file with more systems)")
 
 
-def booking(job: Job, ledger: Ledger, rank: int, path: Path, kept: list[tuple]):
+def booking(job: Job, ledger: Ledger, rank: int, path: Path, kept: list[tuple] = ()):
     """What books each generation batch into the ledger as soon as it is computed.
 
-    `kept`: the cost figures of the batches an earlier attempt finished and wrote; they stay booked.
-    Anything else an earlier attempt booked was computed and lost: it moves to lost_to_preemption
-    (still spent). New work is added, never overwritten, so a cut-off evaluation keeps its FLOPs.
+    `kept`: the cost figures of the batches earlier attempts finished and wrote; they are not re-done.
+    Every other batch they booked was computed and lost: it counts as lost to preemption (still
+    spent, so nothing booked is ever taken off). New work is added, never overwritten, so a cut-off
+    evaluation keeps its FLOPs.
     """
-    prompt, generation = cost.evaluation_flops(job, kept, rank)
-    ledger.lost_to_preemption += ledger.prompt + ledger.generation - prompt - generation
-    ledger.prompt, ledger.generation = prompt, generation
+    prompt, generation = cost.evaluation_flops(job, list(kept), rank)
+    lost = ledger.prompt + ledger.generation - prompt - generation
+    ledger.lost_to_preemption += lost - ledger.lost_in_evaluation  # what earlier attempts counted, once
+    ledger.lost_in_evaluation = lost
     ledger.write(path)
 
     def book(batch) -> None:

@@ -30,6 +30,7 @@ class Ledger:
     prompt: int = 0  # FLOPs of prompt processing in evaluation
     generation: int = 0  # FLOPs of generated tokens in evaluation
     lost_to_preemption: int = 0  # FLOPs of work done after a checkpoint and discarded at a resume
+    lost_in_evaluation: int = 0  # of which evaluation batches computed but never written (lvjob.run.evaluate)
     lost_steps: int = 0
     resumes: int = 0
 
