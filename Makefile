@@ -115,9 +115,10 @@ wheels:
 
 # As root the cluster tests get a real single-node SLURM (slurm/local/, ~3 s to bring up once its
 # packages are installed); otherwise they are skipped and say so.
-# Two pytest-xdist workers (the CI machine's two cores), a module per worker (tests/conftest.py);
-# TEST_WORKERS=0 runs the tests in one process.
-TEST_WORKERS ?= 2
+# Three pytest-xdist workers on the CI machine's two cores (the cluster's tests mostly wait on SLURM, so a
+# third worker fills the cores meanwhile), a module per worker (tests/conftest.py); TEST_WORKERS=0 runs
+# the tests in one process.
+TEST_WORKERS ?= 3
 test: install wandb
 	slurm/local/with-cluster.sh $(PY) -m pytest -q -n $(TEST_WORKERS)
 

@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,11 +23,19 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_cache(tmp_path_factory):
-    """One cache (tokenizer, tiny model) for the whole test session, never the user's."""
+    """One cache (tokenizer, tiny model, demo model) for the whole test session, never the user's.
+
+    It starts as a copy of the cache the suite was started with, if any (`make test`: the one `make
+    install` built), so no worker pre-trains the demo model again; tests of building use folders of their own.
+    """
     if "LVJOB_TEST_CACHE" in os.environ:  # reuse a built cache between local runs
         os.environ["LVJOB_CACHE"] = os.environ["LVJOB_TEST_CACHE"]
     else:
-        os.environ["LVJOB_CACHE"] = str(tmp_path_factory.mktemp("lvjob-cache"))
+        cache = tmp_path_factory.mktemp("lvjob-cache")
+        built = Path(os.environ.get("LVJOB_CACHE", cache))
+        if built.is_dir() and built != cache:
+            shutil.copytree(built, cache, dirs_exist_ok=True)
+        os.environ["LVJOB_CACHE"] = str(cache)
     yield
 
 
@@ -65,11 +74,17 @@ def device(request) -> str:
 # runs `-n 2`) they run on one worker, one test at a time as without xdist: they share its queue and
 # its two CPUs. Every other module stays on one worker too, so a module-scoped fixture is built once.
 CLUSTER_MODULES = ("tests/orchestrate/test_slurm.py", "tests/orchestrate/test_slurm_status.py")
+# The longest modules besides (`make test PYTEST_ADDOPTS=--durations=0`, summed per module on the 2-core
+# machine), handed out right after the cluster's: a worker that picks one up last would keep the
+# suite waiting for it alone. Only the order changes; a module missing here runs after them.
+LONGEST_FIRST = ("tests/test_benchmarks.py", "tests/study/test_stage_table.py", "tests/models/test_fullsize.py",
+                 "tests/orchestrate/test_submit.py", "tests/run/test_signals.py", "tests/forecasting/test_decoding.py",
+                 "tests/run/test_resume.py", "tests/run/test_tracking.py", "tests/run/test_wandb.py")
 
 
 def pytest_collection_modifyitems(items):
     """Tests that run on every available device carry the `device` marker; the cluster's tests come
-    first (the longest scope, so xdist starts it at once), and only from CLUSTER_MODULES."""
+    first (the longest scope, so xdist starts it at once), and only from CLUSTER_MODULES; then LONGEST_FIRST."""
     for item in items:
         if "device" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.device)
@@ -77,7 +92,18 @@ def pytest_collection_modifyitems(items):
     if on_cluster - set(CLUSTER_MODULES):
         raise pytest.UsageError(f"{sorted(on_cluster - set(CLUSTER_MODULES))} use the test cluster: add them to "
                                 "CLUSTER_MODULES in tests/conftest.py")
-    items.sort(key=lambda item: _scope(item.nodeid) != "cluster")  # stable: the order within each part is kept
+    gone = [m for m in LONGEST_FIRST if not (Path(__file__).parents[1] / m).exists()]
+    if gone:
+        raise pytest.UsageError(f"{gone} in LONGEST_FIRST (tests/conftest.py) do not exist: rename or remove them")
+    items.sort(key=_order)  # stable: the order within each module is kept
+
+
+def _order(item) -> int:
+    """The cluster's tests first, then the longest modules, then the rest."""
+    scope = _scope(item.nodeid)
+    if scope == "cluster":
+        return 0
+    return 1 + LONGEST_FIRST.index(scope) if scope in LONGEST_FIRST else 1 + len(LONGEST_FIRST)
 
 
 def _scope(nodeid: str) -> str:
