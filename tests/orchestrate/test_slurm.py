@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,24 +59,45 @@ def run_whole_study(tmp: Path, small_data: Path, during=None, **profile_changes)
     t0 = time.monotonic()
     sub = submission.submit(study, profile, log=print)
     assert time.monotonic() - t0 < 60, "submission must return at once, not wait for the jobs"
+    folder = study_dir(study, profile).submitit
+    assert study_jobs_queued(folder), "the study's jobs are not seen where the wait below looks for them"
     if during:
         during(study, profile, sub, t0)
-    wait_for([j.job_id for j in sub.jobs.values()], limit_s=600)
-    wait_until(lambda: not study_jobs_queued(), 120, "every job of the study to end")
+    wait_for([j.job_id for j in sub.jobs.values()], limit_s=900)
+    wait_until(lambda: not study_jobs_queued(folder), 120, "every job of the study to end")
     return StudyRun(study, profile, sub, tmp / "results", time.monotonic() - t0)
 
 
-def study_jobs_queued() -> list[str]:
-    out = subprocess.run(["squeue", "--me", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout
-    return [name for name in out.split() if name.startswith("lvjob:")]
+def study_jobs_queued(folder: Path) -> list[str]:
+    """The queued or running jobs whose batch script submitit wrote into `folder` (one study's: gates too)."""
+    out = subprocess.run(["squeue", "--me", "-h", "-o", "%o"], capture_output=True, text=True, check=True).stdout
+    return [cmd for cmd in out.split() if cmd.startswith(str(folder))]
 
 
 @pytest.fixture(scope="module")
-def whole_study(slurm, small_data, tmp_path_factory) -> StudyRun:
-    """The study undisturbed: once per test session, for its own checks and as the faulted study's reference."""
-    run = run_whole_study(tmp_path_factory.mktemp("whole-study"), small_data)
-    print(f"study DAG: {len(run.sub.jobs)} jobs in {run.seconds:.0f} s")
-    return run
+def studies(slurm, small_data, tmp_path_factory) -> tuple[StudyRun, StudyRun, list[dict]]:
+    """The study twice, side by side on the test cluster (each fills the other's idle slots): undisturbed, and
+    disturbed by every kind of fault (tests/faults.py) with RequeueExit off. Once per test session."""
+    injected = []
+
+    def disturb(study, profile, sub, t0):
+        aggregate = sub.jobs["aggregate"].job_id
+        print(f"fault seed: {FAULT_SEED} (set LVJOB_FAULT_SEED to replay another)")
+        injector = faults.Injector(study, profile, FAULT_SEED)
+        injected.extend(injector.run(lambda: slurm_client.states([aggregate])[aggregate] in slurm_client.ACTIVE, t0))
+
+    with faults.requeue_exit_off(slurm), ThreadPoolExecutor(1) as pool:
+        faulted = pool.submit(run_whole_study, tmp_path_factory.mktemp("faulted-study"), small_data, during=disturb)
+        whole = run_whole_study(tmp_path_factory.mktemp("whole-study"), small_data)
+        faulted = faulted.result()
+    print(f"study DAG: {len(whole.sub.jobs)} jobs in {whole.seconds:.0f} s, beside the faulted one")
+    return whole, faulted, injected
+
+
+@pytest.fixture(scope="module")
+def whole_study(studies) -> StudyRun:
+    """The study undisturbed: for its own checks and as the faulted study's reference."""
+    return studies[0]
 
 
 def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(whole_study):
@@ -111,18 +133,9 @@ FAULT_SEED = int(os.environ.get("LVJOB_FAULT_SEED", "15"))
 
 
 @pytest.fixture(scope="module")
-def faulted_study(slurm, small_data, tmp_path_factory, whole_study) -> tuple[StudyRun, list[dict]]:
+def faulted_study(studies) -> tuple[StudyRun, list[dict]]:
     """The same study, disturbed by every kind of fault (tests/faults.py) with RequeueExit off."""
-    injected = []
-
-    def disturb(study, profile, sub, t0):
-        aggregate = sub.jobs["aggregate"].job_id
-        print(f"fault seed: {FAULT_SEED} (set LVJOB_FAULT_SEED to replay another)")
-        injector = faults.Injector(study, profile, FAULT_SEED)
-        injected.extend(injector.run(lambda: slurm_client.states([aggregate])[aggregate] in slurm_client.ACTIVE, t0))
-
-    with faults.requeue_exit_off(slurm):
-        run = run_whole_study(tmp_path_factory.mktemp("faulted-study"), small_data, during=disturb)
+    _, run, injected = studies
     kinds = {k: sum(f["kind"] == k for f in injected) for k in faults.KINDS}
     made = retries.read(run.study, run.profile)
     print(f"faulted study: {len(injected)} faults ({kinds}) in {run.seconds:.0f} s; {len(made)} retries: "
