@@ -23,19 +23,29 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_cache(tmp_path_factory):
-    """One cache (tokenizer, tiny model, demo model) for the whole test session, never the user's.
+    """One cache (tokenizer, tiny model, demo model, the random full-size model) for the whole test session and all
+    its workers, never the user's. Artefacts are built once whichever worker asks first (lvjob.core.atomic.one_at_a_time).
 
     It starts as a copy of the cache the suite was started with, if any (`make test`: the one `make
-    install` built), so no worker pre-trains the demo model again; tests of building use folders of their own.
+    install` built), so the demo model is not pre-trained again; tests of building use folders of their own.
     """
     if "LVJOB_TEST_CACHE" in os.environ:  # reuse a built cache between local runs
         os.environ["LVJOB_CACHE"] = os.environ["LVJOB_TEST_CACHE"]
-    else:
-        cache = tmp_path_factory.mktemp("lvjob-cache")
-        built = Path(os.environ.get("LVJOB_CACHE", cache))
-        if built.is_dir() and built != cache:
-            shutil.copytree(built, cache, dirs_exist_ok=True)
-        os.environ["LVJOB_CACHE"] = str(cache)
+        yield
+        return
+    from lvjob.core.atomic import one_at_a_time
+
+    root = tmp_path_factory.getbasetemp()
+    cache = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "lvjob-cache"  # xdist: the workers' common folder
+    built = Path(os.environ.get("LVJOB_CACHE", cache))
+    with one_at_a_time(cache.with_name("lvjob-cache.lock")):
+        if cache.exists():
+            pass  # another worker made it
+        elif built.is_dir() and built != cache:
+            shutil.copytree(built, cache)
+        else:
+            cache.mkdir()
+    os.environ["LVJOB_CACHE"] = str(cache)
     yield
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -154,6 +155,18 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
                 shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def one_at_a_time(lock: Path) -> Iterator[None]:
+    """Builders of one shared artefact (a cache folder two jobs may build at once) take turns: an exclusive
+    flock on `lock`, released with the process. Where the filesystem has no flock, each goes on alone:
+    a second build is wasted work, and atomic_dir still leaves one whole folder."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        with contextlib.suppress(OSError):
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:

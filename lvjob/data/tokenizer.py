@@ -21,7 +21,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from lvjob.core.atomic import atomic_dir
+from lvjob.core.atomic import atomic_dir, one_at_a_time
 from lvjob.core.paths import cache_dir
 
 ENDOFTEXT_ID = 151643
@@ -137,7 +137,9 @@ def tokenizer_dir() -> Path:
 def ensure_tokenizer() -> Path:
     folder = tokenizer_dir()
     if not (folder / "tokenizer.json").exists():
-        build_tokenizer(folder)
+        with one_at_a_time(folder.with_name(f".{folder.name}.lock")):  # another process may be building it
+            if not (folder / "tokenizer.json").exists():
+                build_tokenizer(folder)
     return folder
 
 

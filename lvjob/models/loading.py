@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lvjob.core.atomic import atomic_dir
+from lvjob.core.atomic import atomic_dir, one_at_a_time
 from lvjob.models.registry import MODELS, ModelChoice, config_dict, demo_model_dir
 from lvjob.core.paths import cache_dir
 
@@ -47,11 +47,13 @@ def ensure_built_model(name: str) -> Path:
     folder = cache_dir() / built.folder
     if (folder / "config.json").exists():
         return folder
-    import torch
+    with one_at_a_time(folder.with_name(f".{folder.name}.lock")):  # another process may be building it
+        if not (folder / "config.json").exists():
+            import torch
 
-    model = random_model(name, seed=built.seed).to(getattr(torch, built.dtype))
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp)  # safetensors, the Hugging Face layout
+            model = random_model(name, seed=built.seed).to(getattr(torch, built.dtype))
+            with atomic_dir(folder) as tmp:
+                model.save_pretrained(tmp)  # safetensors, the Hugging Face layout
     return folder
 
 

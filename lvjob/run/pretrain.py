@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from lvjob import data
-from lvjob.core.atomic import atomic_dir
+from lvjob.core.atomic import atomic_dir, one_at_a_time
 from lvjob.data.corpus import pad_batch, training_chunks
 from lvjob.models.loading import random_model
 from lvjob.models.registry import TINY_SEED, config_dict, demo_model_dir
@@ -74,13 +74,15 @@ def ensure_demo_model(spec: PretrainSpec = PretrainSpec(), log=print) -> Path:
     folder = demo_model_dir(recipe_key(spec))
     if (folder / "config.json").exists():
         return folder
-    t0 = time.perf_counter()
-    model, losses = pretrain(spec, log)
-    seconds = round(time.perf_counter() - t0, 1)
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp)
-        record = {"spec": asdict(spec), "key": recipe_key(spec), "loss": losses, "seconds": seconds}
-        (tmp / "pretraining.json").write_text(json.dumps(record, indent=1))
+    with one_at_a_time(folder.with_name(f".{folder.name}.lock")):  # another process may be building it
+        if not (folder / "config.json").exists():
+            t0 = time.perf_counter()
+            model, losses = pretrain(spec, log)
+            seconds = round(time.perf_counter() - t0, 1)
+            with atomic_dir(folder) as tmp:
+                model.save_pretrained(tmp)
+                record = {"spec": asdict(spec), "key": recipe_key(spec), "loss": losses, "seconds": seconds}
+                (tmp / "pretraining.json").write_text(json.dumps(record, indent=1))
     return folder
 
 
