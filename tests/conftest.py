@@ -122,12 +122,19 @@ def _scope(nodeid: str) -> str:
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """Whole scopes to a worker: a module, or every module of the test cluster together."""
+    """Whole scopes to a worker: a module, or every module of the test cluster together; the longest first,
+    except to the cluster's worker, which after its scope takes the shortest left."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ByScope(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return _scope(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            # The cluster's worker ends last if it takes a long module after its own: it takes from the short end.
+            if "cluster" in self.assigned_work.get(node, {}) and self.workqueue:
+                self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
+            super()._assign_work_unit(node)
 
     return ByScope(config, log)
 
