@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import decoding_modes
 from lvjob.run import checkpoint
 from lvjob import data
 from lvjob.forecasting.llm import build_prompt, forecast_series
@@ -74,15 +75,17 @@ def bench_constraint(model, tok, contexts: np.ndarray, horizon: int, repeat: int
 
     # Greedy: sampling from the whole vocabulary (softmax + multinomial over 151,936 logits per row)
     # would dominate the unconstrained timing and hide what the grammar itself costs.
-    def run(**kw):
-        return generate(model, prompts, g, alphabet, tok.pad_token_id, temperature=0.0, decode=tok.decode, **kw)
-
+    modes = {
+        "unconstrained, full LM head":
+            lambda: decoding_modes.unconstrained(model, prompts, tok.pad_token_id, grammar_max_tokens(g), tok.decode),
+        "constrained, full LM head": lambda: decoding_modes.full_head(model, prompts, g, alphabet, tok.pad_token_id),
+        "constrained, grammar's 13 LM-head rows (the runner's path)":
+            lambda: generate(model, prompts, g, alphabet, tok.pad_token_id),
+    }
     rows = []
     per_step = {}
-    for name, kw in [("unconstrained, full LM head", dict(constrained=False, max_new_tokens=grammar_max_tokens(g))),
-                     ("constrained, full LM head", dict(full_head=True)),
-                     ("constrained, grammar's 13 LM-head rows (the runner's path)", dict())]:
-        t, out = timed(lambda: run(**kw), repeat=repeat)  # best of 3: full-vocabulary logits make single runs noisy
+    for name, run in modes.items():
+        t, out = timed(run, repeat=repeat)  # best of 3: full-vocabulary logits make single runs noisy
         per_step[name] = t / (out.steps + 1)
         rows.append((name, f"{t:.2f} s for {out.steps + 1} tokens per row ({per_step[name] * 1e3:.1f} ms/token step)"))
     # The grammar's own work per step, alone: replay the runner's tokens through the state machine

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from lvjob.orchestrate import records
 from lvjob.cluster import slurm
-from lvjob.results.aggregate import run_index
+from lvjob.results.index import run_index
 from lvjob.core.paths import RunDir
 from lvjob.run.rundir import read_status
 
@@ -77,13 +77,13 @@ def running(study, profile) -> list[Running]:
     subs = records.read_submissions(study, profile)
     states = slurm.states([s["job_id"] for s in subs.values()])
     out = []
-    for run in run_index(study, profile)["runs"]:
-        sub = subs.get(run["node"])
-        if not sub or states.get(sub["job_id"]) != "RUNNING" or run["status"] != "running":
+    for entry in run_index(study, profile).runs:
+        sub = subs.get(entry.node)
+        if not sub or states.get(sub["job_id"]) != "RUNNING" or entry.run.status != "running":
             continue
-        pid = read_status(Path(run["run_dir"])).get("pid")
+        pid = read_status(Path(entry.run.run_dir)).get("pid")
         if pid and _alive(pid):
-            out.append(Running(run["node"], run["stage"], sub["job_id"], Path(run["run_dir"]), pid))
+            out.append(Running(entry.node, entry.stage, sub["job_id"], Path(entry.run.run_dir), pid))
     return out
 
 

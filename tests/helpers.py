@@ -69,6 +69,15 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
 # --- fabricated run directories ---------------------------------------------------------------------
 
 
+def index_entry(node: str, run_dir: str | None, status: str = "complete", stage: str = "stage1", **fields):
+    """A run index entry (lvjob.results.index) for a node whose run directory says `status` and `fields`."""
+    from lvjob.results.index import IndexEntry
+    from lvjob.run.rundir import RunStatus, RunSummary
+
+    return IndexEntry(node=node, stage=stage, label=None, run_id=node,
+                      run=RunSummary(run_dir=run_dir, status=RunStatus(status), **fields))
+
+
 def write_run(job, status, rows=(), evaluation=None, ledger=None, attempts=1):
     """A run directory as the runner leaves it, with the given status and records."""
     from lvjob.core.config import to_dict

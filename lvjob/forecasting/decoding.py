@@ -1,10 +1,11 @@
 """Batched forecasting with the KV cache, constrained token by token by the forecast grammar.
 
 Prompts are left-padded into one batch (attention mask, position ids from the mask), processed
-once, then every step feeds one token per row against the cache. With `constrained=True` each row's
-next token is chosen only among the tokens its grammar state allows (Qwen2.5 writes every digit,
-'.', ',' and ';' as one token), so every row ends with a forecast that parses: the parse rate is
-100% by construction. Unconstrained decoding is kept for comparison (benchmarks, tests).
+once, then every step feeds one token per row against the cache (`Decoder`). Each row's next token
+is chosen only among the tokens its grammar state allows (Qwen2.5 writes every digit, '.', ','
+and ';' as one token), so every row ends with a forecast that parses: the parse rate is 100% by
+construction. The unconstrained and full-LM-head decodings it is compared with live in
+benchmarks/decoding_modes.py, built from the same `Decoder`.
 """
 
 from __future__ import annotations
@@ -93,107 +94,93 @@ def _causal_lm(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+class Decoder:
+    """One batch of prompts inside the model: its KV cache, and each row's attention mask and positions.
+
+    `head_rows` picks the rows of the LM head to compute (token ids, in that order): the grammar's
+    13 for constrained decoding, whose choice among the allowed tokens depends on their logits
+    alone, so the full-vocabulary product is saved exactly; None computes every row.
+    """
+
+    def __init__(self, model, prompts: list[list[int]], pad_id: int, room: int, head_rows: list[int] | None):
+        lm = _causal_lm(model)
+        self.lm, self.device, self.pad_id = lm, lm.lm_head.weight.device, pad_id
+        self.rows, self.width = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((self.rows, self.width), pad_id, dtype=torch.long)
+        mask = torch.zeros((self.rows, self.width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, self.width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, self.width - len(p):] = 1
+        self.ids, self.mask = ids.to(self.device), mask.to(self.device)
+        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        # Sized once from the prompt and the longest text that can follow: never too small, never grown.
+        self.cache = Cache(layers=[PreallocatedLayer(self.width + room) for _ in range(lm.config.num_hidden_layers)])
+        self.head = None if head_rows is None else lm.lm_head.weight[torch.tensor(head_rows, device=self.device)]
+        self.vocab = lm.config.vocab_size if head_rows is None else len(head_rows)
+        self.steps = 0
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.lm.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               cache=self.cache, use_cache=True).last_hidden_state[:, -1]
+        return self.lm.lm_head(hidden) if self.head is None else hidden @ self.head.T
+
+    def prefill(self, copies: int = 1) -> torch.Tensor:
+        """The prompts' pass; each row then stands `copies` times in a row. The next-token logits."""
+        logits = _prefill(self.logits, self.ids, self.mask, self.positions)
+        if copies > 1:
+            self.cache.batch_repeat_interleave(copies)
+            logits, self.mask, self.positions = (t.repeat_interleave(copies, dim=0) for t in (logits, self.mask, self.positions))
+            self.rows *= copies
+        return logits
+
+    def step(self, tokens: torch.Tensor, done: list[bool]) -> torch.Tensor:
+        """Feed one token per row (padding where the row is done); the next-token logits."""
+        nxt = torch.where(torch.tensor(done), torch.full_like(tokens, self.pad_id), tokens).to(self.device)
+        self.mask = torch.cat([self.mask, torch.ones((self.rows, 1), dtype=self.mask.dtype, device=self.device)], dim=1)
+        self.positions = self.positions[:, -1:] + 1
+        self.steps += 1
+        return self.logits(nxt[:, None], self.mask, self.positions)
+
+
 @torch.no_grad()
-def generate(
-    model,
-    prompts: list[list[int]],
-    g: Grammar,
-    alphabet: list[int],
-    pad_id: int,
-    temperature: float = 0.0,
-    generator: torch.Generator | None = None,
-    constrained: bool = True,
-    max_new_tokens: int | None = None,
-    decode=None,
-    full_head: bool = False,
-    copies: int = 1,
-) -> Generated:
+def generate(model, prompts: list[list[int]], g: Grammar, alphabet: list[int], pad_id: int, temperature: float = 0.0,
+             generator: torch.Generator | None = None, copies: int = 1) -> Generated:
     """Generate `copies` forecasts per prompt, all in one batch (row i x copies + j: copy j of prompt i).
 
     Each prompt is processed once; its KV cache and first logits are then repeated `copies` times,
     so k samples of a series share the prompt's computation and differ only in what they draw.
-
-    Constrained: stops when every row has written `g.points` points. Only the logits of the
-    grammar's tokens are computed (the hidden state times those rows of the LM head): a choice
-    among the allowed tokens depends on their logits alone, so this is exact and saves the
-    full-vocabulary product (`full_head=True` computes it anyway, for comparison).
-    Unconstrained: samples from the whole vocabulary for `max_new_tokens` tokens; `decode` (the
-    tokenizer's decode) turns ids into text.
+    Stops when every row has written `g.points` points; the LM head computes the grammar's rows only.
     """
     if g.points is None:
         raise ValueError("generation needs a grammar with a fixed number of points (the horizon)")
-    lm = _causal_lm(model)
-    device = lm.lm_head.weight.device
-    n = len(prompts)
-    width = max(len(p) for p in prompts)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    decoder = Decoder(model, prompts, pad_id, grammar_max_tokens(g), head_rows=alphabet)
+    return constrained(decoder, decoder.prefill(copies), g, alphabet, temperature, generator)
+
+
+def constrained(decoder: Decoder, logits: torch.Tensor, g: Grammar, alphabet: list[int], temperature: float,
+                generator: torch.Generator | None, in_alphabet=lambda logits: logits) -> Generated:
+    """Decode until every row's text is final in the grammar, each token chosen among those its state allows.
+
+    `in_alphabet` turns the decoder's logits into the alphabet's columns (the identity when it
+    computes the grammar's head rows only).
+    """
     alphabet_cpu = torch.tensor(alphabet)
-    alphabet_t = alphabet_cpu.to(device)
-
-    if constrained:
-        limit = grammar_max_tokens(g)
-    elif max_new_tokens is None:
-        raise ValueError("unconstrained generation needs max_new_tokens (the grammar bounds only constrained text)")
-    else:
-        limit = max_new_tokens
-    # Sized once from the prompt and the longest text that can follow: never too small, never grown.
-    cache = Cache(layers=[PreallocatedLayer(width + limit) for _ in range(lm.config.num_hidden_layers)])
-    restricted = constrained and not full_head
-    head = lm.lm_head.weight[alphabet_t] if restricted else None
-
-    def next_logits(input_ids, attention_mask, position_ids):
-        hidden = lm.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          cache=cache, use_cache=True).last_hidden_state[:, -1]
-        if restricted:
-            return hidden @ head.T  # (rows, len(alphabet)), in ALPHABET order
-        return lm.lm_head(hidden)
-
-    logits = _prefill(next_logits, ids, mask, positions)
-    if copies > 1:
-        cache.batch_repeat_interleave(copies)
-        logits, mask, positions = (t.repeat_interleave(copies, dim=0) for t in (logits, mask, positions))
-        n *= copies
-    states = [grammar.START] * n
-    done = [False] * n
-    chosen: list[list[int]] = [[] for _ in range(n)]
-    steps = 0
+    states, done = [grammar.START] * decoder.rows, [False] * decoder.rows
+    chosen: list[list[int]] = [[] for _ in range(decoder.rows)]
     while True:
-        if constrained:
-            # A finished row's choice is discarded; let it choose freely so its row is never all -inf.
-            allowed = torch.tensor([ANY if d else _allowed_mask(g, s) for s, d in zip(states, done)])
-            sub = logits if restricted else logits.index_select(-1, alphabet_t)
-            pick = alphabet_cpu[_choose(sub, temperature, generator, allowed)]
-        else:
-            pick = _choose(logits, temperature, generator)
+        # A finished row's choice is discarded; let it choose freely so its row is never all -inf.
+        allowed = torch.tensor([ANY if d else _allowed_mask(g, s) for s, d in zip(states, done)])
+        pick = alphabet_cpu[_choose(in_alphabet(logits), temperature, generator, allowed)]
         for i, tok in enumerate(pick.tolist()):
-            if done[i]:
-                continue
-            chosen[i].append(tok)
-            if constrained:
+            if not done[i]:
+                chosen[i].append(tok)
                 states[i] = grammar.step(g, states[i], ALPHABET[alphabet.index(tok)])
                 done[i] = grammar.is_final(g, states[i])
-            else:
-                done[i] = len(chosen[i]) >= limit
         if all(done):
             break
-        nxt = torch.where(torch.tensor(done), torch.full_like(pick, pad_id), pick).to(device)
-        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
-        positions = positions[:, -1:] + 1
-        logits = next_logits(nxt[:, None], mask, positions)
-        steps += 1
-
-    if constrained:
-        texts = ["".join(ALPHABET[alphabet.index(t)] for t in row) for row in chosen]
-    else:
-        texts = [decode(row) for row in chosen]
-    return Generated(texts=texts, padded_prompt_len=width, steps=steps,
-                     logits_vocab=len(alphabet) if restricted else lm.config.vocab_size)
+        logits = decoder.step(pick, done)
+    texts = ["".join(ALPHABET[alphabet.index(t)] for t in row) for row in chosen]
+    return Generated(texts=texts, padded_prompt_len=decoder.width, steps=decoder.steps, logits_vocab=decoder.vocab)
 
 
 PREFILL_CHUNK = 2048  # prompt tokens per forward when the prompt is longer

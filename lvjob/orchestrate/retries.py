@@ -26,7 +26,7 @@ from lvjob.core.timestamps import utc_now
 from lvjob.core.atomic import read_jsonl
 from lvjob.cluster.profile import Profile
 from lvjob.cluster.slurm import ACTIVE, CANCELLED
-from lvjob.run.rundir import RunStatus
+from lvjob.results.index import IndexEntry
 from lvjob.study.choices import study_dir
 from lvjob.study.spec import Study
 
@@ -42,28 +42,30 @@ class Retry:
     why: str
 
 
-def due(runs: list[dict], latest: dict[str, dict], states: dict[str, str], used: Counter, max_retries: int) -> list[Retry]:
+def due(runs: list[IndexEntry], latest: dict[str, dict], states: dict[str, str], used: Counter,
+        max_retries: int) -> list[Retry]:
     """The runs (run index entries of one stage) to retry now, given each node's latest submission,
     the states of those jobs and the retries each node has used."""
-    out = [_retry(run, latest.get(run["node"]), states) for run in runs if used[run["node"]] < max_retries]
+    out = [_retry(entry, latest.get(entry.node), states) for entry in runs if used[entry.node] < max_retries]
     return [r for r in out if r is not None]
 
 
-def _retry(run: dict, submission: dict | None, states: dict[str, str]) -> Retry | None:
-    if run["status"] == RunStatus.COMPLETE or submission is None:
+def _retry(entry: IndexEntry, submission: dict | None, states: dict[str, str]) -> Retry | None:
+    if entry.complete or submission is None:
         return None
     job_id = submission["job_id"]
     state = states.get(job_id) or "ended"  # a local job has ended with the submit that ran it
     if state in ACTIVE or state in CANCELLED:
         return None
-    return Retry(run["node"], run["stage"], job_id, state, why(job_id, state, run))
+    return Retry(entry.node, entry.stage, job_id, state, why(job_id, state, entry))
 
 
-def why(job_id: str, state: str, run: dict) -> str:
+def why(job_id: str, state: str, entry: IndexEntry) -> str:
     """In words: how the job ended and where it left its run, e.g. `job 7_3 FAILED; run left running at step 2/4`."""
-    where = f" at step {run.get('step') or 0}/{run['steps']}" if run.get("steps") else ""
-    error = f": {run['error']}" if run.get("error") else ""
-    return f"job {job_id} {state}; run left {run['status']}{where}{error}"
+    run = entry.run
+    where = f" at step {run.step or 0}/{run.steps}" if run.steps else ""
+    error = f": {run.error}" if run.error else ""
+    return f"job {job_id} {state}; run left {run.status}{where}{error}"
 
 
 def path(study: Study, profile: Profile) -> Path:

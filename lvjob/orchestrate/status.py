@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lvjob.results.aggregate import run_index
+from lvjob.results.index import IndexEntry, run_index
 from lvjob.orchestrate.records import on_executor, read_submissions
 from lvjob.orchestrate.submission import index_is_complete
 from lvjob.orchestrate import retries
@@ -22,7 +22,7 @@ from lvjob.core.atomic import read_jsonl
 from lvjob.core.heartbeat import read_pulse
 from lvjob.core.paths import ResultsDir, RunDir
 from lvjob.cluster.profile import Profile, stall_rule
-from lvjob.run.rundir import RunStatus, read_status
+from lvjob.run.rundir import RunStatus, RunSummary, read_status
 from lvjob.cluster.slurm import ACTIVE
 from lvjob.study.choices import study_dir
 from lvjob.study.spec import Study
@@ -36,7 +36,7 @@ def status_rows(study: Study, profile: Profile) -> list[dict]:
     latest = read_submissions(study, profile)
     ids = [r["job_id"] for r in on_executor(latest, profile).values()]
     states = backend(profile).states(ids)
-    rows = [_run_row(study, profile, run, latest.get(run["node"], {}), states) for run in run_index(study, profile)["runs"]]
+    rows = [_run_row(study, profile, entry, latest.get(entry.node, {}), states) for entry in run_index(study, profile).runs]
     made = retries.read(study, profile)
     rows = [r | _retries(r["node"], made) for r in rows]
     return rows + [_aggregate_row(study, profile, latest.get("aggregate", {}), states)]
@@ -47,24 +47,24 @@ def _retries(node: str, made: list[dict]) -> dict:
     return {"retries": str(len(mine)), "_retried": [f"{r['why']} -> job {r['new_job_id']}" for r in mine]}
 
 
-def _run_row(study: Study, profile: Profile, run: dict, sub: dict, states: dict[str, str]) -> dict:
-    job_state = states.get(sub.get("job_id", ""))
-    run_status = NOT_STARTED if run["status"] == RunStatus.MISSING else run["status"]
-    if run["status"] == RunStatus.COMPLETE or not job_state:
+def _run_row(study: Study, profile: Profile, entry: IndexEntry, sub: dict, states: dict[str, str]) -> dict:
+    run, job_state = entry.run, states.get(sub.get("job_id", ""))
+    run_status = NOT_STARTED if run.status == RunStatus.MISSING else run.status
+    if run.complete or not job_state:
         state = run_status
     elif job_state in ACTIVE:
         state = job_state.lower()  # pending, running, requeued, ...
     else:
         state = f"{run_status}, job {job_state.lower()}"  # e.g. "not started, job failed"
-    if state == "running" and run.get("run_dir"):
-        state = _stalled(RunDir(run["run_dir"]).heartbeat, profile) or state
+    if state == "running" and run.run_dir:
+        state = _stalled(RunDir(run.run_dir).heartbeat, profile) or state
     failed_job = job_state is not None and job_state not in ACTIVE and job_state != "COMPLETED"
-    why = run.get("error") or (_job_error(study, profile, sub.get("job_id")) if failed_job else "")
-    return {"node": run["node"], "job": sub.get("job_id", "-"), "state": state,
-            "step": f"{run.get('step') or 0}/{run['steps']}" if run.get("steps") else "-",
-            "loss": f"{run['loss']:.4f}" if run.get("loss") is not None else "-",
-            "flops": f"{run['flops']:.3e}" if run.get("flops") else "-",
-            "requeues": str(max(run.get("attempts", 0) - 1, 0)), "why": why, "stage": run["stage"]} | _speed(run, state)
+    why = run.error or (_job_error(study, profile, sub.get("job_id")) if failed_job else "")
+    return {"node": entry.node, "job": sub.get("job_id", "-"), "state": state,
+            "step": f"{run.step or 0}/{run.steps}" if run.steps else "-",
+            "loss": f"{run.loss:.4f}" if run.loss is not None else "-",
+            "flops": f"{run.flops:.3e}" if run.flops else "-",
+            "requeues": str(max(run.attempts - 1, 0)), "why": why, "stage": entry.stage} | _speed(run, state)
 
 
 def _stalled(heartbeat: Path, profile: Profile) -> str | None:
@@ -77,14 +77,14 @@ def _stalled(heartbeat: Path, profile: Profile) -> str | None:
     return f"stalled ({throughput.duration(pulse.silent_s)} silent)"
 
 
-def _speed(run: dict, state: str) -> dict:
+def _speed(run: RunSummary, state: str) -> dict:
     """steps/s over the last steps of the newest attempt, and the time left while it runs; held seconds."""
-    if not run.get("run_dir"):
+    if not run.run_dir:
         return {"steps/s": "-", "eta": "-", "_eta_s": None, "_held_s": 0.0, "_kind": "CPU"}
-    folder = RunDir(run["run_dir"])
-    rate = throughput.steps_per_second(read_jsonl(folder.metrics)) if run.get("steps") else None
+    folder = RunDir(run.run_dir)
+    rate = throughput.steps_per_second(read_jsonl(folder.metrics)) if run.steps else None
     running = state.startswith("running")
-    eta = throughput.eta_seconds(run.get("step") or 0, run["steps"], rate) if running and run.get("steps") else None
+    eta = throughput.eta_seconds(run.step or 0, run.steps, rate) if running and run.steps else None
     records = read_status(folder.root).get("attempt_records", [])
     return {"steps/s": f"{rate:.2f}" if rate else "-", "eta": throughput.duration(eta) if eta is not None else "-",
             "_eta_s": eta, "_held_s": throughput.held_seconds(records), "_kind": throughput.device_kind(records)}

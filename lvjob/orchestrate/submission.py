@@ -30,7 +30,7 @@ from lvjob.models.loading import ensure_built_model
 from lvjob.models.registry import MODELS
 from lvjob.orchestrate import preflight, records
 from lvjob.orchestrate.tasks import GateTask, StudyTask, gate_name, needs_gpu, study_backend
-from lvjob.results.aggregate import recorded_jobs
+from lvjob.results.index import recorded_jobs
 from lvjob.run.rundir import RunStatus, summarize
 from lvjob.study.choices import job_for, study_dir
 from lvjob.study.plan import Plan, plan_study

@@ -38,7 +38,8 @@ from lvjob.core import atomic
 from lvjob.core.config import to_dict
 from lvjob.core.paths import RunDir
 from lvjob.orchestrate import records, retries
-from lvjob.results.aggregate import run_index, write_results
+from lvjob.results.aggregate import write_results
+from lvjob.results.index import run_index
 from lvjob.results.plots import plot_results
 from lvjob.run.rundir import read_status, summarize
 from lvjob.run.runner import EXIT_PREEMPTED
@@ -165,9 +166,9 @@ class GateTask(submitit.helpers.Checkpointable):
 
     def look(self) -> tuple[list[retries.Retry], list[str]]:
         """The stage's runs to retry now, and the jobs of its runs still queued or running."""
-        runs = [r for r in run_index(self.study, self.profile)["runs"] if r["stage"] == self.stage]
+        runs = run_index(self.study, self.profile).of_stage(self.stage)
         subs = records.on_executor(records.read_submissions(self.study, self.profile), self.profile)
-        latest = {r["node"]: subs[r["node"]]["job_id"] for r in runs if r["node"] in subs}
+        latest = {r.node: subs[r.node]["job_id"] for r in runs if r.node in subs}
         states = self._backend().states(list(latest.values()))
         due = retries.due(runs, {k: {"job_id": j} for k, j in latest.items()}, states,
                           retries.used(self.study, self.profile), self.profile.max_retries)

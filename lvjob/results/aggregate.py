@@ -2,7 +2,7 @@
 
 Writes into `results/` (the profile's `results_dir`):
 
-    runs.json        one entry per run of the study (lvjob.run.rundir summary) and the stages' choices
+    runs.json        the run index (lvjob.results.index): one entry per run of the study and the stages' choices
     table1_step_flops, table2_context_length, table3_forecast_error, table3_lead_time, table4_flops,
     stage1_grid, choices   each as .md, .csv and .tex (booktabs)
     summary.md       every table with what it shows, readable on its own, and the code versions the runs came from
@@ -14,6 +14,7 @@ such, and their cells say so. Nothing carries a timestamp: the same runs give th
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from lvjob.core.paths import ResultsDir
@@ -23,43 +24,13 @@ from lvjob.models.registry import MODELS
 from lvjob.results import report
 from lvjob.study.plan import plan_study
 from lvjob.cluster.profile import Profile
-from lvjob.run.rundir import RunStatus, summarize
-from lvjob.study.choices import job_for, make_job, read_choice
+from lvjob.results.index import IndexEntry, RunIndex, run_index
 from lvjob.study.spec import Study
-from lvjob.study.stages import stage_table, study_nodes
+from lvjob.study.stages import study_nodes
 from lvjob.results.tables import Table, to_csv, to_latex, to_markdown
 
 
-def recorded_jobs(study: Study, profile: Profile) -> list:
-    """(node, the job it ran or None) for every node that runs a job, in study order."""
-    return [(n, _recorded_job(study, profile, n)) for n in study_nodes(study) if n.stage.runs_jobs]
-
-
-def run_index(study: Study, profile: Profile) -> dict:
-    runs = []
-    for node, job in recorded_jobs(study, profile):
-        summary = summarize(job.resolved_run_dir()).to_dict() if job else {"status": RunStatus.MISSING.value, "run_dir": None}
-        runs.append({"node": node.key, "stage": node.stage.name, "label": node.label, "run_id": job.run_id() if job else None}
-                    | summary)
-    return {
-        "study": study.name,
-        "scale": study.scale,
-        "model": study.model,
-        "profile": profile.name,
-        "runs": runs,
-        "choices": {s.name: read_choice(study, profile, s.name) for s in stage_table() if s.choice},
-    }
-
-
-def _recorded_job(study: Study, profile: Profile, node):
-    """The job a node ran: late-bound nodes use the choice recorded when they started."""
-    if not node.stage.choice:
-        return job_for(study, profile, node)
-    choice = read_choice(study, profile, node.stage.name)
-    return make_job(study, profile, node, choice["chosen"]) if choice else None
-
-
-def study_tables(study: Study, index: dict) -> list[Table]:
+def study_tables(study: Study, index: RunIndex) -> list[Table]:
     plan = plan_study(study)
     d = study.default
     labels = {n.key: n.label for n in study_nodes(study) if n.label}
@@ -75,14 +46,14 @@ def study_tables(study: Study, index: dict) -> list[Table]:
     ]
 
 
-def summary(study: Study, index: dict, tables: list[Table]) -> str:
-    complete = sum(r["status"] == RunStatus.COMPLETE for r in index["runs"])
+def summary(study: Study, index: RunIndex, tables: list[Table]) -> str:
+    complete = sum(r.complete for r in index.runs)
     model = MODELS[study.model].description or f"`{study.model}`"
     lines = [f"# Results: {study.name} (scale {study.scale})", "",
-             f"Model: {model}. Runs complete: {complete} of {len(index['runs'])}; a table cell marked `missing: ...` "
+             f"Model: {model}. Runs complete: {complete} of {len(index.runs)}; a table cell marked `missing: ...` "
              "belongs to a run that has not finished, and says why.", ""]
     lines += split_lines(study)
-    lines += code_lines(code_versions(index))
+    lines += code_lines(code_versions(index.runs))
     for table in tables:
         lines += [to_markdown(table)]
     lines += ["Each table is also in CSV (full precision) and LaTeX (booktabs) beside this file; "
@@ -100,18 +71,18 @@ def split_lines(study: Study) -> list[str]:
             f"{d.context_points} of {d.points} points are the context, the last {d.horizon_points} the horizon.", ""]
 
 
-def code_versions(index: dict) -> dict[str, list[str]]:
+def code_versions(runs: Iterable[IndexEntry]) -> dict[str, list[str]]:
     """Each code version the study's runs came from (every attempt counts) -> the runs (nodes) that used it.
 
     A run requeued after the code changed appears under both versions. Read from each run.json's
     attempt records (lvjob.run.provenance); runs without records add nothing.
     """
     found: dict[str, list[str]] = {}
-    for run in index["runs"]:
-        for label in map(_code_label, _attempt_codes(run.get("run_dir"))):
+    for entry in runs:
+        for label in map(_code_label, _attempt_codes(entry.run.run_dir)):
             nodes = found.setdefault(label, [])
-            if run["node"] not in nodes:
-                nodes.append(run["node"])
+            if entry.node not in nodes:
+                nodes.append(entry.node)
     return found
 
 
@@ -144,7 +115,7 @@ def write_results(study: Study, profile: Profile) -> Path:
     """The run index, every table in three formats and summary.md; returns the results folder."""
     out = ResultsDir(profile.results_dir)
     index = run_index(study, profile)
-    atomic.write_text(out.index, json.dumps(index, indent=1))
+    atomic.write_text(out.index, json.dumps(index.to_json(), indent=1))
     tables = study_tables(study, index)
     for table in tables:
         for suffix, render in ((".md", to_markdown), (".csv", to_csv), (".tex", to_latex)):

@@ -28,7 +28,7 @@ import numpy as np
 from lvjob.core.atomic import read_jsonl
 from lvjob.core.paths import ResultsDir, RunDir
 from lvjob.forecasting.scores import interval
-from lvjob.run.rundir import RunStatus
+from lvjob.results.index import IndexEntry, RunIndex
 from lvjob.study.stages import stage_table
 from lvjob.core.timestamps import parse_utc
 
@@ -60,19 +60,19 @@ def _curve(run_dir: Path) -> tuple[list, list, list, list]:
     return [r["step"] for r in rows], [r["loss"] for r in rows], [r["step"] for r in vals], [r["val_loss"] for r in vals]
 
 
-def loss_figure(runs: list[dict], title: str, root: Path):
+def loss_figure(runs: list[IndexEntry], title: str, root: Path):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, run in enumerate(runs):
-        if not run.get("run_dir"):
+    for i, entry in enumerate(runs):
+        if not entry.run.run_dir:
             continue
-        steps, loss, vsteps, vloss = _curve(root / run["run_dir"])
+        steps, loss, vsteps, vloss = _curve(root / entry.run.run_dir)
         if not steps:
             continue
         color = f"C{i % 10}"
-        status = "" if run["status"] == RunStatus.COMPLETE else f" ({run['status']})"
+        status = "" if entry.complete else f" ({entry.run.status})"
         ax.plot(steps, loss, color=color, alpha=0.35, lw=1)
-        ax.plot(vsteps, vloss, color=color, marker="o", ms=3, lw=1.5, label=f"{run['node']}{status}")
+        ax.plot(vsteps, vloss, color=color, marker="o", ms=3, lw=1.5, label=f"{entry.node}{status}")
     ax.set(title=title, xlabel="training step", ylabel="cross-entropy loss (nats per token)")
     ax.grid(alpha=0.3)
     if ax.lines:
@@ -121,20 +121,20 @@ def _draw_forecast(ax, t_hor, median: np.ndarray, samples: np.ndarray, label: st
         ax.fill_between(t_hor, lower[0, :, 0], upper[0, :, 0], color=color, alpha=0.2)
 
 
-def lead_time_figure(runs: list[dict]):
+def lead_time_figure(runs: list[IndexEntry]):
     """MAE against forecast step for every compared run (Table 3's rows) that has finished."""
-    shown = [r for r in runs if r.get("label") and r.get("status") == RunStatus.COMPLETE and r.get("lead_time_mae")]
+    shown = [r for r in runs if r.label and r.complete and r.run.lead_time_mae]
     if not shown:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in shown:
-        steps = np.arange(1, len(r["lead_time_mae"]) + 1)
-        ax.plot(steps, r["lead_time_mae"], marker=".", lw=1.2, ls="--" if r["stage"] == "baselines" else "-", label=r["label"])
+        mae = r.run.lead_time_mae
+        ax.plot(np.arange(1, len(mae) + 1), mae, marker=".", lw=1.2, ls="--" if r.stage == "baselines" else "-", label=r.label)
     ax.set_yscale("log")
     ax.set_xlabel("forecast step (lead time)")
     ax.set_ylabel("MAE (population units, log scale)")
-    ax.set_title(f"Error by lead time on the {shown[0].get('split') or 'test'} systems", fontsize=10)
+    ax.set_title(f"Error by lead time on the {shown[0].run.split or 'test'} systems", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -177,17 +177,17 @@ def speed_series(rows: list[dict], every: int = 10) -> list[tuple[list, list]]:
     return out
 
 
-def throughput_figure(runs: list[dict], root: Path):
+def throughput_figure(runs: list[IndexEntry], root: Path):
     """Steps/s of each training run over wall-clock time, one panel per stage, each attempt its own line."""
-    stages = [s for s in dict.fromkeys(r["stage"] for r in runs) if any(_rows(root, r) for r in runs if r["stage"] == s)]
+    stages = [s for s in dict.fromkeys(r.stage for r in runs) if any(_rows(root, r) for r in runs if r.stage == s)]
     if not stages:
         return None
     plt = pyplot()
     fig, axes = plt.subplots(len(stages), 1, figsize=(7, 1.8 * len(stages) + 0.6), sharex=True, squeeze=False)
     for ax, stage in zip(axes[:, 0], stages):
-        for i, run in enumerate(r for r in runs if r["stage"] == stage):
-            for j, (times, speeds) in enumerate(speed_series(_rows(root, run))):
-                ax.plot(times, speeds, color=f"C{i % 10}", lw=1.2, marker=".", ms=3, label=run["node"] if j == 0 else None)
+        for i, entry in enumerate(r for r in runs if r.stage == stage):
+            for j, (times, speeds) in enumerate(speed_series(_rows(root, entry))):
+                ax.plot(times, speeds, color=f"C{i % 10}", lw=1.2, marker=".", ms=3, label=entry.node if j == 0 else None)
         ax.set_ylabel("steps/s", fontsize=8)
         ax.set_title(stage, fontsize=9, loc="left")
         ax.grid(alpha=0.3)
@@ -198,8 +198,8 @@ def throughput_figure(runs: list[dict], root: Path):
     return fig
 
 
-def _rows(root: Path, run: dict) -> list[dict]:
-    return read_jsonl(RunDir(root / run["run_dir"]).metrics) if run.get("run_dir") else []
+def _rows(root: Path, entry: IndexEntry) -> list[dict]:
+    return read_jsonl(RunDir(root / entry.run.run_dir).metrics) if entry.run.run_dir else []
 
 
 def loss_plots() -> dict[tuple[str, str], list[str]]:
@@ -214,20 +214,19 @@ def loss_plots() -> dict[tuple[str, str], list[str]]:
 def plot_results(results: str | Path, root: str | Path = ".") -> list[Path]:
     """Draw every plot from `results/`; run directories are resolved against `root`."""
     results, root = Path(results), Path(root)
-    index = json.loads(ResultsDir(results).index.read_text())
-    runs = index["runs"]
+    runs = RunIndex.from_json(json.loads(ResultsDir(results).index.read_text())).runs
     out = ResultsDir(results).plots
     plt = pyplot()
     written = []
     for (name, title), stages in loss_plots().items():
-        fig = loss_figure([r for r in runs if r["stage"] in stages], title, root)
+        fig = loss_figure([r for r in runs if r.stage in stages], title, root)
         written += _save(fig, out, name)
         plt.close(fig)
-    by_node = {r["node"]: r for r in runs}
+    by_node = {r.node: r for r in runs}
 
     def forecasts(node: str) -> Path | None:
-        run = by_node.get(node)
-        return RunDir(root / run["run_dir"]).forecasts if run and run.get("run_dir") else None
+        entry = by_node.get(node)
+        return RunDir(root / entry.run.run_dir).forecasts if entry and entry.run.run_dir else None
 
     shown = [("zero-shot", "zero-shot-plain"), ("fine-tuned", "final"), ("physics baseline", "baseline-physics")]
     for name, fig in (("forecasts", forecast_figure([(label, forecasts(node)) for label, node in shown])),

@@ -56,7 +56,7 @@ def write_status(run_dir: Path, **fields) -> dict:
 
 @dataclass(frozen=True)
 class RunSummary:
-    run_dir: str
+    run_dir: str | None  # None: the run has no directory yet (a late-bound stage that has not chosen)
     status: RunStatus
     kind: str | None = None
     step: int | None = None  # last training step in the metrics
@@ -83,6 +83,16 @@ class RunSummary:
         """Flat, as the run index has it: the metrics beside the other fields."""
         flat = asdict(self)
         return flat | flat.pop("metrics")
+
+    @classmethod
+    def from_dict(cls, flat: dict) -> RunSummary:
+        """Back from `to_dict` (the run index as read from runs.json)."""
+        fields = {k: v for k, v in flat.items() if k in cls.__dataclass_fields__ and k != "metrics"}
+        return cls(**fields | {"status": RunStatus(flat["status"]), "metrics": {k: flat.get(k) for k in EVAL_METRICS}})
+
+    @property
+    def complete(self) -> bool:
+        return self.status == RunStatus.COMPLETE
 
     def value(self, name: str) -> float | None:
         """A metric or field by name (e.g. val_loss, eval_mae); None if it is missing or not finite."""

@@ -53,6 +53,10 @@ class Choice:
     def to_dict(self) -> dict:
         return to_dict(self)
 
+    @classmethod
+    def from_dict(cls, record: dict) -> Choice:
+        return cls(**record | {"candidates": tuple(record.get("candidates", ()))})
+
 
 def study_dir(study: Study, profile: Profile) -> StudyDir:
     """Where the study's own records live (submissions, choices, submitit logs), keyed by its settings."""
@@ -119,9 +123,10 @@ def record_choice(study: Study, profile: Profile, choice: Choice) -> Path:
     return path
 
 
-def read_choice(study: Study, profile: Profile, stage: str) -> dict | None:
+def read_choice(study: Study, profile: Profile, stage: str) -> Choice | None:
+    """The choice `stage` recorded when it started; None before it has."""
     path = study_dir(study, profile).choice(stage)
-    return json.loads(path.read_text()) if path.exists() else None
+    return Choice.from_dict(json.loads(path.read_text())) if path.exists() else None
 
 
 def job_for(study: Study, profile: Profile, node: Node, at_submission: bool = False) -> Job | None:

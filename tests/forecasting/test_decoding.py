@@ -1,6 +1,7 @@
 """Constrained batched forecasting (SPEC §4), tested on the random-weight tiny model, whose
 unconstrained output is garbage: constrained decoding must parse 100% anyway."""
 
+import decoding_modes
 import numpy as np
 import pytest
 import torch
@@ -32,9 +33,8 @@ def test_constrained_forecasts_of_a_random_model_all_parse(tiny_model, tokenizer
 def test_unconstrained_decoding_of_a_random_model_is_garbage(tiny_model, tokenizer, contexts):
     prompts = [tokenizer.encode("0.512,0.300;0.498,0.310;", add_special_tokens=False)] * 4
     g = Grammar(points=HORIZON)
-    out = generate(tiny_model, prompts, g, alphabet_ids(tokenizer), tokenizer.pad_token_id, temperature=1.0,
-                   generator=torch.Generator().manual_seed(0), constrained=False, max_new_tokens=59,
-                   decode=tokenizer.decode)
+    out = decoding_modes.unconstrained(tiny_model, prompts, tokenizer.pad_token_id, 59, tokenizer.decode, temperature=1.0,
+                                       generator=torch.Generator().manual_seed(0))
     assert not any(parse(t).ok and len(parse(t).values) == HORIZON for t in out.texts)
 
 
@@ -82,8 +82,8 @@ def test_sampling_is_reproducible_with_the_same_seed(tiny_model, tokenizer, cont
 def test_grammar_rows_of_the_lm_head_choose_as_the_full_head_does(tiny_model, tokenizer, temperature):
     prompts = [tokenizer.encode("0.512,0.300;0.498,0.310;", add_special_tokens=False), tokenizer.encode("1.0,2.0;", add_special_tokens=False)]
     g, alphabet = Grammar(points=6), alphabet_ids(tokenizer)
-    runs = [generate(tiny_model, prompts, g, alphabet, tokenizer.pad_token_id, temperature=temperature,
-                     generator=torch.Generator().manual_seed(0), full_head=full) for full in (False, True)]
+    runs = [decode(tiny_model, prompts, g, alphabet, tokenizer.pad_token_id, temperature=temperature,
+                   generator=torch.Generator().manual_seed(0)) for decode in (generate, decoding_modes.full_head)]
     assert runs[0].texts == runs[1].texts
     assert (runs[0].logits_vocab, runs[1].logits_vocab) == (13, 151936)
 

@@ -4,20 +4,22 @@ from collections import Counter
 
 import pytest
 
+from helpers import index_entry
 from lvjob.orchestrate import retries
 
-RUN = {"node": "stage1-r2-lr0.0001", "stage": "stage1", "status": "running", "step": 2, "steps": 4, "error": None}
-LATEST = {RUN["node"]: {"job_id": "7_3"}}
+NODE = "stage1-r2-lr0.0001"
+LATEST = {NODE: {"job_id": "7_3"}}
 
 
-def due(state: str | None, used: int = 0, max_retries: int = 2, run: dict = RUN) -> list[retries.Retry]:
+def due(state: str | None, used: int = 0, max_retries: int = 2, status: str = "running", **fields) -> list[retries.Retry]:
     states = {"7_3": state} if state else {}
-    return retries.due([run], LATEST, states, Counter({run["node"]: used}), max_retries)
+    run = index_entry(NODE, "runs/r", status, **{"step": 2, "steps": 4} | fields)
+    return retries.due([run], LATEST, states, Counter({NODE: used}), max_retries)
 
 
 @pytest.mark.parametrize("state", ["FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "TIMEOUT", "PREEMPTED", "UNKNOWN"])
 def test_a_run_whose_job_crashed_or_was_lost_is_retried(state):
-    assert [(r.node, r.job_id, r.state) for r in due(state)] == [(RUN["node"], "7_3", state)]
+    assert [(r.node, r.job_id, r.state) for r in due(state)] == [(NODE, "7_3", state)]
 
 
 def test_a_retry_says_how_the_job_ended_and_where_it_left_its_run():
@@ -25,8 +27,7 @@ def test_a_retry_says_how_the_job_ended_and_where_it_left_its_run():
 
 
 def test_a_retry_of_a_run_that_failed_carries_the_runners_error():
-    failed = RUN | {"status": "failed", "error": "IsADirectoryError: job.yaml"}
-    assert due("FAILED", run=failed)[0].why == "job 7_3 FAILED; run left failed at step 2/4: IsADirectoryError: job.yaml"
+    assert due("FAILED", status="failed", error="IsADirectoryError: job.yaml")[0].why == "job 7_3 FAILED; run left failed at step 2/4: IsADirectoryError: job.yaml"
 
 
 @pytest.mark.parametrize("state", ["CANCELLED", "ENDED"])
@@ -44,7 +45,7 @@ def test_a_run_out_of_retries_is_not_retried():
 
 
 def test_a_complete_run_is_not_retried_whatever_its_job_says():
-    assert due("FAILED", run=RUN | {"status": "complete"}) == []
+    assert due("FAILED", status="complete") == []
 
 
 def test_a_local_job_that_ended_without_its_run_complete_is_retried():
@@ -52,4 +53,4 @@ def test_a_local_job_that_ended_without_its_run_complete_is_retried():
 
 
 def test_a_node_never_submitted_is_not_retried():
-    assert retries.due([RUN], {}, {}, Counter(), 2) == []
+    assert retries.due([index_entry(NODE, "runs/r", "running")], {}, {}, Counter(), 2) == []

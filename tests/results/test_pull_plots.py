@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
+from helpers import index_entry
 from lvjob.cluster.profile import load_profile
 from lvjob.orchestrate.pull import pull, rsync_commands
 
@@ -64,6 +65,7 @@ def test_pull_goes_over_ssh_to_the_profiles_host(tmp_path):
 
 
 def test_plots_are_drawn_from_results_and_run_directories(tmp_path):
+    from lvjob.results.index import RunIndex
     from lvjob.results.plots import plot_results
 
     runs = []
@@ -79,10 +81,11 @@ def test_plots_are_drawn_from_results_and_run_directories(tmp_path):
         rng = np.random.default_rng(0)
         np.savez(d / "forecasts.npz", predictions=rng.random((2, 5, 2)), samples=rng.random((2, 3, 5, 2)),
                  truth=rng.random((2, 5, 2)), contexts=rng.random((2, 20, 2)), systems=np.array([3, 7]))
-        runs.append({"node": node, "stage": stage, "status": "complete", "run_dir": f"checkpoints/{node}"})
+        runs.append(index_entry(node, f"checkpoints/{node}", stage=stage))
     results = tmp_path / "results"
     results.mkdir()
-    (results / "runs.json").write_text(json.dumps({"runs": runs}))
+    index = RunIndex(study="demo", scale="demo", model="tiny", profile="local", runs=tuple(runs), choices={})
+    (results / "runs.json").write_text(json.dumps(index.to_json()))
     (results / "table4_flops.csv").write_text("experiment,runs complete,spent,planned,lost to preemption,spent / planned\n"
                                               "stage1,1/1,100,120,0,0.8\nfinal,1/1,50,60,0,0.8\n"
                                               "total,2/2,150,180,0,0.8\nbudget,,1e+17,1e+17,-,1e-15\n")

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from lvjob.results.aggregate import run_index, write_results
+from lvjob.results.aggregate import write_results
+from lvjob.results.index import run_index
 from lvjob.study.plan import plan_study
 from lvjob.results.report import comparison_table, context_table, flops_table, grid_table, lead_time_table
 from lvjob.study.choices import study_nodes

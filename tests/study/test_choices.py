@@ -85,5 +85,5 @@ def test_final_takes_the_stage2_run_with_the_lowest_forecast_mae_and_records_it(
         fake_run(job_for(study, profile, node), val_loss=1.0, mae=mae)
     job = job_for(study, profile, nodes_of(study, "final")[0])
     assert (job.rank, job.lr, job.context, job.steps) == (2, 1e-2, 128, study.final.steps)
-    assert read_choice(study, profile, "final")["best"] == "stage2-ctx128"
-    assert read_choice(study, profile, "stage2")["best"] == "stage1-r2-lr0.01"
+    assert read_choice(study, profile, "final").best == "stage2-ctx128"
+    assert read_choice(study, profile, "stage2").best == "stage1-r2-lr0.01"
