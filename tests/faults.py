@@ -3,11 +3,14 @@
 Kinds, and what each stands for on a real cluster:
 
 - `usr2`: `scancel --signal=USR2` (a preemption, or a time limit ahead);
+- `usr2-at-start-up`: the same while the job starts: its runner is not yet ready to take it (the host holds it);
 - `usr2-in-evaluation`: the same while the runner evaluates (it stops after the batch, the requeued job resumes);
 - `requeue`: `scontrol requeue` (an admin, a node drained);
 - `sigkill`: SIGKILL of a stage-1 run's runner (an OOM kill, a segfault);
 - `kill-in-checkpoint`: SIGKILL while the runner writes a checkpoint (its temporary folder exists);
-- `kill-in-evaluation`: SIGKILL while the runner evaluates (no eval.json yet).
+- `kill-in-evaluation`: SIGKILL while the runner evaluates (no eval.json yet);
+- `hang`: SIGSTOP of a runner (a CUDA, NCCL or NFS hang): silent, it is found and killed by the host's
+  watchdog (the faulted study's profile sets a short floor) and retried as a crash.
 
 The first fault is always `sigkill` on a stage-1 run (so stage 2's choice is at stake); the others,
 every kind once more and one kind drawn again, come in a seeded random order, each on a run drawn
@@ -34,8 +37,9 @@ from lvjob.results.index import run_index
 from lvjob.core.paths import RunDir
 from lvjob.run.rundir import read_status
 
-KINDS = ("usr2", "usr2-in-evaluation", "requeue", "sigkill", "kill-in-checkpoint", "kill-in-evaluation")
-KILLS = {"sigkill", "kill-in-checkpoint", "kill-in-evaluation"}
+KINDS = ("usr2", "usr2-at-start-up", "usr2-in-evaluation", "requeue", "sigkill", "kill-in-checkpoint",
+         "kill-in-evaluation", "hang")
+KILLS = {"sigkill", "kill-in-checkpoint", "kill-in-evaluation", "hang", "usr2-at-start-up"}  # may need a retry
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,22 @@ def running(study, profile) -> list[Running]:
     return out
 
 
+def starting(study, profile) -> list[Running]:
+    """The study's runs whose job is RUNNING but whose runner has not yet said so in run.json (pid 0: no runner yet):
+    the host's and the runner's start-up (interpreter, imports, lock), when a signal used to kill the job."""
+    subs = records.read_submissions(study, profile)
+    states = slurm.states([s["job_id"] for s in subs.values()])
+    out = []
+    for entry in run_index(study, profile).runs:
+        sub = subs.get(entry.node)
+        if not sub or states.get(sub["job_id"]) != "RUNNING":
+            continue
+        pid = read_status(Path(entry.run.run_dir)).get("pid") if entry.run.run_dir else None
+        if entry.run.status != "running" or not (pid and _alive(pid)):
+            out.append(Running(entry.node, entry.stage, sub["job_id"], Path(entry.run.run_dir or "."), 0))
+    return out
+
+
 def kill_in_checkpoint(target: Running, limit_s: float = 20) -> bool:
     """SIGKILL the runner while a checkpoint's temporary folder exists; False if training ended first."""
     folder = RunDir(target.run_dir).checkpoints
@@ -120,7 +140,7 @@ class Injector:
         self.done: list[dict] = []
 
     def eligible(self, kind: str) -> list[Running]:
-        runs = running(self.study, self.profile)
+        runs = (starting if kind == "usr2-at-start-up" else running)(self.study, self.profile)
         if kind in KILLS:
             runs = [r for r in runs if r.node not in self.killed]
         if kind == "sigkill":
@@ -132,8 +152,11 @@ class Injector:
         return runs
 
     def inject(self, kind: str, target: Running) -> bool:
-        if kind in ("usr2", "usr2-in-evaluation"):
+        if kind.startswith("usr2"):
             return subprocess.run(["scancel", "--signal=USR2", target.job_id]).returncode == 0
+        if kind == "hang":
+            os.kill(target.pid, signal.SIGSTOP)
+            return True
         if kind == "requeue":
             return subprocess.run(["scontrol", "requeue", target.job_id]).returncode == 0
         if kind == "kill-in-checkpoint":

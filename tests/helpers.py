@@ -115,6 +115,20 @@ def small_overrides(data: Path) -> list[str]:
             "stage2.contexts=[48,64,96]", "stage2.steps=4", "final.steps=4"]
 
 
+def image_standin(tmp: Path) -> Path:
+    """A stand-in for Apptainer on this process's PATH (SLURM jobs inherit it): `apptainer exec` runs the command
+    where SLURM cannot be reached (tests/apptainer_standin.py), each command logged to `tmp/standin.log`.
+    The stand-in image file, for a profile's `image`."""
+    (tmp / "bin").mkdir(parents=True, exist_ok=True)
+    standin = tmp / "bin" / "apptainer"  # run by this test's Python: the "image" holds the project's packages
+    standin.write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "apptainer_standin.py"} "$@"\n')
+    standin.chmod(0o755)
+    (tmp / "lvjob.sif").write_text("stand-in image")
+    os.environ["PATH"] = f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    os.environ["LVJOB_STANDIN_LOG"] = str(tmp / "standin.log")
+    return tmp / "lvjob.sif"
+
+
 def make_profile(tmp: Path, name: str = "ci", **changes):
     """The CI profile with its run and results folders under `tmp`, and `changes` on top."""
     from lvjob.cluster.profile import load_profile

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from lvjob.run.rundir import read_status
 from lvjob.study.choices import job_for, study_dir, study_nodes
 from lvjob.orchestrate.status import format_status, status_rows
 from lvjob.study.spec import load_study
-from helpers import ROOT, STUDY, default_job_on, last_step, make_profile, small_overrides, wait_for, wait_until
+from helpers import STUDY, default_job_on, image_standin, last_step, make_profile, small_overrides, wait_for, wait_until
 
 
 def logs(folder: Path) -> str:
@@ -77,8 +76,11 @@ def study_jobs_queued(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def studies(slurm, small_data, tmp_path_factory) -> tuple[StudyRun, StudyRun, list[dict]]:
     """The study twice, side by side on the test cluster (each fills the other's idle slots): undisturbed, and
-    disturbed by every kind of fault (tests/faults.py) with RequeueExit off. Once per test session."""
+    disturbed by every kind of fault (tests/faults.py) with RequeueExit off, its runners in the image stand-in
+    and its watchdog's floor at FAULTED_WATCHDOG_S (a hang is found in seconds). Once per test session."""
     injected = []
+    tmp = tmp_path_factory.mktemp("faulted-study")
+    in_image = {"image": str(image_standin(tmp)), "watchdog_floor_s": FAULTED_WATCHDOG_S}
 
     def disturb(study, profile, sub, t0):
         aggregate = sub.jobs["aggregate"].job_id
@@ -87,7 +89,7 @@ def studies(slurm, small_data, tmp_path_factory) -> tuple[StudyRun, StudyRun, li
         injected.extend(injector.run(lambda: slurm_client.states([aggregate])[aggregate] in slurm_client.ACTIVE, t0))
 
     with faults.requeue_exit_off(slurm), ThreadPoolExecutor(1) as pool:
-        faulted = pool.submit(run_whole_study, tmp_path_factory.mktemp("faulted-study"), small_data, during=disturb)
+        faulted = pool.submit(run_whole_study, tmp, small_data, during=disturb, **in_image)
         whole = run_whole_study(tmp_path_factory.mktemp("whole-study"), small_data)
         faulted = faulted.result()
     print(f"study DAG: {len(whole.sub.jobs)} jobs in {whole.seconds:.0f} s, beside the faulted one")
@@ -130,6 +132,7 @@ def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(
 
 
 FAULT_SEED = int(os.environ.get("LVJOB_FAULT_SEED", "15"))
+FAULTED_WATCHDOG_S = 20  # a healthy run of the small study is never silent this long, even on a loaded CI machine
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +155,21 @@ def test_a_sigkilled_stage1_run_is_retried_before_stage2_chooses(faulted_study):
     assert [(r["job_id"], r["state"]) for r in made] == [(killed["job"], "FAILED")]
     choice = json.loads(study_dir(run.study, run.profile).choice("stage2").read_text())
     assert [c["status"] for c in choice["candidates"]] == ["complete"] * 9
+
+
+def test_a_hung_run_is_found_by_the_watchdog_killed_and_retried(faulted_study):
+    run, injected = faulted_study
+    hung = next(f for f in injected if f["kind"] == "hang")  # SIGSTOPped: silent, and no handler can run
+    made = [r for r in retries.read(run.study, run.profile) if r["node"] == hung["node"]]
+    assert [(r["job_id"], r["state"]) for r in made] == [(hung["job"], "FAILED")]
+    log = logs(study_dir(run.study, run.profile).submitit)
+    assert f"{hung['node']}: hung (silent" in log and "killed by the watchdog" in log
+
+
+def test_every_runner_of_the_faulted_study_ran_in_the_image(faulted_study):
+    run, _ = faulted_study
+    ran = (run.results.parent / "standin.log").read_text().splitlines()
+    assert len(ran) >= 19 and all(line.startswith("python -m lvjob run ") for line in ran)
 
 
 def _table(path: Path) -> list[list[str]]:
@@ -187,17 +205,10 @@ def interrupted_runs(slurm, small_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
         "default.steps=40", "training.checkpoint_every=10", "training.val_every=10"])
-    # `apptainer` on the jobs' PATH is the stand-in: the runner inside sees no scontrol and no slurm.conf.
-    (tmp / "bin").mkdir()
-    standin = tmp / "bin" / "apptainer"  # run by this test's Python: the "image" holds the project's packages
-    standin.write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "apptainer_standin.py"} "$@"\n')
-    standin.chmod(0o755)
-    (tmp / "lvjob.sif").write_text("stand-in image")
-    os.environ["PATH"] = f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}"
-    os.environ["LVJOB_STANDIN_LOG"] = str(tmp / "standin.log")
+    image = image_standin(tmp)  # the runner inside sees no scontrol and no slurm.conf
     out = {}
     for name in ("reference", "usr2", "requeue", "sigkill", "image"):
-        profile = make_profile(tmp / name, name, **({"image": str(tmp / "lvjob.sif")} if name == "image" else {}))
+        profile = make_profile(tmp / name, name, **({"image": str(image)} if name == "image" else {}))
         out[name] = default_job_on(profile, study) + (profile,)
     t0 = time.monotonic()
 
