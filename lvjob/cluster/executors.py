@@ -50,8 +50,9 @@ class Backend(Protocol):
     def submit_wave(self, folder: Path, batches: list[Batch], record: Record, log: Callable[[str], None]) -> list[list]:
         """Hand over every batch of one wave, `record` each batch's jobs once their ids are known; the jobs, by batch."""
 
-    def states(self, job_ids: list[str]) -> dict[str, str]:
-        """{job id: SLURM state} of the jobs the executor still knows (none, for jobs that ran in the foreground)."""
+    def states(self, job_ids: list[str], settle: bool = False) -> dict[str, str]:
+        """{job id: SLURM state} of the jobs the executor still knows (none, for jobs that ran in the foreground).
+        `settle`: the answer decides a retry, so a job the executor does not know yet is asked about again."""
 
     def active(self, job_ids: list[str]) -> set[str]:
         """The jobs among `job_ids` still queued or running."""
@@ -115,7 +116,7 @@ class LocalBackend:
                 log(f"  {task.name}: {_outcome(job)}")
         return [job for _, job in sorted(finished, key=lambda x: x[0])]
 
-    def states(self, job_ids: list[str]) -> dict[str, str]:
+    def states(self, job_ids: list[str], settle: bool = False) -> dict[str, str]:
         return {}  # local jobs ended with the `lvjob submit` that ran them
 
     def active(self, job_ids: list[str]) -> set[str]:
@@ -172,8 +173,8 @@ class SlurmBackend:
             submitted.append(jobs)
         return submitted
 
-    def states(self, job_ids: list[str]) -> dict[str, str]:
-        return slurm.states(job_ids)
+    def states(self, job_ids: list[str], settle: bool = False) -> dict[str, str]:
+        return slurm.states(job_ids, slurm.SETTLE_S if settle else ())
 
     def active(self, job_ids: list[str]) -> set[str]:
         return {j for j, state in slurm.states(job_ids).items() if state in slurm.ACTIVE}

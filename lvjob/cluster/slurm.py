@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import re
 import subprocess
+import time
 
 
 class ClusterError(RuntimeError):
@@ -19,8 +20,10 @@ class ClusterError(RuntimeError):
 # States of a job that is queued or running (or will be again): it still holds its node's place.
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD",
           "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED", "SPECIAL_EXIT"}
-# States of a job a user cancelled (`scancel`; ENDED: an array task cancelled before it started).
-CANCELLED = frozenset({"CANCELLED", "ENDED"})
+# The state of a job a user cancelled (`scancel`, before or after it started). A job no command lists
+# yet is UNKNOWN, never a cancel: sacct learns of a job's end from slurmdbd a moment after it ends.
+CANCELLED = frozenset({"CANCELLED"})
+SETTLE_S = (1, 2, 4, 8, 16)  # waits before asking again about jobs still UNKNOWN, when the answer decides a retry
 TIMEOUT_S = 60
 # squeue states in which the job has no process left: it ended, or it waits to (re)start.
 # Everything else (RUNNING, COMPLETING, SUSPENDED, CONFIGURING, STOPPED, SIGNALING, ...) may still
@@ -30,6 +33,7 @@ GONE_STATES = frozenset({
     "DEADLINE", "OUT_OF_MEMORY", "REQUEUE_HOLD", "SPECIAL_EXIT", "REVOKED",
 })
 JOB_ID = re.compile(r"\d+(_\d+)?")
+ARRAY_TASKS = re.compile(r"(\d+)_\[([^\]]+)\]")  # sacct's line for array tasks that never started: 7_[3-5,8%2]
 
 
 def array_id(job_id: str) -> str:
@@ -52,12 +56,23 @@ def _table(cmd: list[str]) -> dict[str, str]:
     return table
 
 
-def states(job_ids: list[str]) -> dict[str, str]:
+def states(job_ids: list[str], settle: tuple[float, ...] = ()) -> dict[str, str]:
     """{job id: state}: queued and running jobs from squeue (immediate), ended ones from sacct.
 
-    sacct learns of a job a moment after sbatch returns; a job neither lists is UNKNOWN. An array task
-    cancelled before it started is ENDED.
+    A job neither lists yet is UNKNOWN; with `settle` (e.g. SETTLE_S) those are asked about again
+    after each wait in turn, and whatever is still unknown at the end stays UNKNOWN.
     """
+    found = _states(job_ids)
+    for wait in settle:
+        unknown = [j for j, state in found.items() if state == "UNKNOWN"]
+        if not unknown:
+            break
+        time.sleep(wait)
+        found |= _states(unknown)
+    return found
+
+
+def _states(job_ids: list[str]) -> dict[str, str]:
     if not job_ids:
         return {}
     queue = _table(["squeue", "--me", "-h", "-r", "-o", "%i|%T"])  # this user's jobs; -r: one line per array task
@@ -72,14 +87,24 @@ def _history(job_ids: list[str]) -> dict[str, str]:
 
 
 def _ended_state(job_id: str, history: dict[str, str]) -> str:
+    """A job's own sacct line, or that of the never-started array tasks it is one of; else UNKNOWN."""
     if job_id in history:
         return history[job_id]
-    # An array task cancelled before it started leaves no record of its own: if sacct knows
-    # other tasks of its array and squeue no longer lists it, it ended without running.
-    base = array_id(job_id)
-    if "_" in job_id and any(k.startswith(f"{base}_") for k in history):
-        return "ENDED"
+    base, _, task = job_id.partition("_")
+    for key, state in history.items():
+        tasks = ARRAY_TASKS.fullmatch(key)
+        if task and tasks and tasks[1] == base and int(task) in _task_ids(tasks[2]):
+            return state
     return "UNKNOWN"
+
+
+def _task_ids(spec: str) -> set[int]:
+    """The task ids of an array range as sacct writes it: `3-5,8%2` (after % : how many at once)."""
+    ids = set()
+    for part in spec.split("%")[0].split(","):
+        first, _, last = part.partition("-")
+        ids |= set(range(int(first), int(last or first) + 1))
+    return ids
 
 
 def set_dependency(job_id: str, after: list[str]) -> None:

@@ -5,9 +5,11 @@ for it start. It retries a run whose job ended with the run incomplete, for any 
 cancel, at most `max_retries` times per run over the study's life:
 
 - retried: FAILED (the runner crashed or was SIGKILLed: an OOM kill, a segfault), OUT_OF_MEMORY,
-  NODE_FAIL, TIMEOUT once submitit stopped requeueing, PREEMPTED, BOOT_FAIL, and a local job that ended;
-- never retried: CANCELLED (`scancel`, with or without `--signal=KILL`: SLURM records both as a
-  cancel) and ENDED (an array task cancelled before it started);
+  NODE_FAIL, TIMEOUT once submitit stopped requeueing, PREEMPTED, BOOT_FAIL, a local job that ended, and
+  a job SLURM still does not know after the gate asked again for half a minute (sacct lags behind
+  a job's end; lvjob.cluster.slurm.SETTLE_S), since a run left out of a choice is worse than one run twice;
+- never retried: CANCELLED (`scancel`, with or without `--signal=KILL`, before or after the job
+  started: SLURM records all of them as a cancel);
 - left alone: a run whose job is still queued or running (another gate follows it).
 
 The retried run resumes from its newest checkpoint. Every retry is one line of

@@ -169,7 +169,7 @@ class GateTask(submitit.helpers.Checkpointable):
         runs = run_index(self.study, self.profile).of_stage(self.stage)
         subs = records.on_executor(records.read_submissions(self.study, self.profile), self.profile)
         latest = {r.node: subs[r.node]["job_id"] for r in runs if r.node in subs}
-        states = self._backend().states(list(latest.values()))
+        states = self._backend().states(list(latest.values()), settle=True)
         due = retries.due(runs, {k: {"job_id": j} for k, j in latest.items()}, states,
                           retries.used(self.study, self.profile), self.profile.max_retries)
         return due, [j for j in latest.values() if states.get(j) in ACTIVE]
