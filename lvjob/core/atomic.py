@@ -110,6 +110,31 @@ def write_text(dest: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def create_once(dest: str | os.PathLike, text: str) -> bool:
+    """Write `text` to `dest` whole unless `dest` exists; False if it did (the first writer's stays).
+
+    The file is written beside `dest` and hard-linked into place: the link fails if another writer
+    got there first, so readers only ever see one complete version.
+    """
+    dest = Path(dest)
+    with _named_when_full(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
+                os.fsync(f.fileno())
+            os.link(tmp, dest)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        _fsync_dir(dest.parent)
+    return True
+
+
 def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)

@@ -5,7 +5,8 @@ Beside state and progress: each running job's speed over its last steps and when
 (its slowest running run; queued runs are listed, not guessed), and the study's compute hours so far
 from the runs' attempt records. Retries (lvjob.orchestrate.retries): how many per run, and below the table why
 each one was made. A running run silent past the watchdog's limit (lvjob.core.heartbeat) shows
-`stalled` and how long it has been silent, until the watchdog kills it.
+`stalled` and how long it has been silent, until the watchdog kills it. A late-bound stage whose
+recorded choice its source runs no longer support says so in its runs' `why`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from lvjob.core.paths import ResultsDir, RunDir
 from lvjob.cluster.profile import Profile, stall_rule
 from lvjob.run.rundir import RunStatus, RunSummary, read_status
 from lvjob.cluster.slurm import ACTIVE
-from lvjob.study.choices import study_dir
+from lvjob.study.choices import stale_choice, study_dir
+from lvjob.study.stages import stage_table
 from lvjob.study.spec import Study
 
 NOT_STARTED = "not started"  # how the table shows RunStatus.MISSING
@@ -37,9 +39,16 @@ def status_rows(study: Study, profile: Profile) -> list[dict]:
     ids = [r["job_id"] for r in on_executor(latest, profile).values()]
     states = backend(profile).states(ids)
     rows = [_run_row(study, profile, entry, latest.get(entry.node, {}), states) for entry in run_index(study, profile).runs]
-    made = retries.read(study, profile)
-    rows = [r | _retries(r["node"], made) for r in rows]
+    made, stale = retries.read(study, profile), _stale_choices(study, profile)
+    rows = [r | _retries(r["node"], made) | ({"why": stale[r["stage"]]} if r["stage"] in stale and not r["why"] else {})
+            for r in rows]
     return rows + [_aggregate_row(study, profile, latest.get("aggregate", {}), states)]
+
+
+def _stale_choices(study: Study, profile: Profile) -> dict[str, str]:
+    """Late-bound stage -> why its recorded choice is stale, for the stages whose choice is."""
+    found = {s.name: stale_choice(study, profile, s.name) for s in stage_table() if s.choice}
+    return {stage: why for stage, why in found.items() if why}
 
 
 def _retries(node: str, made: list[dict]) -> dict:

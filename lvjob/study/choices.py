@@ -13,6 +13,11 @@ results when the job starts, not when the study is submitted:
 - the final run takes the (rank, lr, context) of the stage-2 run with the lowest forecast MAE on
   the validation systems (validation losses at different context lengths are not comparable).
 
+A choice is written once, by the first job of its stage to start (an exclusive create), and read
+back by every other task of the stage, by the stage after it and by the aggregate: a source run
+that finishes or changes later cannot make two tasks of one stage run different settings.
+`lvjob status` says when a recorded choice is no longer what the source runs favour.
+
 A choice reads runs that scored the validation systems only: one that finds a finished candidate
 scored on any other split refuses to choose (the test systems are for reporting, SPEC §2).
 
@@ -84,9 +89,9 @@ def choose(study: Study, profile: Profile, stage: str, require_all: bool = False
     rule = stage_named(stage).choice
     source, metric, copied = rule.source, rule.metric, rule.copied
     upstream = None
-    if stage_named(source).choice:  # the source is late-bound itself (stage 2 for the final run)
+    if stage_named(source).choice:  # the source is late-bound itself (stage 2 for the final run): what it ran with
         try:
-            upstream = choose(study, profile, source, require_all)
+            upstream = read_choice(study, profile, source) or choose(study, profile, source, require_all)
         except StageError as e:
             raise StageError(f"{stage} cannot start: its {source} runs could not run: {e}") from None
         if upstream is None:
@@ -117,10 +122,25 @@ def _refuse_unseen_systems(stage: str, candidates: tuple[dict, ...]) -> None:
                          + "; valid: choices read validation systems only")
 
 
-def record_choice(study: Study, profile: Profile, choice: Choice) -> Path:
+def record_choice(study: Study, profile: Profile, choice: Choice) -> Choice:
+    """Record `choice` unless its stage has one already; the recorded one (the first writer's) is returned."""
     path = study_dir(study, profile).choice(choice.stage)
-    atomic.write_text(path, json.dumps(choice.to_dict(), indent=1))
-    return path
+    if atomic.create_once(path, json.dumps(choice.to_dict(), indent=1)):
+        return choice
+    return read_choice(study, profile, choice.stage)
+
+
+def stale_choice(study: Study, profile: Profile, stage: str) -> str | None:
+    """Why `stage`'s recorded choice is no longer what its source runs say (a run finished or changed since); None if it is."""
+    recorded = read_choice(study, profile, stage)
+    try:
+        now = choose(study, profile, stage) if recorded else None
+    except StageError:
+        return None
+    if now is None or now.chosen == recorded.chosen:
+        return None
+    return (f"{stage} ran with {recorded.best}'s settings, but its {recorded.source} runs now favour {now.best}; "
+            "the recorded choice stands (delete it and submit again to choose anew)")
 
 
 def read_choice(study: Study, profile: Profile, stage: str) -> Choice | None:
@@ -133,12 +153,14 @@ def job_for(study: Study, profile: Profile, node: Node, at_submission: bool = Fa
     """The job `node` runs. Late-bound nodes choose now; at submission, None if they cannot yet."""
     if not node.stage.choice:
         return make_job(study, profile, node)
-    choice = choose(study, profile, node.stage.name, require_all=at_submission)
+    recorded = read_choice(study, profile, node.stage.name)  # written once: every task of the stage runs with it
+    choice = recorded or choose(study, profile, node.stage.name, require_all=at_submission)
     if choice is None:
         return None
     job = make_job(study, profile, node, choice.chosen)
-    # Recorded when the job starts; a run found complete at submission starts none, and a changed
+    # Recorded when the first job starts; a run found complete at submission starts none, and a changed
     # study (a new records folder) must still know which choice made it.
-    if not at_submission or summarize(job.resolved_run_dir()).status == RunStatus.COMPLETE:
-        record_choice(study, profile, choice)
+    if not recorded and (not at_submission or summarize(job.resolved_run_dir()).status == RunStatus.COMPLETE):
+        winner = record_choice(study, profile, choice)
+        job = make_job(study, profile, node, winner.chosen)
     return job

@@ -87,3 +87,32 @@ def test_final_takes_the_stage2_run_with_the_lowest_forecast_mae_and_records_it(
     assert (job.rank, job.lr, job.context, job.steps) == (2, 1e-2, 128, study.final.steps)
     assert read_choice(study, profile, "final").best == "stage2-ctx128"
     assert read_choice(study, profile, "stage2").best == "stage1-r2-lr0.01"
+
+
+def test_a_choice_is_recorded_once_and_every_later_task_and_stage_runs_with_it(setup):
+    study, profile = setup
+    stage1 = nodes_of(study, "stage1")
+    for i, node in enumerate(stage1):
+        fake_run(make_job(study, profile, node), val_loss=1.0 + i)  # stage1-r2-lr0.01 wins
+    first, *others = nodes_of(study, "stage2")
+    assert (job_for(study, profile, first).rank, job_for(study, profile, first).lr) == (2, 1e-2)
+    fake_run(make_job(study, profile, stage1[-1]), val_loss=0.1)  # a stage-1 result changes after stage 2 chose
+    assert {(job_for(study, profile, n).rank, job_for(study, profile, n).lr) for n in others} == {(2, 1e-2)}
+    for node, mae in zip(nodes_of(study, "stage2"), [0.5, 0.2, 0.9]):
+        fake_run(job_for(study, profile, node), val_loss=1.0, mae=mae)
+    final = job_for(study, profile, nodes_of(study, "final")[0])
+    assert (final.rank, final.lr, final.context) == (2, 1e-2, 128)  # stage 2's recorded choice, not a new one
+
+
+def test_status_says_when_a_recorded_choice_is_no_longer_what_the_runs_favour(setup):
+    from lvjob.orchestrate.status import status_rows
+
+    study, profile = setup
+    stage1 = nodes_of(study, "stage1")
+    for i, node in enumerate(stage1):
+        fake_run(make_job(study, profile, node), val_loss=1.0 + i)
+    job_for(study, profile, nodes_of(study, "stage2")[0])  # the first stage-2 task records the choice
+    assert not [r for r in status_rows(study, profile) if "favour" in r["why"]]
+    fake_run(make_job(study, profile, stage1[-1]), val_loss=0.1)
+    stale = {r["node"] for r in status_rows(study, profile) if f"now favour {stage1[-1].key}" in r["why"]}
+    assert stale == {n.key for n in nodes_of(study, "stage2")}
