@@ -120,6 +120,8 @@ def check(args) -> int:
         problems.append(f"budget: {e}; `lvjob plan` proposes step counts that fit")
     for line in problems:
         print(line)
+    for caution in preflight.cautions(study, profile):
+        print(f"warning: {caution}")
     if problems:
         print(f"pre-flight: {len(problems)} problem(s); nothing would be queued", file=sys.stderr)
         return 1

@@ -151,6 +151,8 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
     problems = preflight.problems(study, profile)
     if problems:
         raise PreflightFailed(problems)
+    for caution in preflight.cautions(study, profile):
+        log(f"warning: {caution}")
     log(f"plan: {plan.total:.3e} FLOPs, {plan.total / plan.budget:.2%} of the {plan.budget:.0e} budget")
     prepare(study)
     run = _Submitting(study, profile, log)

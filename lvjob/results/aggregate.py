@@ -112,13 +112,18 @@ def code_lines(versions: dict[str, list[str]]) -> list[str]:
 
 
 def write_results(study: Study, profile: Profile) -> Path:
-    """The run index, every table in three formats and summary.md; returns the results folder."""
+    """Every table in three formats, summary.md, then the run index; returns the results folder.
+
+    The index goes first and comes back last: `submit` takes results with a complete index as done,
+    so a kill between two files leaves no index, and the next submit writes them all again.
+    """
     out = ResultsDir(profile.results_dir)
     index = run_index(study, profile)
-    atomic.write_text(out.index, json.dumps(index.to_json(), indent=1))
+    out.index.unlink(missing_ok=True)
     tables = study_tables(study, index)
     for table in tables:
         for suffix, render in ((".md", to_markdown), (".csv", to_csv), (".tex", to_latex)):
             atomic.write_text(out.table(table.name, suffix), render(table))
     atomic.write_text(out.summary, summary(study, index, tables))
+    atomic.write_text(out.index, json.dumps(index.to_json(), indent=1))
     return out.root

@@ -71,6 +71,21 @@ def test_an_output_folder_that_cannot_be_made_is_named(tmp_path, small_data):
     assert len(lines) == 1 and lines[0].startswith(f"results_dir: {tmp_path / 'a-file' / 'results'} cannot be written")
 
 
+def test_a_folder_the_os_will_not_let_us_write_is_refused_with_its_reason_even_for_root(tmp_path, small_data):
+    lines = found(tmp_path, small_data, runs_root="/proc/lvjob-not-writable/runs")
+    assert lines == ["runs_root: /proc/lvjob-not-writable/runs cannot be written (No such file or directory); valid: "
+                     "a folder you can write (on a cluster, one every compute node sees, such as $SCRATCH/...)"]
+
+
+def test_a_slurm_profiles_outputs_on_a_node_local_filesystem_are_a_warning_not_a_refusal(tmp_path, small_data):
+    profile = load_profile(profile_file(tmp_path, runs_root="/dev/shm/lvjob-runs"))
+    warned = preflight.cautions(study(tmp_path, small_data), profile)
+    assert warned[0].startswith("runs_root: /dev/shm/lvjob-runs is on /dev/shm (node-local)") and "other nodes do not see" in warned[0]
+    assert warned[1].startswith(f"results_dir: {tmp_path / 'results'} is on /tmp (node-local)")  # pytest's tmp_path
+    assert preflight.problems(study(tmp_path, small_data), profile) == []
+    shutil.rmtree("/dev/shm/lvjob-runs", ignore_errors=True)
+
+
 def test_the_real_model_without_a_staged_folder_is_refused_on_a_cluster(tmp_path, small_data):
     lines = found(tmp_path, small_data, "model=qwen2.5-0.5b")
     assert len(lines) == 1 and lines[0].startswith("model_path: not set") and "lvjob fetch-model" in lines[0]

@@ -130,3 +130,33 @@ def test_a_study_changed_only_in_its_default_run_still_reports_the_finished_fina
     index = json.loads((tmp_path / "results" / "runs.json").read_text())
     assert [r["status"] for r in index["runs"]] == ["complete"] * 8
     assert index["choices"]["final"]["chosen"] == {"rank": 2, "lr": 1e-3, "context": 48}
+
+
+class Killed(Exception):
+    """The aggregate job killed between two of its files."""
+
+
+def test_a_kill_between_two_results_files_leaves_results_the_next_submit_writes_again(local_study, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from lvjob.cluster.profile import load_profile
+    from lvjob.core import atomic
+    from lvjob.orchestrate.submission import index_is_complete
+    from lvjob.results.aggregate import write_results
+    from lvjob.study.spec import load_study
+
+    study = load_study(ROOT / "jobs" / "study.yaml", scale="demo", overrides=local_study["args"][4:])
+    profile = replace(load_profile(local_study["args"][3]), results_dir=str(tmp_path / "results"))  # not the shared one
+    write_results(study, profile)
+    assert index_is_complete(study, profile)
+    written, write = [], atomic.write_text
+
+    def killed_after_two_files(path, text):
+        if len(written) == 2:
+            raise Killed(path)
+        written.append(path)
+        write(path, text)
+    monkeypatch.setattr(atomic, "write_text", killed_after_two_files)
+    with pytest.raises(Killed):
+        write_results(study, profile)
+    assert not index_is_complete(study, profile)  # so the next submit runs the aggregate again
