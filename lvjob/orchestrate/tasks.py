@@ -18,7 +18,9 @@ submits again the runs that ended incomplete but were not cancelled (lvjob.orche
 to `max_retries` per run), and on SLURM then queues a gate after those jobs and makes the waiting
 stages' queued jobs wait for it too. So a stage starts only when every run it waits for is
 complete or out of retries. Locally the gate runs after its stage's wave and waits for the runs it
-retries, with the same policy.
+retries, with the same policy. A gate is an optimisation, not what a choice's correctness rests on:
+a late-bound stage that starts checks its source stage for itself and, if a run would still be
+retried or is still queued (a gate died), fails naming it instead of choosing from the rest.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from lvjob.results.index import run_index
 from lvjob.results.plots import plot_results
 from lvjob.run.rundir import read_status, summarize
 from lvjob.run.runner import EXIT_PREEMPTED
-from lvjob.study.choices import job_for, study_dir
+from lvjob.study.choices import StageError, job_for, read_choice, study_dir
 from lvjob.study.spec import Study
 from lvjob.study.stages import Node, stage_named, stage_table, study_nodes, waits_for
 
@@ -97,6 +99,7 @@ class StudyTask(submitit.helpers.Checkpointable):
             out = write_results(self.study, self.profile)
             plot_results(out)
             return {"results": str(out)}
+        self._refuse_unsettled_sources()
         job = job_for(self.study, self.profile, self.node)
         ended = self._run_child(job)
         if ended.stalled_s is not None:
@@ -108,6 +111,19 @@ class StudyTask(submitit.helpers.Checkpointable):
         if ended.code != 0:
             raise RunnerFailed(self.node.key, ended.code, read_status(job.resolved_run_dir()).get("error"))
         return summarize(job.resolved_run_dir()).to_dict()
+
+    def _refuse_unsettled_sources(self) -> None:
+        """A late-bound stage about to choose checks its source stage is settled, as its gate would leave it: every
+        run complete, cancelled by its user or out of retries. Else the gate died (or a retried run lets this job
+        start early): it fails saying which runs, rather than choose from a subset."""
+        rule = self.node.stage.choice
+        if rule is None or read_choice(self.study, self.profile, self.node.stage.name) is not None:
+            return
+        due, active = GateTask(self.study, self.profile, rule.source, self.workdir, self.cache).look()
+        missing = [f"{r.node} would be retried ({r.why})" for r in due] + [f"job {j} is still queued or running" for j in active]
+        if missing:
+            raise StageError(f"{self.node.stage.name} cannot choose: its {rule.source} runs are not settled (did their "
+                             f"gate die?): {'; '.join(missing)}. Submit the study again to retry them.")
 
     def _run_child(self, job) -> Ended:
         """The runner as a child process (inside the image when the profile names one), signals forwarded."""
