@@ -181,8 +181,9 @@ class GateTask(submitit.helpers.Checkpointable):
         return study_backend(self.study, self.profile)
 
     def look(self) -> tuple[list[retries.Retry], list[str]]:
-        """The stage's runs to retry now, and the jobs of its runs still queued or running."""
-        runs = run_index(self.study, self.profile).of_stage(self.stage)
+        """The stage's runs to retry now, and the jobs of its incomplete runs still queued or running (a complete
+        run's job requeued after it finished changes nothing)."""
+        runs = [r for r in run_index(self.study, self.profile).of_stage(self.stage) if not r.complete]
         subs = records.on_executor(records.read_submissions(self.study, self.profile), self.profile)
         latest = {r.node: subs[r.node]["job_id"] for r in runs if r.node in subs}
         states = self._backend().states(list(latest.values()), settle=True)
