@@ -13,7 +13,8 @@ A deterministic forecaster (a baseline) is scored as k = 1: its CRPS is then its
 
 `scores` returns, per variable (prey, predator) and overall: MAE, MSE, RMSE of the point forecast
 (element-wise median of the samples), MASE, CRPS, the coverage of the 10-90% interval, and the MAE
-by lead time (step 1 ... horizon).
+by lead time (step 1 ... horizon); and each series' MAE with the overall MAE's standard error over
+the series, on which comparisons between runs and choices rest (lvjob.results.uncertainty).
 """
 
 from __future__ import annotations
@@ -92,6 +93,16 @@ def _summary(abs_err: np.ndarray, crps_values: np.ndarray, covered: np.ndarray, 
             "mase": _mean_or_none(ratios), "crps": float(crps_values.mean()), "coverage": float(covered.mean())}
 
 
+def _per_series(series_mae: np.ndarray, ok: np.ndarray) -> dict:
+    """Each series' MAE in series order (None where unscored), for paired comparisons between runs on the same
+    series, and the overall MAE's standard error over the scored series (None for one)."""
+    full = [None] * len(ok)
+    for i, value in zip(np.flatnonzero(ok), series_mae):
+        full[i] = float(value)
+    se = float(series_mae.std(ddof=1) / np.sqrt(len(series_mae))) if len(series_mae) > 1 else None
+    return {"series_mae": full, "mae_se": se}
+
+
 def lead_time_mae(abs_err: np.ndarray) -> dict:
     """MAE per forecast step 1 ... horizon: lists under "overall" and each variable's name."""
     out = {"overall": abs_err.mean(axis=(0, 2)).tolist()}
@@ -104,6 +115,7 @@ def _unscored(n_series: int, horizon: int) -> dict:
     """The result when no series is complete: every score None, the counts still told."""
     none = dict.fromkeys(SCORES)
     return {"series": n_series, "scored_series": 0, "samples": None, "mase_unscaled": 0, **none,
+            "series_mae": [None] * n_series, "mae_se": None,
             **{name: dict(none) for name in VARIABLES}, "lead_time_mae": None, "horizon": horizon}
 
 
@@ -120,7 +132,7 @@ def scores(samples: np.ndarray, truth: np.ndarray, contexts: np.ndarray) -> dict
     crps_values, ratios = crps(samples, truth), mase_ratios(abs_err, naive_scale(contexts))
     out = {"series": int(len(ok)), "scored_series": int(ok.sum()), "samples": int(samples.shape[1]),
            "mase_unscaled": int(np.isnan(ratios).sum()), "horizon": int(truth.shape[1])}
-    out |= _summary(abs_err, crps_values, covered, ratios)
+    out |= _summary(abs_err, crps_values, covered, ratios) | _per_series(abs_err.mean(axis=(1, 2)), ok)
     for j, name in enumerate(VARIABLES):
         out[name] = _summary(abs_err[..., j], crps_values[..., j], covered[..., j], ratios[:, j])
     return out | {"lead_time_mae": lead_time_mae(abs_err)}

@@ -3,9 +3,10 @@
 Writes into `results/` (the profile's `results_dir`):
 
     runs.json        the run index (lvjob.results.index): one entry per run of the study and the stages' choices
-    table1_step_flops, table2_context_length, table3_forecast_error, table3_lead_time, table4_flops,
+    table1_step_flops, table2_context_length, table3_forecast_error, table3_differences, table3_lead_time, table4_flops,
     stage1_grid, choices   each as .md, .csv and .tex (booktabs)
-    summary.md       every table with what it shows, readable on its own, and the code versions the runs came from
+    summary.md       every table with what it shows, readable on its own, the code versions the runs came from, and
+                     which of Table 3's differences are findings (their intervals exclude zero)
 
 It tolerates runs that are missing, running, failed or resumed after a requeue: they are listed as
 such, and their cells say so. Nothing carries a timestamp: the same runs give the same files.
@@ -22,6 +23,7 @@ from lvjob.core import atomic
 from lvjob.models import flops
 from lvjob.models.registry import MODELS
 from lvjob.results import report
+from lvjob.results.uncertainty import LEVEL
 from lvjob.study.plan import plan_study
 from lvjob.cluster.profile import Profile
 from lvjob.results.index import IndexEntry, RunIndex, run_index
@@ -30,15 +32,21 @@ from lvjob.study.stages import study_nodes
 from lvjob.results.tables import Table, to_csv, to_latex, to_markdown
 
 
+def compared(study: Study) -> tuple[dict[str, str], str]:
+    """Table 3's rows (node key -> label) and the zero-shot node the others are compared with: the trained prompt's."""
+    return {n.key: n.label for n in study_nodes(study) if n.label}, f"zero-shot-{study.evaluation.trained_prompt}"
+
+
 def study_tables(study: Study, index: RunIndex) -> list[Table]:
     plan = plan_study(study)
     d = study.default
-    labels = {n.key: n.label for n in study_nodes(study) if n.label}
+    labels, reference = compared(study)
     return [
         report.step_flops_table(flops.shape_of(study.model), study.model, study.training.batch_size, d.context, d.rank,
                                 study.lora.targets),
         report.context_table(index),
         report.comparison_table(index, labels),
+        report.differences_table(report.differences(index, labels, reference), labels.get(reference, reference)),
         report.lead_time_table(index, labels),
         report.flops_table(index, plan.by_experiment(), study.budget_flops),
         report.grid_table(index),
@@ -54,11 +62,27 @@ def summary(study: Study, index: RunIndex, tables: list[Table]) -> str:
              "belongs to a run that has not finished, and says why.", ""]
     lines += split_lines(study)
     lines += code_lines(code_versions(index.runs))
+    lines += finding_lines(report.differences(index, *compared(study)))
     for table in tables:
         lines += [to_markdown(table)]
     lines += ["Each table is also in CSV (full precision) and LaTeX (booktabs) beside this file; "
               "`runs.json` lists every run with its directory."]
     return "\n".join(lines) + "\n"
+
+
+def finding_lines(found: dict) -> list[str]:
+    """summary.md's statement of each comparison of Table 3: a finding only where its interval excludes zero."""
+    lines = []
+    for label, against in found.items():
+        for other, d in against.items():
+            if d is None:
+                continue
+            span = f"mean difference {d.mean:+.3g}, {LEVEL:.0%} interval {d.low:+.3g} to {d.high:+.3g}, {d.series} series"
+            lines.append(f"- {label} vs {other}: " + (f"**MAE {d.verdict()}** ({span})" if d.finding else f"within noise ({span})"))
+    if not lines:
+        return []
+    return ["Findings: a difference in MAE is stated only where its bootstrap interval over the test series excludes "
+            "zero (table3_differences):", ""] + lines + [""]
 
 
 def split_lines(study: Study) -> list[str]:

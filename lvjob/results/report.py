@@ -13,6 +13,7 @@ from __future__ import annotations
 from lvjob.forecasting.scores import POINT_ERRORS, SCORES
 from lvjob.models import flops
 from lvjob.results.index import IndexEntry, RunIndex
+from lvjob.results.uncertainty import DRAWS, LEVEL, SEED, Difference, paired_difference
 from lvjob.run.rundir import RunStatus
 from lvjob.study.stages import stage_table
 from lvjob.results.tables import Mark, Table
@@ -63,7 +64,7 @@ def context_table(index: RunIndex) -> Table:
                      _metric(r, "parse_rate")))
     rows.sort(key=lambda row: row[0])
     choice = index.choices.get("final")
-    notes = (f"The final run took context {choice.chosen['context']} (lowest MAE).",) if choice else ()
+    notes = (f"The final run took context {choice.chosen['context']} ({_rule_in_words(choice)}).",) if choice else ()
     return Table(name="table2_context_length", title="Table 2. Forecast error by context length (stage 2, validation systems)",
                  columns=("context (tokens)", "rank", "lr", "MAE", "MSE", "RMSE", "parse rate"),
                  rows=tuple(rows), formats=("d", "d", "g", ".4g", ".4g", ".4g", ".1%"), notes=notes)
@@ -87,6 +88,43 @@ def comparison_table(index: RunIndex, labels: dict[str, str]) -> Table:
                         "is of the samples' empirical distribution (a single forecast's CRPS is its MAE); coverage is "
                         "the share of true values inside the samples' 10-90% interval. Baselines are deterministic "
                         "(1 sample: no interval, no coverage) and write numbers directly, so they have no parse rate.",))
+
+
+def differences(index: RunIndex, labels: dict[str, str], reference: str) -> dict[str, dict[str, Difference | None]]:
+    """{row label: {"zero-shot": .., "persistence": ..}}: each complete row of Table 3's MAE minus the zero-shot run
+    `reference`'s on the same series, and minus persistence's on its own series (from its eval.json)."""
+    by_node = index.by_node()
+    zero_shot = by_node.get(reference)
+    out = {}
+    for key, label in labels.items():
+        r = by_node.get(key)
+        if not _done(r):
+            continue
+        against_zero_shot = (paired_difference(r.run.series_mae or [], zero_shot.run.series_mae or [])
+                             if _done(zero_shot) and key != reference else None)
+        out[label] = {"zero-shot": against_zero_shot,
+                      "persistence": paired_difference(r.run.series_mae or [], r.run.persistence_series_mae or [])}
+    return out
+
+
+def differences_table(found: dict[str, dict[str, Difference | None]], reference_label: str) -> Table:
+    """Table 3's MAE differences with their bootstrap intervals (lvjob.results.uncertainty) and what each is."""
+    rows = []
+    for label, against in found.items():
+        cells = []
+        for d in (against["zero-shot"], against["persistence"]):
+            cells += [d.mean, d.low, d.high, d.verdict()] if d else [Mark("-")] * 4
+        rows.append((label, *cells))
+    pct = f"{LEVEL:.0%}"
+    return Table(name="table3_differences",
+                 title=f"MAE differences on the same test series, with {pct} bootstrap intervals",
+                 columns=("model", "minus zero-shot", f"{pct} low", f"{pct} high", "vs zero-shot",
+                          "minus persistence", f"{pct} low", f"{pct} high", "vs persistence"),
+                 rows=tuple(rows), formats=("", ".3g", ".3g", ".3g", "", ".3g", ".3g", ".3g", ""),
+                 notes=(f"Paired over the series both scored: each series' MAE minus the other forecaster's on the same "
+                        f"series; the interval resamples the series ({DRAWS} draws, seed {SEED}). Zero-shot is "
+                        f"{reference_label}; persistence (repeat the last context point) is scored in each run's own "
+                        "evaluation. A difference is a finding (lower, higher) only when its interval excludes zero.",))
 
 
 def _parse_rate(entry: IndexEntry | None):
@@ -153,21 +191,43 @@ def grid_table(index: RunIndex) -> Table:
             row.append(r.run.val_loss if _done(r) and r.run.val_loss is not None else why_missing(r))
         rows.append(tuple(row))
     choice = index.choices.get("stage2")
-    notes = (f"Stage 2 took rank {choice.chosen['rank']}, lr {choice.chosen['lr']:g} "
-             f"(lowest validation loss, run {choice.best}).",) if choice else ()
+    notes = (f"Stage 2 took rank {choice.chosen['rank']}, lr {choice.chosen['lr']:g} ({_rule_in_words(choice)}).",) if choice else ()
     return Table(name="stage1_grid", title="Stage 1: validation loss by LoRA rank x learning rate",
                  columns=("rank", *(f"lr {lr:g}" for lr in lrs)), rows=tuple(rows),
                  formats=("d",) + (".4f",) * len(lrs), notes=notes)
 
 
+def _rule_in_words(choice) -> str:
+    """How a choice was made, e.g. "run stage1-r2-lr0.01: the cheapest of 3 runs within one standard error of the lowest"."""
+    taken = choice.taken or choice.best
+    if len(choice.within_se) <= 1:
+        return f"run {taken}: the lowest {choice.metric}, more than one standard error below the next"
+    return (f"run {taken}: the cheapest of {len(choice.within_se)} runs within one standard error of the lowest "
+            f"{choice.metric} ({choice.best}), which noise alone could reorder")
+
+
 def choices_table(index: RunIndex) -> Table:
+    """Each late-bound stage's choice: what it took, from which run, the best run, the margin and what it rests on."""
     rows = []
     for stage, choice in index.choices.items():
         if not choice:
-            rows.append((stage, Mark("not chosen yet"), "", "", ""))
+            rows.append((stage, Mark("not chosen yet"), "", "", Mark("-"), Mark("-"), Mark("-"), "", ""))
             continue
         done = sum(c["status"] == RunStatus.COMPLETE for c in choice.candidates)
+        value = {c["key"]: c[choice.metric] for c in choice.candidates}
+        taken = choice.taken or choice.best
         rows.append((stage, ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in choice.chosen.items()),
-                     f"lowest {choice.metric}", choice.best, f"{done}/{len(choice.candidates)}"))
-    return Table(name="choices", title="Configurations chosen by the late-bound stages",
-                 columns=("stage", "chosen", "by", "from run", "candidates complete"), rows=tuple(rows))
+                     taken, choice.best, value[choice.best], _or_dash(choice.se), value[taken] - value[choice.best],
+                     "noise" if len(choice.within_se) > 1 else "a margin above one SE", f"{done}/{len(choice.candidates)}"))
+    return Table(name="choices", title="Configurations chosen by the late-bound stages (one-standard-error rule)",
+                 columns=("stage", "chosen", "from run", "best run", "best", "its SE", "chosen - best", "rests on",
+                          "candidates complete"),
+                 rows=tuple(rows), formats=("", "", "", "", ".4g", ".2g", ".2g", "", ""),
+                 notes=("Each choice takes, among the complete runs whose metric is within one standard error of the "
+                        "lowest (stage 2: validation loss over the validation chunks; final: MAE over the validation "
+                        "series), the cheapest: smallest rank, then shortest context, then lowest lr. \"Rests on "
+                        "noise\": other runs were within one standard error, so the order among them is not a finding.",))
+
+
+def _or_dash(value):
+    return Mark("-") if value is None else value

@@ -23,7 +23,7 @@ from lvjob.forecasting.scores import SCORES
 from lvjob.run.ledger import Ledger
 
 
-EVAL_METRICS = (*(f"eval_{k}" for k in SCORES), "parse_rate", "series", "samples", "eval_seconds",
+EVAL_METRICS = (*(f"eval_{k}" for k in SCORES), "eval_mae_se", "parse_rate", "series", "samples", "eval_seconds",
                 *(f"persistence_{k}" for k in SCORES))
 
 
@@ -63,6 +63,7 @@ class RunSummary:
     steps: int | None = None  # planned training steps
     loss: float | None = None  # last training loss
     val_loss: float | None = None  # last validation loss
+    val_loss_se: float | None = None  # its standard error over the validation chunks
     attempts: int = 0
     flops: int | None = None  # FLOPs spent so far (ledger, or the last metrics row while training)
     error: str | None = None
@@ -74,6 +75,8 @@ class RunSummary:
     prompt: str | None = None
     split: str | None = None  # the systems its evaluation scored: validation or test
     lead_time_mae: list | None = None  # overall MAE at forecast step 1 ... horizon
+    series_mae: list | None = None  # each evaluated series' MAE, in series order (None: not scored)
+    persistence_series_mae: list | None = None  # the same, of persistence on the same series
     # From eval.json (EVAL_METRICS): the forecasts' overall scores on the horizon, the parse rate,
     # series and samples, the evaluation's wall time, and the persistence forecast's scores on the
     # same series; None until evaluated.
@@ -118,7 +121,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
     except (OSError, yaml.YAMLError):
         pass
     rows = read_jsonl(files.metrics)
-    vals = [r["val_loss"] for r in rows if "val_loss" in r]
+    vals = [r for r in rows if "val_loss" in r]
     if files.ledger.exists():
         ledger = Ledger.read(files.ledger)
         flops, lost = ledger.total, ledger.lost_to_preemption
@@ -135,7 +138,8 @@ def summarize(run_dir: str | Path) -> RunSummary:
         step=rows[-1]["step"] if rows else None,
         steps=job.get("steps") if train else None,
         loss=rows[-1]["loss"] if rows else None,
-        val_loss=vals[-1] if vals else None,
+        val_loss=vals[-1]["val_loss"] if vals else None,
+        val_loss_se=vals[-1].get("val_loss_se") if vals else None,
         attempts=int(status.get("attempts", 0)),
         flops=flops,
         lost_flops=lost,
@@ -147,7 +151,9 @@ def summarize(run_dir: str | Path) -> RunSummary:
         prompt=job.get("prompt"),
         split=evaluation.get("split"),
         lead_time_mae=(model.get("lead_time_mae") or {}).get("overall"),
-        metrics={f"eval_{k}": model.get(k) for k in SCORES}
+        series_mae=model.get("series_mae"),
+        persistence_series_mae=persistence.get("series_mae"),
+        metrics={f"eval_{k}": model.get(k) for k in (*SCORES, "mae_se")}
         | {k: evaluation.get(k) for k in ("parse_rate", "series")}
         | {"samples": model.get("samples"), "eval_seconds": evaluation.get("seconds")}
         | {f"persistence_{k}": persistence.get(k) for k in SCORES},

@@ -113,19 +113,26 @@ def _autocast(device: str):
 
 
 @torch.no_grad()
-def validation_loss(model, chunks: list[list[int]], job: Job, pad_id: int, device: str) -> float:
-    """Token-weighted mean next-token loss over the fixed validation subset."""
+def validation_loss(model, chunks: list[list[int]], job: Job, pad_id: int, device: str) -> tuple[float, float | None]:
+    """Token-weighted mean next-token loss over the fixed validation subset, and its standard error over the
+    chunks (the spread of the chunks' own mean losses over sqrt(chunks); None for a single chunk)."""
     model.eval()
-    total, tokens = 0.0, 0
+    sums, counts = [], []
     for start in range(0, len(chunks), job.batch_size):
         batch = _to_device(pad_batch(chunks[start:start + job.batch_size], job.context, pad_id), device)
-        n = int((batch["labels"][:, 1:] != -100).sum())
+        labels = batch["labels"][:, 1:]
         with _autocast(device):
-            loss = model(**batch).loss
-        total += float(loss) * n
-        tokens += n
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        token_loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100,
+                                                       reduction="none")
+        sums += token_loss.sum(1).tolist()
+        counts += (labels != -100).sum(1).tolist()
     model.train()
-    return total / max(tokens, 1)
+    return sum(sums) / max(sum(counts), 1), _standard_error([s / max(n, 1) for s, n in zip(sums, counts)])
+
+
+def _standard_error(values: list[float]) -> float | None:
+    return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -213,7 +220,7 @@ def train(job: Job, run_dir: Path, corpus: Corpus, pad_id: int, device: str, sto
             # runs ahead of the device by a bounded queue, so over steps this is the device's pace.
             row |= _timing(int(host["attention_mask"].sum()), time.perf_counter() - t_prev, started)
             if is_validation_step(done, job):
-                row["val_loss"] = validation_loss(model, corpus.val, job, pad_id, device)
+                row["val_loss"], row["val_loss_se"] = validation_loss(model, corpus.val, job, pad_id, device)
             rows.append(row)
             spent = ledger()
             row["flops"], row["lost_flops"] = spent.total, spent.lost_to_preemption  # readable while it runs

@@ -8,10 +8,14 @@ its deterministic run id: a resubmitted study finds its finished runs by id and 
 Stage 2 and the final run are *late-bound*: their configuration is chosen from the earlier stage's
 results when the job starts, not when the study is submitted:
 
-- stage 2 takes the (rank, lr) of the stage-1 run with the lowest final validation loss (all
-  stage-1 runs share one context, so their validation losses are comparable);
-- the final run takes the (rank, lr, context) of the stage-2 run with the lowest forecast MAE on
-  the validation systems (validation losses at different context lengths are not comparable).
+- stage 2 takes the (rank, lr) from stage 1's final validation losses (all stage-1 runs share one
+  context, so their validation losses are comparable);
+- the final run takes the (rank, lr, context) from stage 2's forecast MAEs on the validation
+  systems (validation losses at different context lengths are not comparable).
+
+Both by the one-standard-error rule: among the runs whose metric is within one standard error of
+the lowest (over the validation chunks, or the series), the cheapest by COST_ORDER. A grid whose
+differences are noise then chooses the same on every machine, and the record says so (`within_se`).
 
 A choice is written once, by the first job of its stage to start (an exclusive create), and read
 back by every other task of the stage, by the stage after it and by the aggregate: a source run
@@ -46,21 +50,27 @@ class StageError(RuntimeError):
     """A late-bound stage cannot choose its configuration (no run of the stage before it finished)."""
 
 
+COST_ORDER = ("rank", "context", "lr")  # the one-standard-error rule's "cheapest": smallest rank, shortest context, lowest lr
+
+
 @dataclass(frozen=True)
 class Choice:
     stage: str  # the stage that chose (stage2 or final)
     source: str  # the stage it chose from
     metric: str
     chosen: dict  # the settings taken over, e.g. {"rank": 8, "lr": 5e-05}
-    best: str  # key of the winning run
-    candidates: tuple[dict, ...] = field(default_factory=tuple)  # key, run_dir, status, metric value
+    best: str  # key of the run with the lowest metric
+    candidates: tuple[dict, ...] = field(default_factory=tuple)  # key, run_dir, status, metric value and its SE
+    taken: str | None = None  # key of the run whose settings were taken (None in records older than the rule)
+    se: float | None = None  # the best run's standard error: the rule's tolerance
+    within_se: tuple[str, ...] = ()  # every usable run within one SE of the best: more than one means noise decided
 
     def to_dict(self) -> dict:
         return to_dict(self)
 
     @classmethod
     def from_dict(cls, record: dict) -> Choice:
-        return cls(**record | {"candidates": tuple(record.get("candidates", ()))})
+        return cls(**record | {"candidates": tuple(record.get("candidates", ())), "within_se": tuple(record.get("within_se", ()))})
 
 
 def study_dir(study: Study, profile: Profile) -> StudyDir:
@@ -100,7 +110,8 @@ def choose(study: Study, profile: Profile, stage: str, require_all: bool = False
     for node in (n for n in study_nodes(study) if n.stage.name == source):
         job = make_job(study, profile, node, upstream.chosen if upstream else None)
         runs.append((node, job, summarize(job.resolved_run_dir())))
-    candidates = tuple({"key": n.key, "run_dir": s.run_dir, "status": s.status, metric: s.value(metric), "split": s.split,
+    candidates = tuple({"key": n.key, "run_dir": s.run_dir, "status": s.status, metric: s.value(metric),
+                        f"{metric}_se": s.value(f"{metric}_se"), "split": s.split,
                         **{k: getattr(j, k) for k in copied}} for n, j, s in runs)
     _refuse_unseen_systems(stage, candidates)
     usable = [c for c in candidates if c["status"] == RunStatus.COMPLETE and c[metric] is not None]
@@ -109,9 +120,22 @@ def choose(study: Study, profile: Profile, stage: str, require_all: bool = False
     if not usable:
         why = "; ".join(f"{c['key']}: {c['status']}" for c in candidates)
         raise StageError(f"{stage} cannot start: no {source} run finished with a {metric} ({why})")
-    best = min(usable, key=lambda c: c[metric])  # ties: the first in study order
-    return Choice(stage=stage, source=source, metric=metric, chosen={k: best[k] for k in copied},
-                  best=best["key"], candidates=candidates)
+    best, within, taken = one_standard_error(usable, metric)
+    return Choice(stage=stage, source=source, metric=metric, chosen={k: taken[k] for k in copied}, best=best["key"],
+                  candidates=candidates, taken=taken["key"], se=best[f"{metric}_se"], within_se=tuple(c["key"] for c in within))
+
+
+def one_standard_error(usable: list[dict], metric: str) -> tuple[dict, list[dict], dict]:
+    """(the best candidate, those within one of its standard errors, the cheapest of those by COST_ORDER).
+
+    The metric's differences below one standard error are noise (floating point between machines,
+    which chunks or series were drawn): taking the cheapest of the indistinguishable candidates makes
+    a choice that noise cannot flip. Without a standard error the best is taken. Ties keep study order.
+    """
+    best = min(usable, key=lambda c: c[metric])
+    tolerance = best[f"{metric}_se"] or 0.0
+    within = [c for c in usable if c[metric] <= best[metric] + tolerance]
+    return best, within, min(within, key=lambda c: tuple(c.get(k, 0) for k in COST_ORDER))
 
 
 def _refuse_unseen_systems(stage: str, candidates: tuple[dict, ...]) -> None:
@@ -139,7 +163,8 @@ def stale_choice(study: Study, profile: Profile, stage: str) -> str | None:
         return None
     if now is None or now.chosen == recorded.chosen:
         return None
-    return (f"{stage} ran with {recorded.best}'s settings, but its {recorded.source} runs now favour {now.best}; "
+    return (f"{stage} ran with {recorded.taken or recorded.best}'s settings, but its {recorded.source} runs now favour "
+            f"{now.taken}; "
             "the recorded choice stands (delete it and submit again to choose anew)")
 
 

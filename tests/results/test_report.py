@@ -89,8 +89,8 @@ def test_table2_lists_every_context_of_stage2(study_runs):
 def test_each_table_is_written_in_three_formats_and_a_second_run_gives_the_same_files(study_runs):
     study, profile = study_runs
     out = write_results(study, profile)
-    names = ["table1_step_flops", "table2_context_length", "table3_forecast_error", "table3_lead_time", "table4_flops",
-             "stage1_grid", "choices"]
+    names = ["table1_step_flops", "table2_context_length", "table3_forecast_error", "table3_differences",
+             "table3_lead_time", "table4_flops", "stage1_grid", "choices"]
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted([f"{n}.{ext}" for n in names for ext in ("md", "csv", "tex")] + ["runs.json", "summary.md"])
     first = {p.name: p.read_bytes() for p in out.iterdir()}
