@@ -3,12 +3,13 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from lvjob.orchestrate.submission import waves
 from lvjob.cluster.profile import Profile
-from lvjob.study.choices import StageError, choose, job_for, make_job, read_choice, study_nodes
+from lvjob.study.choices import StageError, choose, job_for, make_job, one_standard_error, read_choice, study_nodes
 from lvjob.study.spec import load_study
 from helpers import STUDY
 
@@ -21,13 +22,13 @@ def setup(tmp_path):
     return study, profile
 
 
-def fake_run(job, status="complete", val_loss=None, mae=None):
+def fake_run(job, status="complete", val_loss=None, mae=None, se=None):
     d = job.resolved_run_dir()
     d.mkdir(parents=True, exist_ok=True)
     (d / "run.json").write_text(json.dumps({"status": status, "kind": job.kind, "attempts": 1}))
     (d / "job.yaml").write_text(yaml.safe_dump({"kind": job.kind, "steps": job.steps}))
     if val_loss is not None:
-        (d / "metrics.jsonl").write_text(json.dumps({"step": job.steps, "loss": 1.0, "val_loss": val_loss}) + "\n")
+        (d / "metrics.jsonl").write_text(json.dumps({"step": job.steps, "loss": 1.0, "val_loss": val_loss, "val_loss_se": se}) + "\n")
     if status == "complete":  # a finished run has evaluated on its split
         (d / "eval.json").write_text(json.dumps({"split": job.eval_split, "model": {"mae": mae}, "parse_rate": 1.0}))
 
@@ -116,3 +117,48 @@ def test_status_says_when_a_recorded_choice_is_no_longer_what_the_runs_favour(se
     fake_run(make_job(study, profile, stage1[-1]), val_loss=0.1)
     stale = {r["node"] for r in status_rows(study, profile) if f"now favour {stage1[-1].key}" in r["why"]}
     assert stale == {n.key for n in nodes_of(study, "stage2")}
+
+
+# --- the one-standard-error rule ------------------------------------------------------------------------
+
+
+def candidate(key, loss, se, rank, lr, context=128):
+    return {"key": key, "val_loss": loss, "val_loss_se": se, "rank": rank, "lr": lr, "context": context}
+
+
+def test_of_runs_within_one_standard_error_of_the_best_the_cheapest_is_taken():
+    runs = [candidate("a", 1.000, 0.010, 8, 1e-2), candidate("b", 1.008, 0.010, 2, 1e-2), candidate("c", 1.05, 0.01, 1, 1e-4)]
+    best, within, taken = one_standard_error(runs, "val_loss")
+    assert (best["key"], [c["key"] for c in within], taken["key"]) == ("a", ["a", "b"], "b")
+
+
+def test_a_best_run_more_than_one_standard_error_ahead_is_taken():
+    runs = [candidate("a", 1.000, 0.001, 8, 1e-2), candidate("b", 1.008, 0.001, 2, 1e-2)]
+    assert one_standard_error(runs, "val_loss")[2]["key"] == "a"
+
+
+def test_ties_in_cost_go_by_rank_then_context_then_lr():
+    runs = [candidate("a", 1.0, 0.1, 4, 1e-2, 64), candidate("b", 1.0, 0.1, 4, 1e-3, 64), candidate("c", 1.0, 0.1, 4, 1e-4, 128),
+            candidate("d", 1.0, 0.1, 8, 1e-5, 32)]
+    assert one_standard_error(runs, "val_loss")[2]["key"] == "b"
+
+
+def test_a_choice_survives_every_loss_perturbed_by_one_part_in_a_million():
+    # The README's demo grid before the rule: nine losses 0.002 apart, two tied, with their chunks' SE.
+    losses = [1.2544, 1.2544, 1.2548, 1.2551, 1.2553, 1.2556, 1.2559, 1.2562, 1.2565]
+    runs = [candidate(f"r{r}-lr{lr}", loss, 0.012, r, lr) for loss, (r, lr) in zip(losses, [(r, lr) for r in (2, 4, 8) for lr in (1e-2, 3e-3, 1e-3)])]
+    taken = one_standard_error(runs, "val_loss")[2]["key"]
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        moved = [c | {"val_loss": c["val_loss"] * (1 + 1e-6 * rng.standard_normal())} for c in runs]
+        assert one_standard_error(moved, "val_loss")[2]["key"] == taken
+
+
+def test_a_recorded_choice_names_the_best_run_the_run_taken_and_the_runs_within_one_standard_error(setup):
+    study, profile = setup
+    for i, node in enumerate(nodes_of(study, "stage1")):  # stage1-r2-lr0.01 lowest, r2-lr0.003 within its SE
+        fake_run(make_job(study, profile, node), val_loss=[1.00, 1.005, 1.2, 1.3, 1.3, 1.3, 1.3, 1.3, 1.3][i], se=0.01)
+    choice = choose(study, profile, "stage2")
+    assert (choice.best, choice.taken, choice.within_se, choice.se) == (
+        "stage1-r2-lr0.01", "stage1-r2-lr0.003", ("stage1-r2-lr0.01", "stage1-r2-lr0.003"), 0.01)
+    assert choice.chosen == {"rank": 2, "lr": 3e-3}
