@@ -168,8 +168,8 @@ def study_runs(tmp_path):
     nodes = {n.key: n for n in study_nodes(study)}
     job = lambda key: job_for(study, profile, nodes[key])  # noqa: E731
     write_run(job("zero-shot-plain"), "complete", evaluation=evaluation(2.0, 5.0, split="test"), ledger={"prompt": 100, "generation": 20})
-    write_run(job("baseline-physics"), "complete", evaluation=evaluation(1e-6, 1e-12, split="test", parse_rate=None, samples=1),
-              ledger={})
+    write_run(job("baseline-physics"), "complete", ledger={},
+              evaluation=evaluation(1e-6, 1e-12, split="test", parse_rate=None, samples=1) | {"fell_back": 1, "median_fit_residual": 0.12})
     write_run(job("zero-shot-instruct"), "failed")
     write_run(job("default"), "running", rows=[{"step": s, "loss": 3.0, "flops": 1000 * s, "lost_flops": 0} for s in (1, 2, 12)])
     for i, key in enumerate(k for k in nodes if k.startswith("stage1-")):

@@ -80,6 +80,8 @@ def comparison_table(index: RunIndex, labels: dict[str, str]) -> Table:
         if _metric(r, "samples") == 1:  # one forecast has no interval: its "coverage" would count exact hits
             scores[SCORES.index("coverage")] = Mark("-")
         rows.append((label, *scores, _parse_rate(r), _metric(r, "samples"), _metric(r, "series")))
+    fits = tuple(_fit_note(label, by_node[key].run) for key, label in labels.items()
+                 if _done(by_node.get(key)) and by_node[key].run.fell_back is not None)
     return Table(name="table3_forecast_error", title=f"Table 3. Forecast error on the {_split_of(by_node, labels)} systems' horizon",
                  columns=("model", "MAE", "MSE", "RMSE", "MASE", "CRPS", "coverage 10-90%", "parse rate", "samples", "series"),
                  rows=tuple(rows), formats=("", ".4g", ".4g", ".4g", ".4g", ".4g", ".1%", ".1%", "d", "d"),
@@ -87,7 +89,15 @@ def comparison_table(index: RunIndex, labels: dict[str, str]) -> Table:
                         "median of the samples; MASE divides each series' MAE by its context's one-step naive MAE; CRPS "
                         "is of the samples' empirical distribution (a single forecast's CRPS is its MAE); coverage is "
                         "the share of true values inside the samples' 10-90% interval. Baselines are deterministic "
-                        "(1 sample: no interval, no coverage) and write numbers directly, so they have no parse rate.",))
+                        "(1 sample: no interval, no coverage) and write numbers directly, so they have no parse rate.",
+                        *fits))
+
+
+def _fit_note(label: str, run) -> str:
+    """How a baseline's fits went: the series that fell back to persistence, and the physics fit's residual."""
+    residual = (f"; median RMS residual of the fit on the contexts {run.fit_residual:.2g} of their mean population"
+                if run.fit_residual is not None else "")
+    return f"{label}: {run.fell_back} of {run.metrics['series']} series fell back to persistence (fit failed){residual}."
 
 
 def differences(index: RunIndex, labels: dict[str, str], reference: str) -> dict[str, dict[str, Difference | None]]:

@@ -77,6 +77,8 @@ class RunSummary:
     lead_time_mae: list | None = None  # overall MAE at forecast step 1 ... horizon
     series_mae: list | None = None  # each evaluated series' MAE, in series order (None: not scored)
     persistence_series_mae: list | None = None  # the same, of persistence on the same series
+    fell_back: int | None = None  # a baseline's series that fell back to persistence (its fit failed)
+    fit_residual: float | None = None  # the physics fit's median RMS residual on the contexts / their mean
     # From eval.json (EVAL_METRICS): the forecasts' overall scores on the horizon, the parse rate,
     # series and samples, the evaluation's wall time, and the persistence forecast's scores on the
     # same series; None until evaluated.
@@ -153,6 +155,8 @@ def summarize(run_dir: str | Path) -> RunSummary:
         lead_time_mae=(model.get("lead_time_mae") or {}).get("overall"),
         series_mae=model.get("series_mae"),
         persistence_series_mae=persistence.get("series_mae"),
+        fell_back=evaluation.get("fell_back"),
+        fit_residual=evaluation.get("median_fit_residual"),
         metrics={f"eval_{k}": model.get(k) for k in (*SCORES, "mae_se")}
         | {k: evaluation.get(k) for k in ("parse_rate", "series")}
         | {"samples": model.get("samples"), "eval_seconds": evaluation.get("seconds")}

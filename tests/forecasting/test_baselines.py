@@ -80,4 +80,31 @@ def test_physics_fit_from_a_poor_first_guess_is_rescued_by_the_second_start(clea
         return np.r_[[50.0, 0.01, 50.0, 0.01], context[0]]
 
     monkeypatch.setattr(baselines, "initial_guess", poor)
-    np.testing.assert_allclose(baselines.fit_lotka_volterra(contexts[0], context_times), params[0], rtol=1e-6)
+    np.testing.assert_allclose(baselines.fit_lotka_volterra(contexts[0], context_times)[0], params[0], rtol=1e-6)
+
+
+def test_on_a_file_another_model_made_the_physics_fit_gives_its_best_point_and_says_how_far_off_it_is():
+    from baseline_bench import logistic_lotka_volterra
+
+    time_points, trajectories = logistic_lotka_volterra(3)
+    contexts, _ = data.split_time(trajectories, axis=1)
+    context_times, horizon_times = data.split_time(time_points)
+    fit = baselines.lotka_volterra_fit(contexts, context_times, horizon_times)
+    assert not fit.fell_back.any() and np.isfinite(fit.predictions).all()
+    assert (fit.residual > 1e-3).all()  # no Lotka-Volterra orbit is a logistic-prey one: the residual says so
+
+
+def test_the_physics_fit_on_generated_data_is_exact_at_its_own_tolerances(clean):
+    contexts, truth, context_times, horizon_times, _ = clean
+    fit = baselines.lotka_volterra_fit(contexts, context_times, horizon_times)
+    assert np.abs(fit.predictions - truth).mean() < 1e-8 and (fit.residual < 1e-8).all()
+
+
+def test_series_spread_over_processes_give_the_same_forecasts(clean):
+    from concurrent.futures import ProcessPoolExecutor
+
+    contexts, _, context_times, horizon_times, _ = clean
+    with ProcessPoolExecutor(2) as pool:
+        spread = baselines.lotka_volterra_fit(contexts, context_times, horizon_times, pool.map)
+    alone = baselines.lotka_volterra_fit(contexts, context_times, horizon_times)
+    assert (spread.predictions == alone.predictions).all() and (spread.residual == alone.residual).all()

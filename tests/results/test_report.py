@@ -107,3 +107,9 @@ def test_formats_keep_marks_and_escape_latex():
     assert to_csv(t).splitlines() == ["name,value", "x_1,0.5", "y,missing: failed"]
     tex = to_latex(t)
     assert r"\caption{A\_b 100\%}" in tex and r"x\_1 & 50.0\% \\" in tex and r"\toprule" in tex
+
+
+def test_table3_says_how_many_series_each_baseline_fell_back_on_and_how_far_the_physics_fit_is(study_runs):
+    study, profile = study_runs
+    notes = comparison_table(run_index(study, profile), labels(study)).notes
+    assert "physics: Lotka-Volterra fit: 1 of 20 series fell back to persistence (fit failed); median RMS residual of the fit on the contexts 0.12 of their mean population." in notes
