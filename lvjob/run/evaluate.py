@@ -139,6 +139,7 @@ def with_model(job: Job, model, tokenizer, trajectories: np.ndarray, split: data
 
 
 BASELINE_CHUNK = 10  # series per part of a baseline's evaluation
+SERIES_PER_WORKER = 4  # fewer series per CPU are fitted in the job's own process (a worker takes ~1 s to start)
 
 
 def with_baseline(job: Job, lv: data.LVData, split: data.Split, run_dir: Path, stop: StopRequest,
@@ -149,11 +150,13 @@ def with_baseline(job: Job, lv: data.LVData, split: data.Split, run_dir: Path, s
     context_times, horizon_times = data.split_time(lv.time, job.data.horizon_fraction)
     parts = read_parts(run_dir)
     starts = range(0, len(contexts), BASELINE_CHUNK)
-    with series_pool() as pool:
+    workers = len(os.sched_getaffinity(0))
+    with series_pool(workers) as pool:
+        spread = pool.map if len(contexts) >= SERIES_PER_WORKER * workers else map  # a few series: not worth a process
         for index in range(len(parts), len(starts)):
             chunk = slice(starts[index], starts[index] + BASELINE_CHUNK)
             t0 = time.perf_counter()
-            fit = baselines.forecast_with(job.forecaster, contexts[chunk], context_times, horizon_times, pool.map)
+            fit = baselines.forecast_with(job.forecaster, contexts[chunk], context_times, horizon_times, spread)
             residual = fit.residual if fit.residual is not None else np.full(len(fit.fell_back), np.nan)
             parts.append({"predictions": fit.predictions, "fell_back": fit.fell_back, "residual": residual,
                           "seconds": np.array(time.perf_counter() - t0)})
@@ -167,10 +170,10 @@ def with_baseline(job: Job, lv: data.LVData, split: data.Split, run_dir: Path, s
           predictions=np.concatenate([p["predictions"] for p in parts]))
 
 
-def series_pool() -> ProcessPoolExecutor:
-    """Processes for a baseline's independent series fits, one per CPU the job may use (SLURM's cpus_per_task).
-    forkserver: workers start clean, not as copies of a process holding torch's threads."""
-    return ProcessPoolExecutor(len(os.sched_getaffinity(0)), mp_context=multiprocessing.get_context("forkserver"))
+def series_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes for a baseline's independent series fits, one per CPU the job may use (SLURM's cpus_per_task),
+    started on first use. forkserver: workers start clean, not as copies of a process holding torch's threads."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
 def fit_report(job: Job, parts: list[dict]) -> dict:
