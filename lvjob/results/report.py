@@ -81,7 +81,7 @@ def comparison_table(index: RunIndex, labels: dict[str, str]) -> Table:
             scores[SCORES.index("coverage")] = Mark("-")
         rows.append((label, *scores, _parse_rate(r), _metric(r, "samples"), _metric(r, "series")))
     fits = tuple(_fit_note(label, by_node[key].run) for key, label in labels.items()
-                 if _done(by_node.get(key)) and by_node[key].run.fell_back is not None)
+                 if _done(by_node.get(key)) and (by_node[key].run.fell_back or by_node[key].run.fit_residual is not None))
     return Table(name="table3_forecast_error", title=f"Table 3. Forecast error on the {_split_of(by_node, labels)} systems' horizon",
                  columns=("model", "MAE", "MSE", "RMSE", "MASE", "CRPS", "coverage 10-90%", "parse rate", "samples", "series"),
                  rows=tuple(rows), formats=("", ".4g", ".4g", ".4g", ".4g", ".4g", ".1%", ".1%", "d", "d"),
@@ -112,8 +112,9 @@ def differences(index: RunIndex, labels: dict[str, str], reference: str) -> dict
             continue
         against_zero_shot = (paired_difference(r.run.series_mae or [], zero_shot.run.series_mae or [])
                              if _done(zero_shot) and key != reference else None)
-        out[label] = {"zero-shot": against_zero_shot,
-                      "persistence": paired_difference(r.run.series_mae or [], r.run.persistence_series_mae or [])}
+        is_persistence = r.run.series_mae == r.run.persistence_series_mae  # the persistence baseline itself
+        out[label] = {"zero-shot": against_zero_shot, "persistence": None if is_persistence else
+                      paired_difference(r.run.series_mae or [], r.run.persistence_series_mae or [])}
     return out
 
 

@@ -120,11 +120,13 @@ def validation_loss(model, chunks: list[list[int]], job: Job, pad_id: int, devic
     sums, counts = [], []
     for start in range(0, len(chunks), job.batch_size):
         batch = _to_device(pad_batch(chunks[start:start + job.batch_size], job.context, pad_id), device)
-        labels = batch["labels"][:, 1:]
+        # Each position predicts the next token: the labels shifted left, the last position predicting nothing
+        # (as transformers' own loss does it, without copying the logits).
+        labels = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=-100)
         with _autocast(device):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        token_loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100,
-                                                       reduction="none")
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        token_loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
+                                                       ignore_index=-100, reduction="none").view(labels.shape)
         sums += token_loss.sum(1).tolist()
         counts += (labels != -100).sum(1).tolist()
     model.train()

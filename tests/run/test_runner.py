@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from lvjob.core.config import ConfigError
 from lvjob.run.job import Job, load_job
@@ -92,6 +93,21 @@ def test_metrics_have_one_row_per_step_with_validation_at_the_interval(trained):
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in rows if "val_loss" in r] == [3, 6]
     assert all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_a_validation_loss_carries_its_standard_error_over_the_validation_chunks(trained):
+    _, run_dir = trained
+    job = yaml.safe_load((run_dir / "job.yaml").read_text())
+    vals = [r for r in (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()) if "val_loss" in r]
+    assert job["val_chunks"] > 1 and all(0 < r["val_loss_se"] < r["val_loss"] for r in vals)
+
+
+def test_an_evaluation_records_each_series_mae_and_the_maes_standard_error(trained):
+    _, run_dir = trained
+    model = json.loads((run_dir / "eval.json").read_text())["model"]
+    series = [m for m in model["series_mae"] if m is not None]
+    assert model["mae"] == pytest.approx(np.mean(series))
+    assert model["mae_se"] == pytest.approx(np.std(series, ddof=1) / np.sqrt(len(series)))
 
 
 def test_checkpoints_keep_only_the_newest_two(trained):
