@@ -23,6 +23,10 @@ ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZI
 # The state of a job a user cancelled (`scancel`, before or after it started). A job no command lists
 # yet is UNKNOWN, never a cancel: sacct learns of a job's end from slurmdbd a moment after it ends.
 CANCELLED = frozenset({"CANCELLED"})
+# An array task neither squeue nor sacct lists while sacct knows other tasks of its array: cancelled
+# before it started (SLURM keeps no record of it), or ended a moment ago and not yet recorded. Only
+# the run's own records tell which (lvjob.orchestrate.retries).
+UNSEEN = "UNSEEN"
 SETTLE_S = (1, 2, 4, 8, 16)  # waits before asking again about jobs still UNKNOWN, when the answer decides a retry
 TIMEOUT_S = 60
 # squeue states in which the job has no process left: it ended, or it waits to (re)start.
@@ -87,7 +91,8 @@ def _history(job_ids: list[str]) -> dict[str, str]:
 
 
 def _ended_state(job_id: str, history: dict[str, str]) -> str:
-    """A job's own sacct line, or that of the never-started array tasks it is one of; else UNKNOWN."""
+    """A job's own sacct line, or that of the never-started array tasks it is one of; UNSEEN for an array task
+    whose siblings sacct knows; else UNKNOWN."""
     if job_id in history:
         return history[job_id]
     base, _, task = job_id.partition("_")
@@ -95,7 +100,7 @@ def _ended_state(job_id: str, history: dict[str, str]) -> str:
         tasks = ARRAY_TASKS.fullmatch(key)
         if task and tasks and tasks[1] == base and int(task) in _task_ids(tasks[2]):
             return state
-    return "UNKNOWN"
+    return UNSEEN if task and any(array_id(k) == base for k in history) else "UNKNOWN"
 
 
 def _task_ids(spec: str) -> set[int]:

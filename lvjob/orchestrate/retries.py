@@ -8,8 +8,10 @@ cancel, at most `max_retries` times per run over the study's life:
   NODE_FAIL, TIMEOUT once submitit stopped requeueing, PREEMPTED, BOOT_FAIL, a local job that ended, and
   a job SLURM still does not know after the gate asked again for half a minute (sacct lags behind
   a job's end; lvjob.cluster.slurm.SETTLE_S), since a run left out of a choice is worse than one run twice;
-- never retried: CANCELLED (`scancel`, with or without `--signal=KILL`, before or after the job
-  started: SLURM records all of them as a cancel);
+- never retried: CANCELLED (`scancel`, with or without `--signal=KILL`: SLURM records both as a
+  cancel), and an array task that no command lists and whose run never started after it was
+  submitted (UNSEEN: SLURM keeps no record of a task cancelled before it started). An UNSEEN task
+  whose run did start after it was submitted ran, and its record lags: retried;
 - left alone: a run whose job is still queued or running (another gate follows it).
 
 The retried run resumes from its newest checkpoint. Every retry is one line of
@@ -27,7 +29,7 @@ from lvjob.core.atomic import append_jsonl
 from lvjob.core.timestamps import utc_now
 from lvjob.core.atomic import read_jsonl
 from lvjob.cluster.profile import Profile
-from lvjob.cluster.slurm import ACTIVE, CANCELLED
+from lvjob.cluster.slurm import ACTIVE, CANCELLED, UNSEEN
 from lvjob.results.index import IndexEntry
 from lvjob.study.choices import study_dir
 from lvjob.study.spec import Study
@@ -57,9 +59,14 @@ def _retry(entry: IndexEntry, submission: dict | None, states: dict[str, str]) -
         return None
     job_id = submission["job_id"]
     state = states.get(job_id) or "ended"  # a local job has ended with the submit that ran it
-    if state in ACTIVE or state in CANCELLED:
-        return None
+    if state in ACTIVE or state in CANCELLED or (state == UNSEEN and not _ran_after(entry, submission)):
+        return None  # UNSEEN and never started under this job: an array task cancelled before it started
     return Retry(entry.node, entry.stage, job_id, state, why(job_id, state, entry))
+
+
+def _ran_after(entry: IndexEntry, submission: dict) -> bool:
+    """Whether the run has an attempt that started after `submission` was made (so its job ran)."""
+    return bool(entry.run.last_start and submission.get("at") and entry.run.last_start >= submission["at"])
 
 
 def why(job_id: str, state: str, entry: IndexEntry) -> str:

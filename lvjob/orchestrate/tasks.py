@@ -187,8 +187,8 @@ class GateTask(submitit.helpers.Checkpointable):
         subs = records.on_executor(records.read_submissions(self.study, self.profile), self.profile)
         latest = {r.node: subs[r.node]["job_id"] for r in runs if r.node in subs}
         states = self._backend().states(list(latest.values()), settle=True)
-        due = retries.due(runs, {k: {"job_id": j} for k, j in latest.items()}, states,
-                          retries.used(self.study, self.profile), self.profile.max_retries)
+        due = retries.due(runs, {k: subs[k] for k in latest}, states, retries.used(self.study, self.profile),
+                          self.profile.max_retries)
         return due, [j for j in latest.values() if states.get(j) in ACTIVE]
 
     def resubmit(self, due: list[retries.Retry]) -> list:

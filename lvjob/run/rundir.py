@@ -68,6 +68,7 @@ class RunSummary:
     flops: int | None = None  # FLOPs spent so far (ledger, or the last metrics row while training)
     error: str | None = None
     slurm_job_id: str | None = None
+    last_start: str | None = None  # UTC start of its newest attempt
     lost_flops: int | None = None  # of which lost to preemption (re-done steps)
     rank: int | None = None  # training settings from job.yaml
     lr: float | None = None
@@ -147,6 +148,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
         lost_flops=lost,
         error=status.get("error"),
         slurm_job_id=status.get("slurm_job_id"),
+        last_start=(status.get("attempt_records") or [{}])[-1].get("started"),
         rank=job.get("rank") if train else None,
         lr=job.get("lr") if train else None,
         context=job.get("context") if train else None,

@@ -82,7 +82,13 @@ SQL
 
 # --- configs --------------------------------------------------------------------------------------
 HOST=$(hostname -s)
-NODE_LINE="$(slurmd -C | head -n 1) NodeAddr=127.0.0.1"   # no need for the host name to resolve
+# Twice as many job slots as cores: the tests' jobs wait more than they compute (interpreter start,
+# scheduling intervals, gates), so one slot per core leaves the cores idle while jobs queue.
+# `config_overrides` (slurm.conf) lets slurmd run with more CPUs configured than it counts.
+REAL_NODE=$(slurmd -C | head -n 1)
+SLOTS=$(( $(echo "$REAL_NODE" | sed -E 's/.* CPUs=([0-9]+).*/\1/') * 2 ))
+NODE_LINE="$(echo "$REAL_NODE" | sed -E "s/ CPUs=[0-9]+/ CPUs=$SLOTS/; s/SocketsPerBoard=[0-9]+/SocketsPerBoard=1/; \
+  s/CoresPerSocket=[0-9]+/CoresPerSocket=$SLOTS/; s/ThreadsPerCore=[0-9]+/ThreadsPerCore=1/") NodeAddr=127.0.0.1"
 export SLURM_CONF=$BASE/etc/slurm.conf
 
 cat > "$BASE/etc/slurmdbd.conf" <<CONF

@@ -32,17 +32,17 @@ cat "$f"
     return answers
 
 
-def test_an_array_task_sacct_does_not_know_yet_is_unknown_not_cancelled(sacct_answers):
-    sacct_answers("7_0|COMPLETED\n7_1|COMPLETED\n")  # task 2 just failed; slurmdbd has not heard
-    assert slurm.states(["7_2"]) == {"7_2": "UNKNOWN"}
+def test_an_array_task_sacct_does_not_list_beside_its_siblings_is_unseen_not_cancelled(sacct_answers):
+    sacct_answers("7_0|COMPLETED\n7_1|COMPLETED\n")  # task 2 just failed (slurmdbd has not heard), or never started
+    assert slurm.states(["7_2", "8"]) == {"7_2": slurm.UNSEEN, "8": "UNKNOWN"}
 
 
 def test_a_state_that_decides_a_retry_is_asked_for_again_until_sacct_knows_it(sacct_answers, monkeypatch):
     monkeypatch.setattr(slurm.time, "sleep", lambda s: None)
-    sacct_answers("7_0|COMPLETED\n", "7_0|COMPLETED\n", "7_0|COMPLETED\n7_2|FAILED\n")
+    sacct_answers("", "", "7_2|FAILED\n")
     assert slurm.states(["7_2"], settle=slurm.SETTLE_S) == {"7_2": "FAILED"}
 
 
 def test_array_tasks_cancelled_before_they_started_are_cancelled(sacct_answers):
     sacct_answers("7_0|COMPLETED\n7_[2-4,6%2]|CANCELLED by 0\n")
-    assert slurm.states(["7_3", "7_6", "7_5"]) == {"7_3": "CANCELLED", "7_6": "CANCELLED", "7_5": "UNKNOWN"}
+    assert slurm.states(["7_3", "7_6", "7_5"]) == {"7_3": "CANCELLED", "7_6": "CANCELLED", "7_5": slurm.UNSEEN}

@@ -8,7 +8,8 @@ from helpers import index_entry
 from lvjob.orchestrate import retries
 
 NODE = "stage1-r2-lr0.0001"
-LATEST = {NODE: {"job_id": "7_3"}}
+SUBMITTED = "2026-12-06T03:00:00.000+00:00"
+LATEST = {NODE: {"job_id": "7_3", "at": SUBMITTED}}
 
 
 def due(state: str | None, used: int = 0, max_retries: int = 2, status: str = "running", **fields) -> list[retries.Retry]:
@@ -53,3 +54,11 @@ def test_a_local_job_that_ended_without_its_run_complete_is_retried():
 
 def test_a_node_never_submitted_is_not_retried():
     assert retries.due([index_entry(NODE, "runs/r", "running")], {}, {}, Counter(), 2) == []
+
+
+def test_an_unseen_array_task_whose_run_never_started_was_cancelled_before_it_started():
+    assert due("UNSEEN", last_start=None) == [] and due("UNSEEN", last_start="2026-12-06T02:00:00.000+00:00") == []
+
+
+def test_an_unseen_array_task_whose_run_started_after_it_was_submitted_ran_and_is_retried():
+    assert [r.state for r in due("UNSEEN", last_start="2026-12-06T03:00:05.000+00:00")] == ["UNSEEN"]
