@@ -166,6 +166,13 @@ def test_a_hung_run_is_found_by_the_watchdog_killed_and_retried(faulted_study):
     assert f"{hung['node']}: hung (silent" in log and "killed by the watchdog" in log
 
 
+def test_a_usr2_during_an_evaluation_in_the_image_is_requeued_not_retried(faulted_study):
+    run, injected = faulted_study
+    hit = {(f["node"], f["job"]) for f in injected if f["kind"] == "usr2-in-evaluation"}
+    made = {(r["node"], r["job_id"]) for r in retries.read(run.study, run.profile)}
+    assert hit and not hit & made  # the runner stopped after its batch and the host requeued the job
+
+
 def test_every_runner_of_the_faulted_study_ran_in_the_image(faulted_study):
     run, _ = faulted_study
     ran = (run.results.parent / "standin.log").read_text().splitlines()
