@@ -145,7 +145,7 @@ class Injector:
             runs = [r for r in runs if r.node not in self.killed]
         if kind == "sigkill":
             runs = [r for r in runs if r.stage == "stage1"]
-        if kind == "kill-in-checkpoint":
+        if kind in ("kill-in-checkpoint", "sigkill", "hang"):  # mid-training: the run cannot complete before the fault lands
             runs = [r for r in runs if r.training()]
         if kind in ("kill-in-evaluation", "usr2-in-evaluation"):
             runs = [r for r in runs if r.evaluating()]
@@ -203,3 +203,53 @@ def requeue_exit_off(slurm_conf: str):
 def _reconfigure() -> None:
     subprocess.run(["scontrol", "reconfigure"], check=True, capture_output=True, timeout=60)
     time.sleep(1)  # slurmctld re-reads the file and pushes it to slurmd
+
+
+# A packed study (`pack: study`): the faults come to one allocation, in this order, each once:
+# USR2 to the packed job while two runs are active (both checkpoint, the job requeues itself), SIGKILL
+# of one runner inside it (retried in place), SIGKILL of the job's host process with RequeueExit off
+# (the allocation dies without warning: the watcher submits the study again).
+PACKED_KINDS = ("usr2-to-the-job", "sigkill-a-run", "sigkill-the-host")
+
+
+def active_runs(study, profile) -> list[Running]:
+    """The study's runs whose runner is alive and training, by their own records (inside one allocation)."""
+    out = []
+    for entry in run_index(study, profile).runs:
+        pid = read_status(Path(entry.run.run_dir)).get("pid") if entry.run.run_dir else None
+        if entry.run.status == "running" and pid and _alive(pid):
+            run = Running(entry.node, entry.stage, "", Path(entry.run.run_dir), pid)
+            out += [run] if run.training() else []
+    return out
+
+
+def parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def disturb_packed(study, profile, job_id: str, log=print, limit_s: float = 300) -> list[dict]:
+    """Inject PACKED_KINDS into the packed study's job `job_id`; what was done, in order."""
+    done = []
+
+    def when(predicate, what: str):
+        deadline = time.monotonic() + limit_s
+        while not (found := predicate()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {limit_s} s waiting for {what}: {done}")
+            time.sleep(0.05)
+        return found
+
+    two = when(lambda: (lambda runs: runs if len(runs) >= 2 else None)(active_runs(study, profile)), "two active runs")
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    done.append({"kind": "usr2-to-the-job", "nodes": sorted(r.node for r in two), "job": job_id})
+    hit = {r.node for r in two}
+    run = when(lambda: [r for r in active_runs(study, profile) if r.node not in hit], "a run after the requeue")[0]
+    os.kill(run.pid, signal.SIGKILL)
+    done.append({"kind": "sigkill-a-run", "nodes": [run.node], "job": job_id})
+    hit.add(run.node)
+    run = when(lambda: [r for r in active_runs(study, profile) if r.node not in hit], "another run")[0]
+    os.kill(parent(parent(run.pid)), signal.SIGKILL)  # runner <- its task's process <- the packed job's host
+    done.append({"kind": "sigkill-the-host", "nodes": [run.node], "job": job_id})
+    for d in done:
+        log(f"packed fault: {d}")
+    return done

@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                         "rules of SPEC §5. Exits 1 if the plan is over budget, and proposes the largest step counts that fit.")
     pl.add_argument("study", type=Path, help=commands.STUDY_HELP)
     pl.add_argument("--scale", default=None, help="a named scale of the study file, e.g. demo (default: full)")
+    pl.add_argument("--profile", default=None, help="also say how many allocations lie on the critical path, packed "
+                    "and fanned out, and the GPU time the plan implies (the profile's scale and model unless --scale)")
     pl.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. final.steps=2000")
     pl.set_defaults(func=commands.plan, command="plan")
 

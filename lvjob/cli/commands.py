@@ -59,9 +59,16 @@ def plan(args) -> int:
     from lvjob.study.plan import format_plan, plan_study
     from lvjob.study.spec import load_study
 
-    study = load_study(args.study, scale=args.scale, overrides=args.overrides)
+    if args.profile:
+        from lvjob.orchestrate.submission import allocation_lines
+
+        study, profile = _study_and_profile(args)
+    else:
+        study, profile = load_study(args.study, scale=args.scale, overrides=args.overrides), None
     plan = plan_study(study)
     print(format_plan(plan))
+    if profile is not None:
+        print("\n" + "\n".join(allocation_lines(study, profile, plan)))
     if plan.fits:
         return 0
     _plan_proposal(study)
@@ -132,9 +139,9 @@ def check(args) -> int:
 
 def submit(args) -> int:
     from lvjob.orchestrate import submission
-    from lvjob.cluster.executors import backend
+    from lvjob.cluster.executors import Stopped, backend
     from lvjob.study.plan import format_plan
-    from lvjob.orchestrate.status import format_status, status_rows
+    from lvjob.orchestrate.status import report
 
     study, profile = _study_and_profile(args)
     try:
@@ -148,27 +155,30 @@ def submit(args) -> int:
         _plan_proposal(study)
         print(f"\nNothing submitted: {args.study} (scale {study.scale}) is over its FLOP budget.")
         return 1
+    except Stopped as e:  # the local executor, on USR2 or TERM
+        print(e, file=sys.stderr)
+        return 3
     active = f", {len(sub.already_active)} still queued or running" if sub.already_active else ""
     print(f"\n{len(sub.jobs)} job(s) submitted; {sub.already_complete} of {len(sub.states)} already complete{active}. "
           f"Records: {sub.study_dir}; run index: {ResultsDir(profile.results_dir).index}")
     if backend(profile).detached:
         print(f"Follow it with `lvjob status {args.study} --profile {args.profile}` (or `make status`).")
         return 0
-    print(format_status(status_rows(study, profile)))
+    print(report(study, profile))
     return 0 if all(s.status == submission.Need.COMPLETE for s in sub.states) else 1
 
 
 def status(args) -> int:
     from lvjob.core.timestamps import clock
-    from lvjob.orchestrate.status import format_status, status_rows
+    from lvjob.orchestrate.status import report
 
     study, profile = _study_and_profile(args)
     if not args.watch:
-        print(format_status(status_rows(study, profile)))
+        print(report(study, profile))
         return 0
     try:
         while True:  # redrawn in place: home the cursor, clear the screen
-            print("\033[H\033[2J" + clock() + " " + format_status(status_rows(study, profile)), flush=True)
+            print("\033[H\033[2J" + clock() + " " + report(study, profile), flush=True)
             time.sleep(args.watch)
     except KeyboardInterrupt:
         return 0

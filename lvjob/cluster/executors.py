@@ -5,8 +5,10 @@ study's earlier jobs are still queued or running:
 
 - `SlurmBackend`: one job array per stage, chained to the stages it waits for with `afterany`
   dependencies, submitted and recorded at once; it returns without waiting (`detached`).
-- `LocalBackend`: the whole wave on this machine, at most `max_parallel` jobs at a time, waiting
-  for it to end; nothing is ever left running, so nothing is ever active or cancellable.
+- `LocalBackend`: the whole wave as child processes of this one, at most `max_parallel` at a time,
+  waiting for it to end; nothing is ever left running, so nothing is ever active or cancellable. On a
+  laptop, and inside a packed study's one allocation (lvjob.orchestrate.pack): a stop signal then
+  reaches every running job, none starts after it, and the wave raises `Stopped` once they ended.
 
 A batch whose jobs need no accelerator (a CPU-only stage, the aggregation, a retry gate) asks for
 no GPU. Tasks are named by their `name` (a node's key, or a stage's gate).
@@ -18,6 +20,7 @@ orchestration never asks which.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +29,11 @@ from typing import Callable, ClassVar, NamedTuple, Protocol
 import submitit
 
 from lvjob.cluster import slurm
+from lvjob.cluster.children import ChildJob
 from lvjob.cluster.profile import Profile
+from lvjob.core.stops import STOP_SIGNALS
+
+POLL_S = 0.5
 
 
 class Batch(NamedTuple):
@@ -57,6 +64,9 @@ class Backend(Protocol):
     def active(self, job_ids: list[str]) -> set[str]:
         """The jobs among `job_ids` still queued or running."""
 
+    def times(self, job_ids: list[str]) -> dict[str, slurm.Allocation]:
+        """{job id: its allocation's state, submit, start and end} of the jobs the executor keeps accounts of."""
+
     def dependency_ids(self, job_ids: list[str]) -> list[str]:
         """The ids a job that waits for `job_ids` names in its dependency."""
 
@@ -78,19 +88,26 @@ def _parameters(profile: Profile, stage: str, label: str = "", gpu: bool = True)
     return {k: v for k, v in params.items() if v is not None}
 
 
+class Stopped(RuntimeError):
+    """A stop signal reached the local executor (USR2: a preemption or a time limit ahead; TERM): it started no
+    more jobs, passed the signal on to the running ones (each checkpoints) and waited for them to end."""
+
+    def __init__(self, signals: list[int]):
+        self.signals = signals
+        super().__init__(f"stopped by {signal.Signals(signals[0]).name}: the running jobs checkpointed and the rest "
+                         "did not start; the same command again resumes them")
+
+
 class LocalBackend:
-    """submitit's local executor: jobs are child processes of `lvjob submit`, which waits for them."""
+    """Jobs as child processes of this one (lvjob.cluster.children), which waits for them: on a laptop, or
+    inside one packed allocation."""
 
     detached = False
     verb = "run"
+    FORWARD_EVERY_S = 5.0  # a child still starting ignores the stop signal: it is sent again until every child ended
 
     def __init__(self, profile: Profile, label: str = ""):
         self.profile, self.label = profile, label
-
-    def executor(self, folder: Path, stage: str, after: list[str], gpu: bool = True) -> submitit.AutoExecutor:
-        ex = submitit.AutoExecutor(folder=folder, cluster="local")
-        ex.update_parameters(**_parameters(self.profile, stage, self.label, gpu))
-        return ex
 
     def submit_wave(self, folder: Path, batches: list[Batch], record: Record, log) -> list[list]:
         """Run every task of the wave, at most `max_parallel` at once; their finished jobs, by batch."""
@@ -101,26 +118,36 @@ class LocalBackend:
             record(b.stage, jobs)
         return submitted
 
-    def _run(self, folder: Path, tasks: list, log) -> list:
-        ex = self.executor(folder, "local", [])
-        pending, running, finished = list(tasks), [], []
-        while pending or running:
-            while pending and len(running) < self.profile.max_parallel:
-                task = pending.pop(0)
-                running.append((task, ex.submit(task)))
-                log(f"  {task.name}: started (pid {running[-1][1].job_id})")
-            time.sleep(1)
-            for task, job in [r for r in running if r[1].done()]:
-                running.remove((task, job))
-                finished.append((tasks.index(task), job))
-                log(f"  {task.name}: {_outcome(job)}")
-        return [job for _, job in sorted(finished, key=lambda x: x[0])]
+    def _run(self, folder: Path, tasks: list, log) -> list[ChildJob]:
+        pending, running, finished, stops = list(tasks), [], {}, []
+        forwarded = 0.0
+        with _recording(stops):
+            while pending or running:
+                while pending and not stops and len(running) < self.profile.max_parallel:
+                    task = pending.pop(0)
+                    running.append((task, ChildJob(folder, task)))
+                    log(f"  {task.name}: started (pid {running[-1][1].job_id})")
+                time.sleep(POLL_S)
+                if stops and time.monotonic() - forwarded > self.FORWARD_EVERY_S:
+                    forwarded = time.monotonic()
+                    for _, job in running:
+                        job.signal(stops[0])
+                for task, job in [r for r in running if r[1].done()]:
+                    running.remove((task, job))
+                    finished[id(task)] = job
+                    log(f"  {task.name}: {_outcome(job)}")
+        if stops:
+            raise Stopped(stops)
+        return [finished[id(t)] for t in tasks]
 
     def states(self, job_ids: list[str], settle: bool = False) -> dict[str, str]:
         return {}  # local jobs ended with the `lvjob submit` that ran them
 
     def active(self, job_ids: list[str]) -> set[str]:
         return set()
+
+    def times(self, job_ids: list[str]) -> dict[str, slurm.Allocation]:
+        return {}  # children of this process: no queue, no accounts
 
     def dependency_ids(self, job_ids: list[str]) -> list[str]:
         return sorted(set(job_ids))
@@ -133,11 +160,19 @@ class LocalBackend:
                 "their checkpoints when it is run again")
 
 
-def _outcome(job) -> str:
-    if job.state == "FINISHED" and job.exception() is None:
-        return "done"
-    text = str(job.exception()).strip().splitlines()
-    return f"FAILED ({text[-1] if text else type(job.exception()).__name__})"
+@contextmanager
+def _recording(stops: list[int]):
+    """While the wave runs, USR2 and TERM to this process are recorded (the wave stops), not its end."""
+    previous = {s: signal.signal(s, lambda signum, frame: stops.append(signum)) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _outcome(job: ChildJob) -> str:
+    return "done" if job.error is None else f"FAILED ({job.error})"
 
 
 class SlurmBackend:
@@ -178,6 +213,9 @@ class SlurmBackend:
 
     def active(self, job_ids: list[str]) -> set[str]:
         return {j for j, state in slurm.states(job_ids).items() if state in slurm.ACTIVE}
+
+    def times(self, job_ids: list[str]) -> dict[str, slurm.Allocation]:
+        return slurm.times(job_ids)
 
     def dependency_ids(self, job_ids: list[str]) -> list[str]:
         """One id per job array: a dependency on the array waits for all its tasks."""

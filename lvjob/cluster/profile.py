@@ -3,10 +3,11 @@
 `slurm/<name>.yaml` (or any path) is loaded here like a job spec: an unknown key, a wrong type or an
 out-of-range value is refused before anything is submitted, naming the key and what is valid.
 
-A profile chooses the executor (submitit's `local` or `slurm`), the study's scale and model, the
-SLURM resources, and optionally an Apptainer image. The process SLURM starts always stays on the
-host (the project's Python: it has SLURM's client and config, so it can requeue); it runs the
-runner as a child (lvjob.cluster.supervise), with an image as
+A profile chooses the executor (`local` or submitit's `slurm`), the packing (one job per run, or the
+whole study in one allocation), the study's scale and model, the SLURM resources, and optionally an
+Apptainer image. The process SLURM starts always stays on the host (the project's Python: it has
+SLURM's client and config, so it can requeue); it runs the runner as a child
+(lvjob.cluster.supervise), with an image as
 
     apptainer exec --nv --cleanenv --env K=V... --bind <binds> --pwd DIR IMAGE python -m lvjob run JOB.yaml
 
@@ -71,6 +72,13 @@ class Profile:
     timeout_min: int = 60  # one time-limit window; training spans several through requeues
     max_num_timeout: int = 50  # requeues after a time limit before submitit gives up
     max_parallel: int = 2  # local: jobs running at once (each uses cpus_per_task threads)
+    # none: every stage a job array, chained through retry gates (fan-out); study: the whole study in one
+    # GPU job, at most runs_per_gpu runs at once on its GPU (lvjob.orchestrate.pack)
+    pack: Literal["none", "study"] = "none"
+    runs_per_gpu: int = 1
+    # What `lvjob plan` assumes a GPU computes, for its estimate of GPU time: 30% of an A100's 312 TFLOP/s
+    # dense bf16 peak by default; set it from `make bench-gpu`'s measured rate on your cluster's GPU.
+    expected_tflops: float = 94.0
     # Times a retry gate resubmits a run whose job ended with the run incomplete (a crash, an OOM
     # kill, a node lost), per run; a user's cancel is never retried (lvjob.orchestrate.retries).
     max_retries: int = 2
@@ -102,7 +110,7 @@ class Profile:
 
     def __post_init__(self) -> None:
         require(self.model is None or self.model in MODEL_NAMES, "model", self.model, ", ".join(MODEL_NAMES) + " or null")
-        for key in ("cpus_per_task", "timeout_min", "max_parallel", "array_parallelism"):
+        for key in ("cpus_per_task", "timeout_min", "max_parallel", "array_parallelism", "runs_per_gpu"):
             require(getattr(self, key) >= 1, key, getattr(self, key), "integers >= 1")
         for key in ("gpus_per_node", "max_num_timeout", "signal_delay_s", "max_retries"):
             require(getattr(self, key) >= 0, key, getattr(self, key), "integers >= 0")
@@ -111,8 +119,9 @@ class Profile:
         require(self.mem_gb is None or self.mem_gb > 0, "mem_gb", self.mem_gb, "a number > 0, or null for the cluster's default")
         require(self.signal_delay_s < self.timeout_min * 60, "signal_delay_s", self.signal_delay_s,
                 f"less than the time limit ({self.timeout_min * 60} s)")
-        require(self.executor == "slurm" or self.image is None, "image", self.image,
-                "null with the local executor (images run on the cluster)")
+        require(self.pack == "none" or self.executor == "slurm", "pack", self.pack,
+                "none with the local executor (it runs the whole study in one process tree already)")
+        require(self.expected_tflops > 0, "expected_tflops", self.expected_tflops, "TFLOP/s > 0 (default 94)")
         for b in self.binds:
             require(bool(b) and not b.startswith(":"), "binds", b, "entries like /scratch or /src:/dst[:ro]")
         require(not unknown_backends(self.tracking) and len(set(self.tracking)) == len(self.tracking), "tracking",

@@ -10,6 +10,8 @@ import getpass
 import re
 import subprocess
 import time
+from datetime import datetime, timezone
+from typing import NamedTuple
 
 
 class ClusterError(RuntimeError):
@@ -110,6 +112,35 @@ def _task_ids(spec: str) -> set[int]:
         first, _, last = part.partition("-")
         ids |= set(range(int(first), int(last or first) + 1))
     return ids
+
+
+def times(job_ids: list[str]) -> dict[str, Allocation]:
+    """{job id: its allocation's state and times} from sacct, one line per allocation (array tasks by themselves)."""
+    if not job_ids:
+        return {}
+    bases = sorted({array_id(j) for j in job_ids})
+    out = _run(["sacct", "-n", "-P", "-X", "-u", getpass.getuser(), "-j", ",".join(bases),
+                "--format=JobID,State,Submit,Eligible,Start,End"])
+    rows = (line.strip().split("|") for line in out.splitlines() if line.count("|") == 5)
+    return {jid: Allocation(state.split()[0] if state else "UNKNOWN", *map(_when, times)) for jid, state, *times in rows}
+
+
+class Allocation(NamedTuple):
+    """One job's allocation as sacct has it; a time SLURM does not know yet (not started, not ended) is None."""
+
+    state: str
+    submit: datetime | None
+    eligible: datetime | None  # its dependencies met: from here on it waits for resources only
+    start: datetime | None
+    end: datetime | None
+
+
+def _when(text: str) -> datetime | None:
+    """sacct's local time (`2026-12-06T04:34:15`) as UTC; None for `Unknown`, `None` and the like."""
+    try:
+        return datetime.fromisoformat(text).astimezone(timezone.utc)
+    except ValueError:
+        return None
 
 
 def set_dependency(job_id: str, after: list[str]) -> None:

@@ -75,6 +75,7 @@ class StudyDir(_Folder):
     gates = property(lambda self: self.root / "gates.jsonl")  # every retry gate submitted, by stage
     gates_lock = property(lambda self: self.root / "gates.lock")  # held while a gate re-points waiting jobs
     retries = property(lambda self: self.root / "retries.jsonl")  # every retry and why
+    packs = property(lambda self: self.root / "packs.jsonl")  # every packed job and its watcher (lvjob.orchestrate.pack)
     submitit = property(lambda self: self.root / "submitit")  # submitit's pickles and job logs
 
     def choice(self, stage: str) -> Path:

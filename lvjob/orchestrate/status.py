@@ -11,6 +11,7 @@ recorded choice its source runs no longer support says so in its runs' `why`.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 from lvjob.results.index import IndexEntry, run_index
@@ -24,8 +25,9 @@ from lvjob.core.heartbeat import read_pulse
 from lvjob.core.paths import ResultsDir, RunDir
 from lvjob.cluster.profile import Profile, stall_rule
 from lvjob.run.rundir import RunStatus, RunSummary, read_status
-from lvjob.cluster.slurm import ACTIVE
+from lvjob.cluster.slurm import ACTIVE, Allocation
 from lvjob.study.choices import stale_choice, study_dir
+from lvjob.orchestrate import pack
 from lvjob.study.stages import stage_table
 from lvjob.study.spec import Study
 
@@ -151,3 +153,52 @@ def retry_lines(rows: list[dict]) -> list[str]:
     """Why each retry was made: the job that ended, its state, where it left its run; the job that took over."""
     made = [(r["node"], i + 1, why) for r in rows for i, why in enumerate(r.get("_retried", []))]
     return (["", "retried:"] if made else []) + [f"- {node}, retry {n}: {why}" for node, n, why in made]
+
+
+def report(study: Study, profile: Profile) -> str:
+    """What `lvjob status` prints: the table, the stages, the compute hours, the retries and the allocations."""
+    return format_status(status_rows(study, profile)) + "".join(f"\n{line}" for line in allocation_lines(study, profile))
+
+
+def allocation_lines(study: Study, profile: Profile) -> list[str]:
+    """Every allocation the study's jobs held on the executor, from its accounts (none locally): see `makespan_lines`."""
+    folder = study_dir(study, profile)
+    mine = [r for f in (folder.submissions, folder.gates) for r in read_jsonl(f) if r.get("executor") == profile.executor]
+    named = {r["job_id"]: "packed" if r["job"] == pack.PACK else "watcher" for r in pack.pack_jobs(study, profile)}
+    found = backend(profile).times([r["job_id"] for r in mine] + list(named))
+    return makespan_lines(found, named, datetime.now(timezone.utc)) if found else []
+
+
+def makespan_lines(allocations: dict[str, Allocation], named: dict[str, str], now: datetime) -> list[str]:
+    """The queue waits (from the moment a job's dependencies were met to its start: the time the queue cost) and
+    run times, in all and of each named job; the makespan (first submit to last end, or now) split into the time
+    something of the study ran and the time it all waited."""
+    waits = {j: _seconds(a.eligible, a.start or now) for j, a in allocations.items() if a.eligible}
+    ran = _covered(sorted((a.start, a.end or now) for a in allocations.values() if a.start))
+    begin = min((a.submit for a in allocations.values() if a.submit), default=now)
+    makespan = _seconds(begin, max((a.end or now for a in allocations.values()), default=now))
+    longest = max(waits, key=waits.get, default=None)
+    lines = [f"allocations: {len(allocations)}, queued {throughput.duration(sum(waits.values()))} in all (longest "
+             f"{throughput.duration(waits.get(longest))}, job {longest}); makespan {throughput.duration(makespan)}: "
+             f"{throughput.duration(ran)} with a job running, {throughput.duration(max(makespan - ran, 0))} only queued"]
+    for j in (j for j in named if j in allocations):
+        a = allocations[j]
+        held = _seconds(a.start, a.end or now) if a.start else None
+        lines.append(f"{named[j]} job {j}: {a.state}, queued {throughput.duration(waits.get(j))}, "
+                     f"held {throughput.duration(held)}")
+    return lines
+
+
+def _seconds(a: datetime, b: datetime) -> float:
+    return max((b - a).total_seconds(), 0.0)
+
+
+def _covered(spans: list[tuple[datetime, datetime]]) -> float:
+    """Seconds covered by the union of sorted (start, end) spans."""
+    total, reach = 0.0, None
+    for start, end in spans:
+        if reach is None or start > reach:
+            total, reach = total + _seconds(start, end), end
+        elif end > reach:
+            total, reach = total + _seconds(reach, end), end
+    return total

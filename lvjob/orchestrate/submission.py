@@ -4,18 +4,20 @@ One `StudyTask` per node of the study's stage table (lvjob.study.spec) is handed
 backend (lvjob.cluster.executors): on SLURM every stage is one job array, chained to the stages it
 waits for with `afterany` dependencies (through the retry gates of lvjob.orchestrate.tasks), and
 everything is submitted at once; locally the same stages run on this machine and `submit` waits
-for them. `submit` refuses a study whose FLOP plan is over its budget, or that fails the
-pre-flight, before anything is queued, whoever calls it.
+for them. With `pack: study` in the profile the whole study is one GPU job instead, which runs
+this same `submit` with the local executor inside its allocation (lvjob.orchestrate.pack). `submit`
+refuses a study whose FLOP plan is over its budget, or that fails the pre-flight, before anything
+is queued, whoever calls it.
 
 The study's records live in its study folder (lvjob.core.paths.StudyDir): submissions and gates
-(lvjob.orchestrate.records), retries (lvjob.orchestrate.retries), choices (lvjob.study.choices),
-submitit's logs and pickles.
+(lvjob.orchestrate.records), retries (lvjob.orchestrate.retries), packed jobs and their watchers
+(lvjob.orchestrate.pack), choices (lvjob.study.choices), the jobs' logs and pickles.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from lvjob.core.paths import ResultsDir, cache_dir
 from lvjob.data.tokenizer import ensure_tokenizer
 from lvjob.models.loading import ensure_built_model
 from lvjob.models.registry import MODELS
-from lvjob.orchestrate import preflight, records
+from lvjob.orchestrate import pack, preflight, records
 from lvjob.orchestrate.tasks import GateTask, StudyTask, gate_name, needs_gpu, study_backend
 from lvjob.results.index import recorded_jobs
 from lvjob.run.rundir import RunStatus, summarize
@@ -79,6 +81,19 @@ def waves() -> list[list[str]]:
 def gated(stage: str) -> bool:
     """A retry gate follows `stage` when another stage waits for it (read from the stage table)."""
     return any(stage in waits_for(s) for s in stage_table())
+
+
+def allocation_lines(study: Study, profile: Profile, plan: Plan) -> list[str]:
+    """`lvjob plan --profile`: allocations in series on each packing's critical path, and the GPU time the plan
+    implies at the profile's assumed throughput (the plan charges each run at its most: an upper bound)."""
+    jobs = len(study_nodes(study)) + sum(gated(s.name) for s in stage_table())
+    minutes = plan.total / (profile.expected_tflops * 1e12) / 60
+    packed, fanned = (pack.critical_path(replace(profile, pack=p), waves(), gated) for p in (pack.PACK, "none"))
+    mine = {p: " (this profile)" if profile.pack == p else "" for p in (pack.PACK, "none")}
+    return [f"packed{mine[pack.PACK]}: {packed} allocation, about {minutes:.1f} min of GPU time at "
+            f"{profile.expected_tflops:g} TFLOP/s (expected_tflops), plus a CPU watcher off the critical path",
+            f"fan-out{mine['none']}: {fanned} allocations on the critical path, {jobs} jobs in all (runs, retry gates, "
+            "the aggregate), each waiting in the queue"]
 
 
 def node_states(study: Study, profile: Profile, active: dict[str, str], fresh: set[str] = frozenset()) -> list[NodeState]:
@@ -146,7 +161,8 @@ def check_budget(study: Study) -> Plan:
 
 def submit(study: Study, profile: Profile, log=print) -> Submission:
     """Submit every node that is neither complete nor queued, if the plan fits; detached backends return
-    at once, the local one waits."""
+    at once, the local one waits. A packed profile queues the whole study as one job instead
+    (lvjob.orchestrate.pack)."""
     plan = check_budget(study)
     problems = preflight.problems(study, profile)
     if problems:
@@ -155,12 +171,36 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
         log(f"warning: {caution}")
     log(f"plan: {plan.total:.3e} FLOPs, {plan.total / plan.budget:.2%} of the {plan.budget:.0e} budget")
     prepare(study)
+    if profile.pack == pack.PACK:
+        return _submit_packed(study, profile, plan, log)
     run = _Submitting(study, profile, log)
     for wave in waves():
         run.wave(wave)
     still_active = run.job_ids if run.backend.detached else {}  # local jobs have all ended by now
     return Submission(node_states(study, profile, still_active, run.fresh), run.jobs, run.active,
                       study_dir(study, profile).root, plan, run.gates)
+
+
+def _submit_packed(study: Study, profile: Profile, plan: Plan, log) -> Submission:
+    """The packed job and its watcher, unless one is queued or running already or the study is complete."""
+    states, folder = node_states(study, profile, {}), study_dir(study, profile).root
+    active = pack.active_packs(study, profile)
+    if active or all(s.status == Need.COMPLETE for s in states):
+        log(f"{pack.PACK}: " + (f"job(s) {', '.join(active)} still queued or running" if active else "complete"))
+        return Submission(states, {}, {pack.PACK: j for j in active[:1]}, folder, plan)
+    jobs = pack.queue(study, profile, *_where())
+    log(f"{pack.PACK}: the whole study as job {jobs[0].job_id}, watched by job {jobs[1].job_id}")
+    return Submission(states, {pack.PACK: jobs[0], pack.WATCH: jobs[1]}, {}, folder, plan)
+
+
+def study_complete(study: Study, profile: Profile) -> bool:
+    """Every run complete and the run index written for them."""
+    return all(s.status == Need.COMPLETE for s in node_states(study, profile, {}))
+
+
+def _where() -> tuple[str, str]:
+    """Where a task runs: the submission's workdir (relative paths mean the same) and its cache."""
+    return str(Path.cwd()), str(cache_dir().resolve())
 
 
 class _Submitting:
@@ -170,7 +210,7 @@ class _Submitting:
         self.study, self.profile, self.log = study, profile, log
         self.backend = study_backend(study, profile)
         self.folder = study_dir(study, profile).submitit
-        self.where = (str(Path.cwd()), str(cache_dir().resolve()))  # the tasks' workdir and cache
+        self.where = _where()
         self.active = records.active_jobs(study, profile)
         self.stage_of = {n.key: n.stage.name for n in study_nodes(study)}
         self.job_ids = dict(self.active)  # node key -> the job running it: queued from before, or submitted now
@@ -245,5 +285,5 @@ def prepare(study: Study) -> None:
 
 def cancel(study: Study, profile: Profile) -> str:
     """Cancel the study's queued and running jobs; returns what was done, in words."""
-    gates = [g for ids in records.active_gates(study, profile).values() for g in ids]
+    gates = [g for ids in records.active_gates(study, profile).values() for g in ids] + pack.active_packs(study, profile)
     return backend(profile).cancel(sorted(set(records.active_jobs(study, profile).values()) | set(gates)))

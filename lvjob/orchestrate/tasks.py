@@ -62,7 +62,7 @@ class RunnerFailed(Exception):
         super().__init__(f"{node}: the runner exited with {code}{why}")
 
 
-def _enter(workdir: str, cache: str, profile: Profile) -> None:
+def enter_workdir(workdir: str, cache: str, profile: Profile) -> None:
     """Run a task where it was submitted (relative paths mean the same), with the submission's cache."""
     os.chdir(workdir)
     os.environ.update({"LVJOB_CACHE": cache, "HF_HUB_OFFLINE": "1", **profile.env})
@@ -94,7 +94,7 @@ class StudyTask(submitit.helpers.Checkpointable):
         return self.node.key
 
     def __call__(self) -> dict:
-        _enter(self.workdir, self.cache, self.profile)
+        enter_workdir(self.workdir, self.cache, self.profile)
         if not self.node.stage.runs_jobs:  # the aggregation, on the host
             out = write_results(self.study, self.profile)
             plot_results(out)
@@ -159,7 +159,7 @@ class GateTask(submitit.helpers.Checkpointable):
         return gate_name(self.stage)
 
     def __call__(self) -> dict:
-        _enter(self.workdir, self.cache, self.profile)
+        enter_workdir(self.workdir, self.cache, self.profile)
         rounds = [self.retry_round()]
         while rounds[-1] and not self._backend().detached:  # local: the retried runs have ended; look again
             rounds.append(self.retry_round())

@@ -49,7 +49,9 @@ def test_wrong_type_is_refused_with_its_name(tmp_path):
     ({"executor": "slurm", "timeout_min": 0}, "timeout_min"),
     ({"executor": "slurm", "timeout_min": 10, "signal_delay_s": 600}, "signal_delay_s"),
     ({"executor": "cloud"}, "executor"),
-    ({"executor": "local", "image": "x.sif"}, "image"),
+    ({"executor": "local", "pack": "study"}, "pack"),
+    ({"executor": "slurm", "pack": "all"}, "pack"),
+    ({"executor": "slurm", "pack": "study", "runs_per_gpu": 0}, "runs_per_gpu"),
     ({"executor": "slurm", "model": "qwen3"}, "model"),
 ])
 def test_out_of_range_values_are_refused_naming_the_key(tmp_path, values, key):

@@ -24,13 +24,16 @@ import faults
 
 from lvjob.orchestrate import submission
 from lvjob.orchestrate.tasks import GateTask, StudyTask
-from lvjob.orchestrate import records, retries
+from lvjob.orchestrate import pack, records, retries
 from lvjob.cluster import slurm as slurm_client  # the fixture `slurm` is the test cluster
 from lvjob.cluster.executors import backend
 from lvjob.core.atomic import read_jsonl
 from lvjob.run.rundir import summarize
 from lvjob.run.rundir import read_status
+from lvjob.results.index import run_index
+from lvjob.core.paths import RunDir
 from lvjob.study.choices import job_for, study_dir, study_nodes
+from lvjob.orchestrate import status
 from lvjob.orchestrate.status import format_status, status_rows
 from lvjob.study.spec import load_study
 from helpers import STUDY, default_job_on, image_standin, last_step, make_profile, small_overrides, wait_for, wait_until
@@ -63,7 +66,7 @@ def run_whole_study(tmp: Path, small_data: Path, during=None, **profile_changes)
     if during:
         during(study, profile, sub, t0)
     wait_for([j.job_id for j in sub.jobs.values()], limit_s=900)
-    wait_until(lambda: not study_jobs_queued(folder), 120, "every job of the study to end")
+    wait_until(lambda: not study_jobs_queued(folder), 600, "every job of the study to end (a packed one resubmitted too)")
     return StudyRun(study, profile, sub, tmp / "results", time.monotonic() - t0)
 
 
@@ -74,11 +77,12 @@ def study_jobs_queued(folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def studies(slurm, small_data, tmp_path_factory) -> tuple[StudyRun, StudyRun, list[dict]]:
-    """The study twice, side by side on the test cluster (each fills the other's idle slots): undisturbed, and
-    disturbed by every kind of fault (tests/faults.py) with RequeueExit off, its runners in the image stand-in
-    and its watchdog's floor at FAULTED_WATCHDOG_S (a hang is found in seconds). Once per test session."""
-    injected = []
+def studies(slurm, small_data, tmp_path_factory) -> tuple[StudyRun, StudyRun, list[dict], StudyRun, list[dict]]:
+    """The study three times, side by side on the test cluster (each fills the others' idle slots), with RequeueExit
+    off: undisturbed; disturbed by every kind of fault (tests/faults.py) with its runners in the image stand-in
+    and its watchdog's floor at FAULTED_WATCHDOG_S (a hang is found in seconds); and packed into one allocation
+    (`pack: study`, two runs at once), disturbed by the packed faults. Once per test session."""
+    injected, packed_faults = [], []
     tmp = tmp_path_factory.mktemp("faulted-study")
     in_image = {"image": str(image_standin(tmp)), "watchdog_floor_s": FAULTED_WATCHDOG_S}
 
@@ -88,12 +92,18 @@ def studies(slurm, small_data, tmp_path_factory) -> tuple[StudyRun, StudyRun, li
         injector = faults.Injector(study, profile, FAULT_SEED)
         injected.extend(injector.run(lambda: slurm_client.states([aggregate])[aggregate] in slurm_client.ACTIVE, t0))
 
-    with faults.requeue_exit_off(slurm), ThreadPoolExecutor(1) as pool:
+    def disturb_packed(study, profile, sub, t0):
+        packed_faults.extend(faults.disturb_packed(study, profile, sub.jobs["study"].job_id))
+
+    with faults.requeue_exit_off(slurm), ThreadPoolExecutor(2) as pool:
         faulted = pool.submit(run_whole_study, tmp, small_data, during=disturb, **in_image)
+        packed = pool.submit(run_whole_study, tmp_path_factory.mktemp("packed-study"), small_data, during=disturb_packed,
+                             pack="study", runs_per_gpu=2)
         whole = run_whole_study(tmp_path_factory.mktemp("whole-study"), small_data)
-        faulted = faulted.result()
-    print(f"study DAG: {len(whole.sub.jobs)} jobs in {whole.seconds:.0f} s, beside the faulted one")
-    return whole, faulted, injected
+        faulted, packed = faulted.result(), packed.result()
+    print(f"study DAG: {len(whole.sub.jobs)} jobs in {whole.seconds:.0f} s, beside the faulted one; "
+          f"packed: {packed.seconds:.0f} s")
+    return whole, faulted, injected, packed, packed_faults
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +148,7 @@ FAULTED_WATCHDOG_S = 20  # a healthy run of the small study is never silent this
 @pytest.fixture(scope="module")
 def faulted_study(studies) -> tuple[StudyRun, list[dict]]:
     """The same study, disturbed by every kind of fault (tests/faults.py) with RequeueExit off."""
-    _, run, injected = studies
+    _, run, injected, _, _ = studies
     kinds = {k: sum(f["kind"] == k for f in injected) for k in faults.KINDS}
     made = retries.read(run.study, run.profile)
     print(f"faulted study: {len(injected)} faults ({kinds}) in {run.seconds:.0f} s; {len(made)} retries: "
@@ -184,19 +194,88 @@ def _table(path: Path) -> list[list[str]]:
 
 
 def test_a_study_disturbed_by_every_kind_of_fault_ends_with_the_undisturbed_tables(whole_study, faulted_study):
-    run, _ = faulted_study
-    names = sorted(p.name for p in whole_study.results.glob("*.csv"))
-    assert names == sorted(p.name for p in run.results.glob("*.csv"))
+    assert_same_tables(faulted_study[0].results, whole_study.results)
+
+
+def assert_same_tables(results: Path, undisturbed: Path) -> None:
+    """Every table as the undisturbed study's; Table 4 once the re-done FLOPs (booked as lost) are taken off."""
+    names = sorted(p.name for p in undisturbed.glob("*.csv"))
+    assert names == sorted(p.name for p in results.glob("*.csv"))
     for name in (n for n in names if n != "table4_flops.csv"):
-        assert _table(run.results / name) == _table(whole_study.results / name), name
-    # Table 4: the same FLOPs once the re-done ones (reported as lost to preemption) are taken off.
-    head, *calm = _table(whole_study.results / "table4_flops.csv")
-    _, *hit = _table(run.results / "table4_flops.csv")
+        assert _table(results / name) == _table(undisturbed / name), name
+    head, *calm = _table(undisturbed / "table4_flops.csv")
+    _, *hit = _table(results / "table4_flops.csv")
     spent, planned, lost = head.index("spent"), head.index("planned"), head.index("lost to preemption")
     for a, b in zip(calm[:-1], hit[:-1]):  # the budget row compares spent with the budget
         assert (b[0], b[1], b[planned]) == (a[0], a[1], a[planned])
         assert float(b[spent]) - float(b[lost]) == float(a[spent]) and float(a[lost]) == 0, b[0]
     assert float(hit[-2][lost]) > 0  # the total: the faults cost re-done work
+
+
+@pytest.fixture(scope="module")
+def packed_study(studies) -> tuple[StudyRun, list[dict]]:
+    """The study packed into one allocation (`pack: study`, two runs at once), hit by tests/faults.py's packed faults."""
+    *_, run, done = studies
+    assert [d["kind"] for d in done] == list(faults.PACKED_KINDS)
+    return run, done
+
+
+def attempt_jobs(run_dir: Path) -> list[str]:
+    """The SLURM job each attempt of a run ran in."""
+    return [a.get("slurm_job_id") for a in read_status(run_dir).get("attempt_records", [])]
+
+
+def test_a_packed_study_runs_in_its_packed_job_and_the_one_resubmitted_by_its_watcher(packed_study):
+    run, done = packed_study
+    jobs = pack.pack_jobs(run.study, run.profile)
+    first, again = [r["job_id"] for r in jobs if r["job"] == pack.PACK]
+    assert {r["executor"] for r in records.read_submissions(run.study, run.profile).values()} == {"local"}
+    assert read_jsonl(study_dir(run.study, run.profile).gates) == []  # no gate job: the retry policy ran inside
+    ran_in = {j for e in run_index(run.study, run.profile).runs if e.run.run_dir for j in attempt_jobs(Path(e.run.run_dir))}
+    assert ran_in <= {first, again} and again in ran_in
+
+
+def test_usr2_to_the_packed_job_checkpoints_its_active_runs_and_requeues_it_under_its_id(packed_study):
+    run, (usr2, *_) = packed_study
+    by_node = {e.node: e for e in run_index(run.study, run.profile).runs}
+    for node in usr2["nodes"]:
+        folder = Path(by_node[node].run.run_dir)
+        assert attempt_jobs(folder)[:2] == [usr2["job"]] * 2, node  # stopped, then resumed in the requeued job
+        assert RunDir(folder).preemptions.exists(), node
+    assert not {r["node"] for r in retries.read(run.study, run.profile)} & set(usr2["nodes"])
+
+
+def test_a_run_killed_inside_the_packed_job_is_retried_in_place(packed_study):
+    run, (_, killed, _) = packed_study
+    (made,) = [r for r in retries.read(run.study, run.profile) if r["node"] == killed["nodes"][0]]
+    assert made["state"] == "ended"  # a local job of the allocation
+    folder = Path(next(e for e in run_index(run.study, run.profile).runs if e.node == killed["nodes"][0]).run.run_dir)
+    assert attempt_jobs(folder)[:2] == [killed["job"]] * 2
+
+
+def test_a_packed_job_killed_without_warning_is_submitted_again_by_its_watcher(packed_study):
+    run, (*_, host) = packed_study
+    made = [r for r in retries.read(run.study, run.profile) if r["node"] == pack.PACK]
+    assert [(r["job_id"], r["state"]) for r in made] == [(host["job"], "FAILED")]
+    assert "the study is complete" in logs(study_dir(run.study, run.profile).submitit)
+
+
+def test_a_packed_study_ends_with_the_fan_out_studys_tables(whole_study, packed_study):
+    assert_same_tables(packed_study[0].results, whole_study.results)
+
+
+def test_a_cancelled_packed_job_is_not_submitted_again(slurm, small_data, tmp_path):
+    profile = make_profile(tmp_path, pack="study")
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
+    sub = submission.submit(study, profile, log=print)
+    job = sub.jobs[pack.PACK].job_id
+    wait_until(lambda: slurm_client.states([job])[job] == "RUNNING", 120, "the packed job to start")
+    subprocess.run(["scancel", job], check=True)
+    folder = study_dir(study, profile).submitit
+    wait_until(lambda: not study_jobs_queued(folder), 120, "the watcher to end")
+    assert retries.read(study, profile) == [] and len(pack.pack_jobs(study, profile)) == 2
+    assert "cancelled by its user; not resubmitted" in logs(folder)
+    assert f"packed job {job}: CANCELLED" in status.report(study, profile)
 
 
 def _same_run(a: Path, b: Path) -> None:

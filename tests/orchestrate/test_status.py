@@ -27,3 +27,22 @@ def test_a_running_run_silent_past_the_watchdogs_limit_shows_stalled_and_for_how
     assert {r["node"]: r["state"] for r in status_rows(study, profile)}["default"] == "stalled (5m00s silent)"
     _heartbeat(study, profile, "default", silent_s=300, longest_gap_s=40.0)  # slow steps: the limit is 400 s
     assert {r["node"]: r["state"] for r in status_rows(study, profile)}["default"] == "running"
+
+
+def _at(minute: int, second: int = 0):
+    from datetime import datetime, timezone
+
+    return datetime(2026, 12, 6, 12, minute, second, tzinfo=timezone.utc)
+
+
+def test_the_makespan_splits_into_time_with_a_job_running_and_time_only_queued():
+    from lvjob.cluster.slurm import Allocation
+    from lvjob.orchestrate.status import makespan_lines
+
+    allocations = {"1": Allocation("COMPLETED", _at(0), _at(0), _at(10), _at(20)),  # queued 10 min, ran 10
+                   "2": Allocation("COMPLETED", _at(0), _at(0), _at(15), _at(25)),  # overlaps job 1 by 5 min
+                   "3": Allocation("RUNNING", _at(20), _at(26), _at(30), None)}  # waited for job 1, then queued 4 min
+    lines = makespan_lines(allocations, {"3": "packed"}, now=_at(40))
+    assert lines[0] == ("allocations: 3, queued 29m00s in all (longest 15m00s, job 2); makespan 40m00s: "
+                        "25m00s with a job running, 15m00s only queued")
+    assert lines[1] == "packed job 3: RUNNING, queued 4m00s, held 10m00s"
