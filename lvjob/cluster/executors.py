@@ -122,7 +122,7 @@ class LocalBackend:
         pending, running, finished, stops = list(tasks), [], {}, []
         forwarded = 0.0
         with _recording(stops):
-            while pending or running:
+            while running or (pending and not stops):  # after a stop: no new job, the running ones end
                 while pending and not stops and len(running) < self.profile.max_parallel:
                     task = pending.pop(0)
                     running.append((task, ChildJob(folder, task)))
