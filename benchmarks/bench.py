@@ -63,6 +63,7 @@ def main() -> int:
              rb.bench_constraint(model, tok, contexts[: args.decode_series], horizon, repeat)),
             ("Checkpoints", rb.bench_checkpoint(path, context=context, batch=4, steps=args.train_steps)),
             ("Resume", pb.bench_resume(small, Path(tmp))),
+            ("Fixed cost per run", pb.bench_fixed_cost(small, Path(tmp))),
             ("Text: LLMTIME and tokens of the training split", pb.bench_text(lv.trajectories, train[:80] if args.quick else train, tok)),
             ("FLOP counter (executed view, matrix products) vs FlopCounterMode", pb.bench_flop_agreement(full_size=not args.quick)),
             ("Scaling", pb.bench_scaling(model, tok, contexts, horizon, args.out / f"{machine}-scaling.png", lengths=lengths,

@@ -96,6 +96,38 @@ def bench_resume(data_path: Path, tmp: Path) -> list[tuple[str, str]]:
     ]
 
 
+def bench_fixed_cost(data_path: Path, tmp: Path, tflops: float = 94.0) -> list[tuple[str, str]]:
+    """What every run pays before its first step, fan-out or packed: a fresh `lvjob run` timed from its process
+    start to its first training step, the Python and imports in it, and the host process around it; set beside a
+    full-scale stage-1 run's GPU time by the plan."""
+    from lvjob.study.plan import plan_study
+    from lvjob.study.spec import load_study
+
+    run_dir = tmp / "fixed-cost-run"
+    cmd = [sys.executable, "-m", "lvjob", "run", str(ROOT / "jobs" / "default_lora.yaml"), "model=tiny",
+           f"data.path={data_path}", "data.systems=20", "steps=2", "checkpoint_every=100", "val_every=100",
+           "val_chunks=2", "context=64", "series=1", f"run_dir={run_dir}"]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not read_jsonl(run_dir / "metrics.jsonl") and proc.poll() is None and time.monotonic() - start < 300:
+        time.sleep(0.02)
+    to_first_step = time.monotonic() - start
+    proc.wait()
+    t_runner, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.run.runner, lvjob.run.train"], check=True))
+    t_host, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.orchestrate.tasks"], check=True))
+    stage1 = [i for i in plan_study(load_study(ROOT / "jobs" / "study.yaml")).items if i.experiment == "stage1"]
+    per_run = sum(i.flops for i in stage1) / len({i.run for i in stage1}) / (tflops * 1e12)
+    return [
+        ("fresh run (tiny model): process start to its first training step", f"{to_first_step:.1f} s"),
+        ("of which: starting Python and importing the runner (torch, transformers, peft)", f"{t_runner:.1f} s"),
+        ("the job's host process around it (submitit's, or a packed job's child): Python and lvjob's imports",
+         f"{t_host:.1f} s"),
+        (f"a full-scale stage-1 run by the plan at {tflops:g} TFLOP/s (GPU time)",
+         f"{per_run:.0f} s: this machine's fixed cost is {(to_first_step + t_host) / per_run:.0%} of it, before CUDA "
+         "initialisation and loading the 0.5B weights, which only a GPU run measures"),
+    ]
+
+
 def bench_scaling(model, tok, contexts_np: np.ndarray, horizon: int, out_png: Path | None,
                   lengths=(64, 128, 256, 512), series_counts=(10, 50, 100, 200)) -> list[tuple[str, str]]:
     from lvjob.run.train import lora_model

