@@ -28,16 +28,15 @@ from lvjob.core.stops import STOP_SIGNALS
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_PRCTL = getattr(ctypes.CDLL(None), "prctl", None)  # resolved here: no dlopen between fork and exec
 
 
 def die_with_parent() -> None:
     """In a child, before exec: the kernel SIGKILLs it when its parent dies (Linux; elsewhere nothing). A job's
     host killed without warning takes its children with it, as SLURM's cgroup would: none lives on unwatched to
     collide with the same run in the next allocation."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _start_quietly() -> None:
@@ -90,6 +89,7 @@ def result_file(folder: Path, job_id: str) -> Path:
 def _main(folder: Path, spec: Path) -> int:
     """In the child: logs to the job's files, run the task, write its outcome."""
     pid = str(os.getpid())
+    result_file(folder, pid).unlink(missing_ok=True)  # an earlier process's, with the same pid
     for fd, suffix in ((1, "out"), (2, "err")):
         with open(folder / f"{pid}_0_log.{suffix}", "a") as f:
             os.dup2(f.fileno(), fd)

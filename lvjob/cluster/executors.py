@@ -136,7 +136,7 @@ class LocalBackend:
                     running.remove((task, job))
                     finished[id(task)] = job
                     log(f"  {task.name}: {_outcome(job)}")
-        if stops:
+        if stops and (pending or any(job.error for job in finished.values())):  # else the stop came too late to matter
             raise Stopped(stops)
         return [finished[id(t)] for t in tasks]
 

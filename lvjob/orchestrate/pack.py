@@ -19,11 +19,14 @@ What it survives, with the fan-out's promises:
 - the allocation dying without warning (a node lost, SIGKILL, no RequeueExit): the watcher, which
   starts when the packed job has ended, submits it again while the study is incomplete, up to
   `max_retries` times, each with a watcher after it; it is off the critical path when nothing dies;
-- `scancel` of the packed job is its user's cancel: the watcher resubmits nothing.
+- `scancel` of the packed job is its user's cancel, and a packed job that ended by itself (it returned, or
+  failed on its own error, such as a stage that cannot choose) says so in the records: the watcher
+  resubmits neither.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +45,7 @@ from lvjob.study.spec import Study
 
 PACK = "study"  # the packed job's name in squeue (lvjob:<study>:study) and in the records
 WATCH = "study-watch"
+ENDED = "ended"  # a packed job's own record that it ended by itself (returned, or failed on its own error)
 
 
 def inside(profile: Profile) -> Profile:
@@ -49,9 +53,9 @@ def inside(profile: Profile) -> Profile:
     return replace(profile, executor="local", pack="none", max_parallel=profile.runs_per_gpu)
 
 
-def critical_path(profile: Profile, waves: list[list[str]], gated) -> int:
+def critical_path(packing: str, waves: list[list[str]], gated) -> int:
     """Allocations in series from submit to the tables: 1 packed; fanned out, one per wave and one per gate after it."""
-    if profile.pack == PACK:
+    if packing == PACK:
         return 1
     return sum(1 + any(gated(s) for s in wave) for wave in waves)
 
@@ -76,7 +80,16 @@ class PackTask(submitit.helpers.Checkpointable):
                 print(f"{PACK}: every running run checkpointed; requeueing this job", flush=True)
                 handler(signal.SIGUSR2, None)  # submitit's: requeue this job (scontrol, from the host), then exit
             raise
+        except Exception as e:  # its own error (a pre-flight, a stage that cannot choose): running it again changes nothing
+            self._ended(str(e).strip().splitlines()[-1:])
+            raise
+        self._ended([])
         return {"study": self.study.name}
+
+    def _ended(self, why: list[str]) -> None:
+        """Say that this job ended by itself, so that its watcher does not submit it again."""
+        row = {"job": ENDED, "job_id": os.environ.get("SLURM_JOB_ID", ""), "at": utc_now(), "why": why}
+        atomic.append_jsonl(study_dir(self.study, self.profile).packs, [row])
 
 
 class WatchTask(submitit.helpers.Checkpointable):
@@ -84,12 +97,12 @@ class WatchTask(submitit.helpers.Checkpointable):
 
     name = WATCH
 
-    def __init__(self, study: Study, profile: Profile, workdir: str, cache: str):
-        self.study, self.profile, self.workdir, self.cache = study, profile, workdir, cache
+    def __init__(self, study: Study, profile: Profile, workdir: str, cache: str, follows: str):
+        self.study, self.profile, self.workdir, self.cache, self.follows = study, profile, workdir, cache, follows
 
     def __call__(self) -> dict:
         enter_workdir(self.workdir, self.cache, self.profile)
-        job_id = latest_pack(self.study, self.profile)
+        job_id = self.follows
         state = study_backend(self.study, self.profile).states([job_id], settle=True).get(job_id, "UNKNOWN")
         verdict = self.verdict(job_id, state)
         print(f"{WATCH}: packed job {job_id} is {state}: {verdict}", flush=True)
@@ -105,6 +118,9 @@ class WatchTask(submitit.helpers.Checkpointable):
             return "the study is complete"
         if state in CANCELLED:
             return "cancelled by its user; not resubmitted"
+        ended = [r for r in pack_jobs(self.study, self.profile) if r["job"] == ENDED and r["job_id"] == job_id]
+        if ended:
+            return f"it ended by itself ({'; '.join(ended[-1]['why']) or 'returned'}); not resubmitted: see its log"
         used = retries.used(self.study, self.profile)[PACK]
         if used >= self.profile.max_retries:
             return f"the study is incomplete and the packed job used its {used} retries; submit the study again"
@@ -122,8 +138,8 @@ def queue(study: Study, profile: Profile, workdir: str, cache: str, pack: bool =
         (jobs,) = b.submit_wave(folder, [Batch(PACK, [PackTask(study, profile, workdir, cache)], [])], _record(study, profile),
                                 print)
         after = [jobs[0].job_id]
-    (watch,) = b.submit_wave(folder, [Batch(WATCH, [WatchTask(study, profile, workdir, cache)], list(after), gpu=False)],
-                             _record(study, profile), print)
+    watcher = WatchTask(study, profile, workdir, cache, follows=after[0])
+    (watch,) = b.submit_wave(folder, [Batch(WATCH, [watcher], list(after), gpu=False)], _record(study, profile), print)
     return jobs + watch
 
 
@@ -138,12 +154,8 @@ def pack_jobs(study: Study, profile: Profile) -> list[dict]:
     return atomic.read_jsonl(study_dir(study, profile).packs)
 
 
-def latest_pack(study: Study, profile: Profile) -> str | None:
-    ids = [r["job_id"] for r in pack_jobs(study, profile) if r["job"] == PACK]
-    return ids[-1] if ids else None
-
-
 def active_packs(study: Study, profile: Profile) -> list[str]:
-    """The study's packed jobs and watchers still queued or running."""
-    ids = [r["job_id"] for r in pack_jobs(study, profile)]
-    return sorted(study_backend(study, profile).active(ids))
+    """The study's packed jobs and watchers still queued or running, in the order they were submitted."""
+    ids = [r["job_id"] for r in pack_jobs(study, profile) if r["job"] in (PACK, WATCH)]
+    active = study_backend(study, profile).active(ids)
+    return [j for j in ids if j in active]

@@ -25,7 +25,7 @@ from lvjob.core.heartbeat import read_pulse
 from lvjob.core.paths import ResultsDir, RunDir
 from lvjob.cluster.profile import Profile, stall_rule
 from lvjob.run.rundir import RunStatus, RunSummary, read_status
-from lvjob.cluster.slurm import ACTIVE, Allocation
+from lvjob.cluster.slurm import ACTIVE, Allocation, ClusterError
 from lvjob.study.choices import stale_choice, study_dir
 from lvjob.orchestrate import pack
 from lvjob.study.stages import stage_table
@@ -164,8 +164,12 @@ def allocation_lines(study: Study, profile: Profile) -> list[str]:
     """Every allocation the study's jobs held on the executor, from its accounts (none locally): see `makespan_lines`."""
     folder = study_dir(study, profile)
     mine = [r for f in (folder.submissions, folder.gates) for r in read_jsonl(f) if r.get("executor") == profile.executor]
-    named = {r["job_id"]: "packed" if r["job"] == pack.PACK else "watcher" for r in pack.pack_jobs(study, profile)}
-    found = backend(profile).times([r["job_id"] for r in mine] + list(named))
+    names = {pack.PACK: "packed", pack.WATCH: "watcher"}
+    named = {r["job_id"]: names[r["job"]] for r in pack.pack_jobs(study, profile) if r["job"] in names}
+    try:
+        found = backend(profile).times([r["job_id"] for r in mine] + list(named))
+    except ClusterError as e:  # no accounting here, or slurmdbd down: the rest of the status stands
+        return [f"allocations: unknown ({e})"]
     return makespan_lines(found, named, datetime.now(timezone.utc)) if found else []
 
 

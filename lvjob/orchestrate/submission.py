@@ -17,7 +17,7 @@ The study's records live in its study folder (lvjob.core.paths.StudyDir): submis
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -88,7 +88,7 @@ def allocation_lines(study: Study, profile: Profile, plan: Plan) -> list[str]:
     implies at the profile's assumed throughput (the plan charges each run at its most: an upper bound)."""
     jobs = len(study_nodes(study)) + sum(gated(s.name) for s in stage_table())
     minutes = plan.total / (profile.expected_tflops * 1e12) / 60
-    packed, fanned = (pack.critical_path(replace(profile, pack=p), waves(), gated) for p in (pack.PACK, "none"))
+    packed, fanned = (pack.critical_path(p, waves(), gated) for p in (pack.PACK, "none"))
     mine = {p: " (this profile)" if profile.pack == p else "" for p in (pack.PACK, "none")}
     return [f"packed{mine[pack.PACK]}: {packed} allocation, about {minutes:.1f} min of GPU time at "
             f"{profile.expected_tflops:g} TFLOP/s (expected_tflops), plus a CPU watcher off the critical path",
@@ -145,9 +145,12 @@ class Submission:
     study_dir: Path
     plan: Plan
     gates: dict[str, submitit.Job] = field(default_factory=dict)  # stage -> its retry gate submitted in this call
+    packed: bool = False  # jobs: the packed job and its watcher, not nodes
 
     @property
     def already_complete(self) -> int:
+        if self.packed:
+            return sum(s.status == Need.COMPLETE for s in self.states)
         return len(self.states) - len(self.jobs) - len(self.already_active)
 
 
@@ -187,10 +190,10 @@ def _submit_packed(study: Study, profile: Profile, plan: Plan, log) -> Submissio
     active = pack.active_packs(study, profile)
     if active or all(s.status == Need.COMPLETE for s in states):
         log(f"{pack.PACK}: " + (f"job(s) {', '.join(active)} still queued or running" if active else "complete"))
-        return Submission(states, {}, {pack.PACK: j for j in active[:1]}, folder, plan)
+        return Submission(states, {}, {pack.PACK: j for j in active[:1]}, folder, plan, packed=True)
     jobs = pack.queue(study, profile, *_where())
     log(f"{pack.PACK}: the whole study as job {jobs[0].job_id}, watched by job {jobs[1].job_id}")
-    return Submission(states, {pack.PACK: jobs[0], pack.WATCH: jobs[1]}, {}, folder, plan)
+    return Submission(states, {pack.PACK: jobs[0], pack.WATCH: jobs[1]}, {}, folder, plan, packed=True)
 
 
 def study_complete(study: Study, profile: Profile) -> bool:

@@ -1,12 +1,14 @@
 import dataclasses
 
+import pytest
+
 
 from lvjob.models import flops
 from lvjob.cli import main
 from lvjob.study.plan import plan_study, propose, validation_passes
 from lvjob.data.prompts import forecast_tokens, prompt_tokens
 from lvjob.study.spec import EvalSpec, FinalRun, LoraRun, Stage1, Stage2, Study, load_study
-from helpers import JOBS
+from helpers import JOBS, ROOT, STUDY
 
 QWEN = flops.shape_of("qwen2.5-0.5b")
 
@@ -116,3 +118,13 @@ def test_plan_command_applies_overrides(capsys):
 def test_plan_command_names_a_bad_key(capsys):
     assert main(["plan", str(JOBS / "study.yaml"), "stage1.rank=4"]) == 2
     assert "unknown key stage1.'rank'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("profile, packed, fanned", [
+    ("slurm/gpu-cluster.example.yaml", "packed (this profile): 1 allocation", "fan-out: 7 allocations on the critical path"),
+    ("slurm/slurm-ci.yaml", "packed: 1 allocation", "fan-out (this profile): 7 allocations on the critical path"),
+    ("local", "packed: 1 allocation", "fan-out (this profile): 7 allocations on the critical path")])
+def test_plan_with_a_profile_counts_the_allocations_on_the_critical_path_of_both_packings(capsys, profile, packed, fanned):
+    assert main(["plan", str(STUDY), "--profile", str(ROOT / profile) if profile.endswith(".yaml") else profile]) == 0
+    out = capsys.readouterr().out
+    assert packed in out and fanned in out and "min of GPU time at 94 TFLOP/s" in out
