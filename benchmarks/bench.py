@@ -57,13 +57,14 @@ def main() -> int:
         small = Path(tmp) / "small.h5"
         lv_small, params_small = data.generate(n_systems=20, n_points=100, seed=0)
         data.write(small, lv_small, params_small)
+        fixed, resume = pb.bench_resume(small, Path(tmp))
         sections = [
             ("Evaluation: batched vs one at a time", rb.bench_eval(model, tok, contexts, horizon, args.single)),
             ("Decoding: constrained vs unconstrained (batched, greedy, best of 3)",
              rb.bench_constraint(model, tok, contexts[: args.decode_series], horizon, repeat)),
             ("Checkpoints", rb.bench_checkpoint(path, context=context, batch=4, steps=args.train_steps)),
-            ("Resume", pb.bench_resume(small, Path(tmp))),
-            ("Fixed cost per run", pb.bench_fixed_cost(small, Path(tmp))),
+            ("Resume", resume),
+            ("Fixed cost per run", fixed),
             ("Text: LLMTIME and tokens of the training split", pb.bench_text(lv.trajectories, train[:80] if args.quick else train, tok)),
             ("FLOP counter (executed view, matrix products) vs FlopCounterMode", pb.bench_flop_agreement(full_size=not args.quick)),
             ("Scaling", pb.bench_scaling(model, tok, contexts, horizon, args.out / f"{machine}-scaling.png", lengths=lengths,

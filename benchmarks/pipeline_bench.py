@@ -60,21 +60,25 @@ def bench_flop_agreement(full_size: bool = True) -> list[tuple[str, str]]:
     return rows
 
 
-def bench_resume(data_path: Path, tmp: Path) -> list[tuple[str, str]]:
-    """Kill a training job (SIGKILL) after its checkpoint at step 5, restart it, time to the first new step."""
+def bench_resume(data_path: Path, tmp: Path, tflops: float = 94.0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Two sections from one training job (tiny model): its fixed cost, from process start to the first step, set beside
+    a full-scale stage-1 run's GPU time by the plan; and a resume: killed (SIGKILL) after its checkpoint at step 5,
+    restarted, timed to the first new step."""
     run_dir = tmp / "resume-run"
     cmd = [sys.executable, "-m", "lvjob", "run", str(ROOT / "jobs" / "default_lora.yaml"), "model=tiny",
            f"data.path={data_path}", "data.systems=20", "steps=200", "checkpoint_every=5", "val_every=100",
            "val_chunks=2", "context=64", "series=1", f"run_dir={run_dir}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    start = time.monotonic()
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = run_dir / "checkpoints" / "step-0000005"
-    deadline = time.monotonic() + 300
+    ckpt, to_first_step = run_dir / "checkpoints" / "step-0000005", None
     while not (ckpt.exists() and any(r["step"] >= 7 for r in read_jsonl(run_dir / "metrics.jsonl"))):
-        if time.monotonic() > deadline or first.poll() is not None:
+        if to_first_step is None and read_jsonl(run_dir / "metrics.jsonl"):
+            to_first_step = time.monotonic() - start
+        if time.monotonic() - start > 300 or first.poll() is not None:
             first.kill()
             raise RuntimeError("the first training process did not reach step 7")
-        time.sleep(0.05)
+        time.sleep(0.02)
     first.send_signal(signal.SIGKILL)
     first.wait()
     start = time.monotonic()
@@ -83,49 +87,37 @@ def bench_resume(data_path: Path, tmp: Path) -> list[tuple[str, str]]:
         if time.monotonic() - start > 300 or second.poll() is not None:
             break
         time.sleep(0.02)
-    to_first_step = time.monotonic() - start
+    to_resumed_step = time.monotonic() - start
     second.send_signal(signal.SIGKILL)
     second.wait()
     t_import, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.run.train, lvjob.run.runner, transformers, peft"],
                                                check=True))
+    t_host, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.orchestrate.tasks"], check=True))
     resumed = [r for r in read_jsonl(run_dir / "preemptions.jsonl") if r["event"] == "resume"]
+    imports = ("of which: starting Python and importing the runner (torch, transformers, peft)", f"{t_import:.1f} s")
     return [
+        ("fresh run (tiny model): process start to its first training step", f"{to_first_step or 0:.1f} s"),
+        imports,
+        ("the job's host process around it (submitit's, or a packed job's child): Python and lvjob's imports",
+         f"{t_host:.1f} s"),
+        stage1_share((to_first_step or 0) + t_host, tflops),
+    ], [
         ("job start to first resumed training step (tiny model, checkpoint at step 5, killed at step >= 7)",
-         f"{to_first_step:.1f} s, resumed from step {resumed[-1]['from_step'] if resumed else '?'}"),
-        ("of which: starting Python and importing torch, transformers, peft", f"{t_import:.1f} s"),
+         f"{to_resumed_step:.1f} s, resumed from step {resumed[-1]['from_step'] if resumed else '?'}"),
+        imports,
     ]
 
 
-def bench_fixed_cost(data_path: Path, tmp: Path, tflops: float = 94.0) -> list[tuple[str, str]]:
-    """What every run pays before its first step, fan-out or packed: a fresh `lvjob run` timed from its process
-    start to its first training step, the Python and imports in it, and the host process around it; set beside a
-    full-scale stage-1 run's GPU time by the plan."""
+def stage1_share(fixed_s: float, tflops: float) -> tuple[str, str]:
+    """A full-scale stage-1 run's GPU time by the plan, and the share of it `fixed_s` is."""
     from lvjob.study.plan import plan_study
     from lvjob.study.spec import load_study
 
-    run_dir = tmp / "fixed-cost-run"
-    cmd = [sys.executable, "-m", "lvjob", "run", str(ROOT / "jobs" / "default_lora.yaml"), "model=tiny",
-           f"data.path={data_path}", "data.systems=20", "steps=2", "checkpoint_every=100", "val_every=100",
-           "val_chunks=2", "context=64", "series=1", f"run_dir={run_dir}"]
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not read_jsonl(run_dir / "metrics.jsonl") and proc.poll() is None and time.monotonic() - start < 300:
-        time.sleep(0.02)
-    to_first_step = time.monotonic() - start
-    proc.wait()
-    t_runner, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.run.runner, lvjob.run.train"], check=True))
-    t_host, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.orchestrate.tasks"], check=True))
     stage1 = [i for i in plan_study(load_study(ROOT / "jobs" / "study.yaml")).items if i.experiment == "stage1"]
     per_run = sum(i.flops for i in stage1) / len({i.run for i in stage1}) / (tflops * 1e12)
-    return [
-        ("fresh run (tiny model): process start to its first training step", f"{to_first_step:.1f} s"),
-        ("of which: starting Python and importing the runner (torch, transformers, peft)", f"{t_runner:.1f} s"),
-        ("the job's host process around it (submitit's, or a packed job's child): Python and lvjob's imports",
-         f"{t_host:.1f} s"),
-        (f"a full-scale stage-1 run by the plan at {tflops:g} TFLOP/s (GPU time)",
-         f"{per_run:.0f} s: this machine's fixed cost is {(to_first_step + t_host) / per_run:.0%} of it, before CUDA "
-         "initialisation and loading the 0.5B weights, which only a GPU run measures"),
-    ]
+    return (f"a full-scale stage-1 run by the plan at {tflops:g} TFLOP/s (GPU time)",
+            f"{per_run:.0f} s: this machine's fixed cost is {fixed_s / per_run:.0%} of it, before CUDA initialisation "
+            "and loading the 0.5B weights, which only a GPU run measures")
 
 
 def bench_scaling(model, tok, contexts_np: np.ndarray, horizon: int, out_png: Path | None,

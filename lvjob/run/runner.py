@@ -141,10 +141,12 @@ def _run_tracked(job: Job, run_dir: Path, stop: StopRequest, attempt: int, log, 
             corpus = build_corpus(job, tokenizer, lv.trajectories, split.train, split.validation)
             log(f"corpus: {len(corpus.train)} training chunks, {len(corpus.val)} validation chunks of <= {job.context} tokens")
             model, ledger = train(job, run_dir, corpus, tokenizer.pad_token_id, device, stop, attempt, log, tracker, started, beat)
+            # The ledger first: a saved adapter means "training is booked" to the next attempt, which skips training
+            # and reads the ledger (a kill between the two used to drop the training's FLOPs from the books).
+            ledger.write(ledger_path)
             with atomic.atomic_dir(adapter_dir) as tmp:
                 model.save_pretrained(tmp)
                 adapter.sort_targets(tmp / ADAPTER_CONFIG)
-            ledger.write(ledger_path)
             stop.check(f"training (step {job.steps}, adapter saved)")  # the evaluation runs next time
         rank = job.rank
     else:
