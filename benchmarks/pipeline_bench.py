@@ -90,8 +90,9 @@ def bench_resume(data_path: Path, tmp: Path, tflops: float = 94.0) -> tuple[list
     to_resumed_step = time.monotonic() - start
     second.send_signal(signal.SIGKILL)
     second.wait()
-    t_import, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.run.train, lvjob.run.runner, transformers, peft"],
-                                               check=True))
+    runner_imports = ("from lvjob.models.loading import without_bitsandbytes; without_bitsandbytes(); "  # as `lvjob run`
+                      "import lvjob.run.train, lvjob.run.runner, transformers, peft")
+    t_import, _ = timed(lambda: subprocess.run([sys.executable, "-c", runner_imports], check=True))
     t_host, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.orchestrate.tasks"], check=True))
     resumed = [r for r in read_jsonl(run_dir / "preemptions.jsonl") if r["event"] == "resume"]
     imports = ("of which: starting Python and importing the runner (torch, transformers, peft)", f"{t_import:.1f} s")

@@ -93,6 +93,10 @@ def run(args) -> int:
     if args.print_run_dir:
         print(job.resolved_run_dir())
         return 0
+    if not job.quantize_4bit:
+        from lvjob.models.loading import without_bitsandbytes
+
+        without_bitsandbytes()
     from lvjob.core.logs import run_log
     from lvjob.run.lock import RunBusy
     from lvjob.run.runner import run as run_job

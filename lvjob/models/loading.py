@@ -16,11 +16,20 @@ full-size models exercise the real model's code path.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from lvjob.core.atomic import atomic_dir, one_at_a_time
 from lvjob.models.registry import MODELS, ModelChoice, config_dict, demo_model_dir
 from lvjob.core.paths import cache_dir
+
+
+def without_bitsandbytes() -> None:
+    """For a process that never quantizes (a run without `quantize_4bit`): bitsandbytes is never imported in it.
+    peft imports it whenever it is installed, and its torch.compile'd kernels pull in torch's compiler: about 1 s
+    of every run's start on CPU (make bench, "Fixed cost per run"). A None entry in sys.modules makes `import`
+    fail and `importlib.util.find_spec` answer None, which is how peft and transformers ask."""
+    sys.modules.setdefault("bitsandbytes", None)
 
 
 def model_config(name: str):

@@ -59,6 +59,15 @@ def test_the_same_run_gives_byte_identical_adapter_folders_in_different_processe
     assert digests[0] == digests[1] and "adapter_config.json" in digests[0]
 
 
+def test_a_process_that_never_quantizes_builds_its_lora_model_without_importing_bitsandbytes():
+    code = ("import sys; from lvjob.models.loading import without_bitsandbytes; without_bitsandbytes()\n"
+            "from lvjob.run.job import Job; from lvjob.run.train import lora_model\n"
+            "model = lora_model(Job(model='tiny', rank=2), 'cpu')\n"
+            "print(sum(p.requires_grad for p in model.parameters()), sys.modules['bitsandbytes'])")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300).stdout
+    assert out.split() == ["8", "None"]  # q and v, A and B, in both layers; and bitsandbytes never loaded
+
+
 def test_an_evaluation_books_each_batch_and_moves_earlier_evaluation_work_to_lost(tmp_path):
     job = Job(kind="evaluate", model="tiny", data=DataSpec(systems=20, points=30, val_fraction=0.2), series=4, eval_batch_size=2)
     path = tmp_path / "ledger.json"

@@ -113,12 +113,12 @@ def whole_study(studies) -> StudyRun:
 
 def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(whole_study):
     study, profile, sub = whole_study.study, whole_study.profile, whole_study.sub
-    assert len(sub.jobs) == len(study_nodes(study)) == 20
+    assert len(sub.jobs) == len(study_nodes(study)) == 14
     states = slurm_client.states([j.job_id for j in sub.jobs.values()])
     assert set(states.values()) == {"COMPLETED"}, logs(study_dir(study, profile).submitit)
 
     runs = json.loads((whole_study.results / "runs.json").read_text())["runs"]
-    assert [r["status"] for r in runs] == ["complete"] * 19
+    assert [r["status"] for r in runs] == ["complete"] * 13
     for r in runs:
         assert (Path(r["run_dir"]) / "eval.json").exists() and (Path(r["run_dir"]) / "ledger.json").exists()
         if r["kind"] == "train":
@@ -141,7 +141,7 @@ def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(
 
 
 FAULT_SEED = int(os.environ.get("LVJOB_FAULT_SEED", "15"))
-FAULTED_WATCHDOG_S = 20  # a healthy run of the small study is never silent this long, even on a loaded CI machine
+FAULTED_WATCHDOG_S = 40  # a healthy run's start-up (imports, tokenizer, model: ~6 s alone) took over 20 s on a loaded CI machine
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_a_sigkilled_stage1_run_is_retried_before_stage2_chooses(faulted_study):
     made = [r for r in retries.read(run.study, run.profile) if r["node"] == killed["node"]]
     assert [(r["job_id"], r["state"]) for r in made] == [(killed["job"], "FAILED")]
     choice = json.loads(study_dir(run.study, run.profile).choice("stage2").read_text())
-    assert [c["status"] for c in choice["candidates"]] == ["complete"] * 9
+    assert [c["status"] for c in choice["candidates"]] == ["complete"] * 4
 
 
 def test_a_hung_run_is_found_by_the_watchdog_killed_and_retried(faulted_study):
