@@ -1,4 +1,4 @@
-"""The small study of the cluster tests, fanned out and packed, one after the other on a SLURM cluster: its
+"""The small study of the cluster tests (at the demo's 3 x 3 stage-1 grid: 19 runs), fanned out and packed, one after the other on a SLURM cluster: its
 allocations, queue waits and makespan as `lvjob status` reports them (README, "One allocation, or one per job").
 
     slurm/local/with-cluster.sh bash -c 'source /tmp/lvjob-slurm/env && .venv/bin/python benchmarks/pack_bench.py'

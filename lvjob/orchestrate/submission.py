@@ -56,6 +56,17 @@ class OverBudget(RuntimeError):
         self.plan = plan
 
 
+class OtherPackingActive(RuntimeError):
+    """Jobs of the study submitted with the other packing (`pack: study` or fan-out) are queued or running: a
+    submission now would run the same runs beside them. Nothing was submitted."""
+
+    def __init__(self, packing: str, job_ids: list[str]):
+        other = "fan-out" if packing == pack.PACK else "packed"
+        super().__init__(f"the study's {other} job(s) {', '.join(job_ids)} are still queued or running (this profile: "
+                         f"pack: {packing}); wait for them to end, or `lvjob cancel` them, then submit again")
+        self.job_ids = job_ids
+
+
 class Need(StrEnum):
     """What a node needs from this submit."""
 
@@ -173,6 +184,8 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
     for caution in preflight.cautions(study, profile):
         log(f"warning: {caution}")
     log(f"plan: {plan.total:.3e} FLOPs, {plan.total / plan.budget:.2%} of the {plan.budget:.0e} budget")
+    if busy := other_packing_active(study, profile):
+        raise OtherPackingActive(profile.pack, busy)
     prepare(study)
     if profile.pack == pack.PACK:
         return _submit_packed(study, profile, plan, log)
@@ -182,6 +195,15 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
     still_active = run.job_ids if run.backend.detached else {}  # local jobs have all ended by now
     return Submission(node_states(study, profile, still_active, run.fresh), run.jobs, run.active,
                       study_dir(study, profile).root, plan, run.gates)
+
+
+def other_packing_active(study: Study, profile: Profile) -> list[str]:
+    """The study's jobs queued or running under the packing this profile does not use (a packed job and its
+    watcher, or fan-out runs and gates). Never any on the local executor: its jobs end with the submit that ran them."""
+    if profile.pack == pack.PACK:
+        gates = {g for ids in records.active_gates(study, profile).values() for g in ids}
+        return sorted(set(records.active_jobs(study, profile).values()) | gates)
+    return pack.active_packs(study, profile)
 
 
 def _submit_packed(study: Study, profile: Profile, plan: Plan, log) -> Submission:

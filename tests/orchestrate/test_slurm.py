@@ -272,6 +272,9 @@ def test_a_cancelled_packed_job_is_not_submitted_again(slurm, small_data, tmp_pa
     sub = submission.submit(study, profile, log=print)
     job = sub.jobs[pack.PACK].job_id
     wait_until(lambda: slurm_client.states([job])[job] == "RUNNING", 120, "the packed job to start")
+    with pytest.raises(submission.OtherPackingActive, match=f"packed job\\(s\\) {job}, {sub.jobs[pack.WATCH].job_id} are still"):
+        submission.submit(study, make_profile(tmp_path, name="fan-out"), log=print)  # the same runs, fanned out
+    assert not records.on_executor(records.read_submissions(study, profile), profile)  # no run queued on SLURM
     subprocess.run(["scancel", job], check=True)
     folder = study_dir(study, profile).submitit
     wait_until(lambda: not study_jobs_queued(folder), 120, "the watcher to end")
@@ -410,6 +413,8 @@ def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, smal
     wait_until(lambda: slurm_client.states([other])[other] not in slurm_client.ACTIVE, 300, "the other stage-1 run to end")
     time.sleep(6)  # three scheduling intervals
     assert slurm_client.states([stage2])[stage2] == "PENDING"  # it waits for the resubmitted run too
+    with pytest.raises(submission.OtherPackingActive, match=f"fan-out job\\(s\\) .*{stage2}"):
+        submission.submit(study, make_profile(tmp_path, name="packed", pack="study"), log=print)
     subprocess.run(["scontrol", "release", redo], check=True)
     wait_for([j.job_id for j in first.jobs.values()] + [redo], limit_s=400)
     choice = json.loads(study_dir(study, profile).choice("stage2").read_text())
