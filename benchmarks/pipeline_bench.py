@@ -90,15 +90,18 @@ def bench_resume(data_path: Path, tmp: Path, tflops: float = 94.0) -> tuple[list
     to_resumed_step = time.monotonic() - start
     second.send_signal(signal.SIGKILL)
     second.wait()
-    runner_imports = ("from lvjob.models.loading import without_bitsandbytes; without_bitsandbytes(); "  # as `lvjob run`
-                      "import lvjob.run.train, lvjob.run.runner, transformers, peft")
-    t_import, _ = timed(lambda: subprocess.run([sys.executable, "-c", runner_imports], check=True))
+    runner_imports = "import lvjob.run.train, lvjob.run.runner, transformers, peft"
+    skip = "from lvjob.models.loading import without_bitsandbytes; without_bitsandbytes(); "  # as `lvjob run` does
+    t_import, _ = timed(lambda: subprocess.run([sys.executable, "-c", skip + runner_imports], check=True))
+    t_bnb, _ = timed(lambda: subprocess.run([sys.executable, "-c", runner_imports], check=True, capture_output=True))
     t_host, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.orchestrate.tasks"], check=True))
     resumed = [r for r in read_jsonl(run_dir / "preemptions.jsonl") if r["event"] == "resume"]
     imports = ("of which: starting Python and importing the runner (torch, transformers, peft)", f"{t_import:.1f} s")
     return [
         ("fresh run (tiny model): process start to its first training step", f"{to_first_step or 0:.1f} s"),
         imports,
+        ("the same with bitsandbytes, which peft imports whenever installed (only a `quantize_4bit` run loads it)",
+         f"{t_bnb:.1f} s"),
         ("the job's host process around it (submitit's, or a packed job's child): Python and lvjob's imports",
          f"{t_host:.1f} s"),
         stage1_share((to_first_step or 0) + t_host, tflops),
