@@ -175,11 +175,11 @@ def study_runs(tmp_path):
     for i, key in enumerate(k for k in nodes if k.startswith("stage1-")):
         if key == "stage1-r8-lr0.001":
             continue  # never started
-        lost = 300 if key == "stage1-r2-lr0.01" else 0  # this one was requeued and re-did 3 steps
+        lost = 300 if key == "stage1-r2-lr0.1" else 0  # this one was requeued and re-did 3 steps
         write_run(job(key), "complete", rows=[{"step": 20, "loss": 2.0, "val_loss": 3.0 - 0.1 * i}],
                   evaluation=evaluation(1.0 + i, 2.0 + i), ledger={"train": 2000 + lost, "lost_to_preemption": lost},
                   attempts=2 if lost else 1)
-    # stage 2 at stage 1's best (stage1-r8-lr0.003, i = 7); ctx256 not started
+    # stage 2 at stage 1's best (stage1-r8-lr0.01, i = 7); ctx256 not started
     write_run(job("stage2-ctx64"), "complete", rows=[{"step": 20, "loss": 1.0, "val_loss": 1.5}],
               evaluation=evaluation(0.9, 1.2), ledger={"train": 700})
     write_run(job("stage2-ctx128"), "preempted", rows=[{"step": 5, "loss": 1.0, "flops": 350, "lost_flops": 40}])

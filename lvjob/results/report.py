@@ -222,22 +222,25 @@ def choices_table(index: RunIndex) -> Table:
     rows = []
     for stage, choice in index.choices.items():
         if not choice:
-            rows.append((stage, Mark("not chosen yet"), "", "", Mark("-"), Mark("-"), Mark("-"), "", ""))
+            rows.append((stage, Mark("not chosen yet"), "", "", Mark("-"), Mark("-"), Mark("-"), Mark("-"), "", ""))
             continue
         done = sum(c["status"] == RunStatus.COMPLETE for c in choice.candidates)
         value = {c["key"]: c[choice.metric] for c in choice.candidates}
         taken = choice.taken or choice.best
         rows.append((stage, ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in choice.chosen.items()),
-                     taken, choice.best, value[choice.best], _or_dash(choice.se), value[taken] - value[choice.best],
+                     taken, choice.best, value[choice.best], _or_dash(choice.se), _or_dash(choice.spread_in_se()),
+                     value[taken] - value[choice.best],
                      "noise" if len(choice.within_se) > 1 else "a margin above one SE", f"{done}/{len(choice.candidates)}"))
     return Table(name="choices", title="Configurations chosen by the late-bound stages (one-standard-error rule)",
-                 columns=("stage", "chosen", "from run", "best run", "best", "its SE", "chosen - best", "rests on",
-                          "candidates complete"),
-                 rows=tuple(rows), formats=("", "", "", "", ".4g", ".2g", ".2g", "", ""),
+                 columns=("stage", "chosen", "from run", "best run", "best", "its SE", "worst - best, in SEs", "chosen - best",
+                          "rests on", "candidates complete"),
+                 rows=tuple(rows), formats=("", "", "", "", ".4g", ".2g", ".3g", ".2g", "", ""),
                  notes=("Each choice takes, among the complete runs whose metric is within one standard error of the "
                         "lowest (stage 2: validation loss over the validation chunks; final: MAE over the validation "
                         "series), the cheapest: smallest rank, then shortest context, then lowest lr. \"Rests on "
-                        "noise\": other runs were within one standard error, so the order among them is not a finding.",))
+                        "noise\": other runs were within one standard error, so the order among them is not a finding. \"Worst - best, "
+                        "in SEs\": how many of the best run's standard errors the candidates span; a grid that spans "
+                        "less than a few found nothing.",))
 
 
 def _or_dash(value):

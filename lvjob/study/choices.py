@@ -68,6 +68,14 @@ class Choice:
     def to_dict(self) -> dict:
         return to_dict(self)
 
+    def spread_in_se(self) -> float | None:
+        """How far the worst complete candidate lies from the best, in the best's standard errors: a grid
+        discriminates when this is several (None without a standard error or a second candidate)."""
+        values = [c[self.metric] for c in self.candidates if c["status"] == RunStatus.COMPLETE and c[self.metric] is not None]
+        if not self.se or len(values) < 2:
+            return None
+        return (max(values) - min(values)) / self.se
+
     @classmethod
     def from_dict(cls, record: dict) -> Choice:
         return cls(**record | {"candidates": tuple(record.get("candidates", ())), "within_se": tuple(record.get("within_se", ()))})

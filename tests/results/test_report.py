@@ -72,17 +72,17 @@ def test_table4_sums_spent_and_lost_flops_of_every_run_finished_or_not(study_run
 def test_stage1_grid_has_each_validation_loss_in_its_cell(study_runs):
     study, profile = study_runs
     t = grid_table(run_index(study, profile))
-    assert t.columns == ("rank", "lr 0.01", "lr 0.003", "lr 0.001")
+    assert t.columns == ("rank", "lr 0.1", "lr 0.01", "lr 0.001")
     assert cells(t, 2) == pytest.approx((3.0, 2.9, 2.8))
     assert cells(t, 8)[:2] == pytest.approx((2.4, 2.3)) and cells(t, 8)[2] == Mark("missing: not started")
-    assert "rank 8, lr 0.003" in t.notes[0]
+    assert "rank 8, lr 0.01" in t.notes[0]
 
 
 def test_table2_lists_every_context_of_stage2(study_runs):
     study, profile = study_runs
     t = context_table(run_index(study, profile))
     assert [row[0] for row in t.rows] == [64, 128, 256]
-    assert cells(t, 64) == (8, 3e-3, 0.9, 1.2, math.sqrt(1.2), 1.0)
+    assert cells(t, 64) == (8, 1e-2, 0.9, 1.2, math.sqrt(1.2), 1.0)
     assert cells(t, 128)[2] == Mark("missing: preempted, step 5/20")
 
 

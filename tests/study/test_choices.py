@@ -55,7 +55,7 @@ def test_a_node_always_maps_to_the_same_run_directory(setup):
     node = nodes_of(study, "stage1")[4]
     a, b = make_job(study, profile, node), make_job(study, profile, node)
     assert a.run_id() == b.run_id() and a.resolved_run_dir() == Path(profile.runs_root) / a.run_id()
-    assert (a.rank, a.lr, a.steps, a.context) == (4, 3e-3, 20, 128)
+    assert (a.rank, a.lr, a.steps, a.context) == (4, 1e-2, 20, 128)
 
 
 def test_stage2_takes_rank_and_lr_of_the_lowest_stage1_validation_loss(setup):
@@ -72,7 +72,7 @@ def test_stage2_takes_rank_and_lr_of_the_lowest_stage1_validation_loss(setup):
 def test_a_late_stage_with_no_finished_source_run_fails_and_says_why(setup):
     study, profile = setup
     fake_run(make_job(study, profile, nodes_of(study, "stage1")[0]), status="failed")
-    with pytest.raises(StageError, match="stage2 cannot start: no stage1 run finished.*stage1-r2-lr0.01: failed.*missing"):
+    with pytest.raises(StageError, match="stage2 cannot start: no stage1 run finished.*stage1-r2-lr0.1: failed.*missing"):
         choose(study, profile, "stage2")
     with pytest.raises(StageError, match="final cannot start: its stage2 runs could not run"):
         choose(study, profile, "final")
@@ -81,28 +81,28 @@ def test_a_late_stage_with_no_finished_source_run_fails_and_says_why(setup):
 def test_final_takes_the_stage2_run_with_the_lowest_forecast_mae_and_records_it(setup):
     study, profile = setup
     for i, node in enumerate(nodes_of(study, "stage1")):
-        fake_run(make_job(study, profile, node), val_loss=1.0 + i)  # stage1-r2-lr0.01 wins
+        fake_run(make_job(study, profile, node), val_loss=1.0 + i)  # stage1-r2-lr0.1 wins
     for node, mae in zip(nodes_of(study, "stage2"), [0.5, 0.2, 0.9]):
         fake_run(job_for(study, profile, node), val_loss=1.0, mae=mae)
     job = job_for(study, profile, nodes_of(study, "final")[0])
-    assert (job.rank, job.lr, job.context, job.steps) == (2, 1e-2, 128, study.final.steps)
+    assert (job.rank, job.lr, job.context, job.steps) == (2, 1e-1, 128, study.final.steps)
     assert read_choice(study, profile, "final").best == "stage2-ctx128"
-    assert read_choice(study, profile, "stage2").best == "stage1-r2-lr0.01"
+    assert read_choice(study, profile, "stage2").best == "stage1-r2-lr0.1"
 
 
 def test_a_choice_is_recorded_once_and_every_later_task_and_stage_runs_with_it(setup):
     study, profile = setup
     stage1 = nodes_of(study, "stage1")
     for i, node in enumerate(stage1):
-        fake_run(make_job(study, profile, node), val_loss=1.0 + i)  # stage1-r2-lr0.01 wins
+        fake_run(make_job(study, profile, node), val_loss=1.0 + i)  # stage1-r2-lr0.1 wins
     first, *others = nodes_of(study, "stage2")
-    assert (job_for(study, profile, first).rank, job_for(study, profile, first).lr) == (2, 1e-2)
+    assert (job_for(study, profile, first).rank, job_for(study, profile, first).lr) == (2, 1e-1)
     fake_run(make_job(study, profile, stage1[-1]), val_loss=0.1)  # a stage-1 result changes after stage 2 chose
-    assert {(job_for(study, profile, n).rank, job_for(study, profile, n).lr) for n in others} == {(2, 1e-2)}
+    assert {(job_for(study, profile, n).rank, job_for(study, profile, n).lr) for n in others} == {(2, 1e-1)}
     for node, mae in zip(nodes_of(study, "stage2"), [0.5, 0.2, 0.9]):
         fake_run(job_for(study, profile, node), val_loss=1.0, mae=mae)
     final = job_for(study, profile, nodes_of(study, "final")[0])
-    assert (final.rank, final.lr, final.context) == (2, 1e-2, 128)  # stage 2's recorded choice, not a new one
+    assert (final.rank, final.lr, final.context) == (2, 1e-1, 128)  # stage 2's recorded choice, not a new one
 
 
 def test_status_says_when_a_recorded_choice_is_no_longer_what_the_runs_favour(setup):
@@ -156,9 +156,17 @@ def test_a_choice_survives_every_loss_perturbed_by_one_part_in_a_million():
 
 def test_a_recorded_choice_names_the_best_run_the_run_taken_and_the_runs_within_one_standard_error(setup):
     study, profile = setup
-    for i, node in enumerate(nodes_of(study, "stage1")):  # stage1-r2-lr0.01 lowest, r2-lr0.003 within its SE
+    for i, node in enumerate(nodes_of(study, "stage1")):  # stage1-r2-lr0.1 lowest, r2-lr0.01 within its SE
         fake_run(make_job(study, profile, node), val_loss=[1.00, 1.005, 1.2, 1.3, 1.3, 1.3, 1.3, 1.3, 1.3][i], se=0.01)
     choice = choose(study, profile, "stage2")
     assert (choice.best, choice.taken, choice.within_se, choice.se) == (
-        "stage1-r2-lr0.01", "stage1-r2-lr0.003", ("stage1-r2-lr0.01", "stage1-r2-lr0.003"), 0.01)
-    assert choice.chosen == {"rank": 2, "lr": 3e-3}
+        "stage1-r2-lr0.1", "stage1-r2-lr0.01", ("stage1-r2-lr0.1", "stage1-r2-lr0.01"), 0.01)
+    assert choice.chosen == {"rank": 2, "lr": 1e-2}
+
+
+def test_a_choice_says_how_many_standard_errors_its_complete_candidates_span(setup):
+    study, profile = setup
+    for i, node in enumerate(nodes_of(study, "stage1")):
+        fake_run(make_job(study, profile, node), val_loss=[1.00, 1.005, 1.2, 1.3, 1.3, 1.3, 1.3, 1.3, 1.5][i], se=0.01,
+                 status="failed" if i == 8 else "complete")  # a failed run's loss is no candidate's
+    assert choose(study, profile, "stage2").spread_in_se() == pytest.approx(30.0)
