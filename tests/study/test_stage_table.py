@@ -22,7 +22,7 @@ from lvjob.study.plan import plan_study
 from lvjob.results.plots import plot_results
 from lvjob.cluster.profile import Profile
 from lvjob.run.runner import run
-from lvjob.study.choices import job_for, make_job
+from lvjob.study.choices import choose, job_for, make_job
 from lvjob.study.spec import load_study, node_choices
 from lvjob.study.stages import Node, Stage, study_nodes
 from helpers import STUDY
@@ -128,6 +128,21 @@ def test_planned_charge_covers_every_runs_ledger_and_equals_its_training_at_demo
         spent = sum(Ledger.read(job_for(study, profile, n).resolved_run_dir() / "ledger.json").total
                     for n in runnable if n.stage.name == s)
         assert spent <= by_stage[s], s
+
+
+def test_the_demo_grid_spans_several_standard_errors_between_its_extreme_learning_rates(tmp_path):
+    """Stage 1 at demo scale, its smallest rank at the grid's highest and lowest lr, for half the demo's steps (to
+    cost less; the README's make study gives 64 SEs at all 20): apart by more than a few of the best run's standard
+    errors, so the grid finds something (a grid whose spread is noise found nothing)."""
+    demo = load_study(STUDY, scale="demo").stage1
+    study = load_study(STUDY, scale="demo", overrides=[
+        "stage1.ranks=[2]", f"stage1.lrs=[{max(demo.lrs)},{min(demo.lrs)}]", f"stage1.steps={demo.steps // 2}",
+        f"training.val_every={demo.steps // 2}", "evaluation.series=2", f"data.path={tmp_path / 'lv.h5'}"])
+    profile = local_profile(tmp_path)
+    submission.prepare(study)
+    for node in (n for n in study_nodes(study) if n.stage.name == "stage1"):
+        assert run(job_for(study, profile, node), log=lambda m: None) == 0, node.key
+    assert choose(study, profile, "stage2").spread_in_se() > 5
 
 
 def test_submit_itself_refuses_a_study_over_its_budget(tmp_path):
