@@ -60,7 +60,8 @@ def bench_flop_agreement(full_size: bool = True) -> list[tuple[str, str]]:
     return rows
 
 
-def bench_resume(data_path: Path, tmp: Path, tflops: float = 94.0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def bench_resume(data_path: Path, tmp: Path, tflops: float = 94.0,
+                 with_bitsandbytes: bool = True) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Two sections from one training job (tiny model): its fixed cost, from process start to the first step, set beside
     a full-scale stage-1 run's GPU time by the plan; and a resume: killed (SIGKILL) after its checkpoint at step 5,
     restarted, timed to the first new step."""
@@ -92,16 +93,15 @@ def bench_resume(data_path: Path, tmp: Path, tflops: float = 94.0) -> tuple[list
     second.wait()
     runner_imports = "import lvjob.run.train, lvjob.run.runner, transformers, peft"
     skip = "from lvjob.models.loading import without_bitsandbytes; without_bitsandbytes(); "  # as `lvjob run` does
-    t_import, _ = timed(lambda: subprocess.run([sys.executable, "-c", skip + runner_imports], check=True))
-    t_bnb, _ = timed(lambda: subprocess.run([sys.executable, "-c", runner_imports], check=True, capture_output=True))
-    t_host, _ = timed(lambda: subprocess.run([sys.executable, "-c", "import lvjob.orchestrate.tasks"], check=True))
+    t_import, t_host = python_seconds(skip + runner_imports), python_seconds("import lvjob.orchestrate.tasks")
+    also = [("the same with bitsandbytes, which peft imports whenever installed (only a `quantize_4bit` run loads it)",
+             f"{python_seconds(runner_imports):.1f} s")] if with_bitsandbytes else []
     resumed = [r for r in read_jsonl(run_dir / "preemptions.jsonl") if r["event"] == "resume"]
     imports = ("of which: starting Python and importing the runner (torch, transformers, peft)", f"{t_import:.1f} s")
     return [
         ("fresh run (tiny model): process start to its first training step", f"{to_first_step or 0:.1f} s"),
         imports,
-        ("the same with bitsandbytes, which peft imports whenever installed (only a `quantize_4bit` run loads it)",
-         f"{t_bnb:.1f} s"),
+        *also,
         ("the job's host process around it (submitit's, or a packed job's child): Python and lvjob's imports",
          f"{t_host:.1f} s"),
         stage1_share((to_first_step or 0) + t_host, tflops),
@@ -110,6 +110,11 @@ def bench_resume(data_path: Path, tmp: Path, tflops: float = 94.0) -> tuple[list
          f"{to_resumed_step:.1f} s, resumed from step {resumed[-1]['from_step'] if resumed else '?'}"),
         imports,
     ]
+
+
+def python_seconds(code: str) -> float:
+    """Wall time of a fresh Python process running `code`: start-up and imports."""
+    return timed(lambda: subprocess.run([sys.executable, "-c", code], check=True, capture_output=True))[0]
 
 
 def stage1_share(fixed_s: float, tflops: float) -> tuple[str, str]:
