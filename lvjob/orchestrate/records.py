@@ -61,6 +61,13 @@ def active_jobs(study: Study, profile: Profile) -> dict[str, str]:
     return {k: r["job_id"] for k, r in latest.items() if r["job_id"] in active}
 
 
+def active_job_ids(study: Study, profile: Profile) -> set[str]:
+    """Every recorded job of the study still queued or running, not only each node's latest: a second job for one
+    run (a second submit, a retry beside a requeue) is found too."""
+    rows = [r for r in read_jsonl(study_dir(study, profile).submissions) if r.get("executor") == profile.executor]
+    return backend(profile).active(sorted({r["job_id"] for r in rows}))
+
+
 @contextmanager
 def gates_lock(study: Study, profile: Profile):
     """Held while a gate re-points the waiting stages, so two gates cannot drop each other's successor."""

@@ -311,4 +311,4 @@ def prepare(study: Study) -> None:
 def cancel(study: Study, profile: Profile) -> str:
     """Cancel the study's queued and running jobs; returns what was done, in words."""
     gates = [g for ids in records.active_gates(study, profile).values() for g in ids] + pack.active_packs(study, profile)
-    return backend(profile).cancel(sorted(set(records.active_jobs(study, profile).values()) | set(gates)))
+    return backend(profile).cancel(sorted(records.active_job_ids(study, profile) | set(gates)))

@@ -397,6 +397,18 @@ def test_a_run_cancelled_by_its_user_is_not_retried_by_its_stages_gate(slurm, sm
     assert retries.read(study, profile) == []
 
 
+def test_cancel_cancels_every_recorded_job_of_a_run_not_only_its_latest(slurm, small_data, tmp_path):
+    profile = make_profile(tmp_path, sbatch={"hold": True})  # held: nothing runs, both stay queued until cancelled
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
+    node = next(n for n in study_nodes(study) if n.stage.name == "stage1")
+    ex = backend(profile).executor(study_dir(study, profile).submitit, "stage1", [])
+    jobs = [ex.submit(StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"])) for _ in range(2)]
+    for job in jobs:  # a second job for the same run, as a second submit would leave it
+        records.record_submissions(study, profile, "stage1", [node], [job])
+    submission.cancel(study, profile)
+    assert set(wait_for([j.job_id for j in jobs], limit_s=30).values()) == {"CANCELLED"}
+
+
 def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, small_data, tmp_path):
     profile = make_profile(tmp_path)
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
