@@ -2,9 +2,10 @@
 
 Two processes training into one directory (a job resubmitted while its first copy still runs, a
 run started by hand beside the cluster's) would corrupt it. `run_lock` takes the kernel's lock
-(flock on `run_dir/.lock`): it goes with the process, however the process dies, so a killed job
-never leaves a stale lock behind. Where the filesystem has no flock (some Lustre and NFS mounts), a
-lock file recording its holder takes its place.
+(flock on `run_dir/.lock`): it goes with the process, however the process dies. Then it takes a
+lock file recording its holder: where the filesystem has no flock (some Lustre and NFS mounts) that
+file is the lock, and where flock is node-local (Lustre `localflock`, NFS `local_lock=flock`: each
+node's flock succeeds on its own) it is what finds a holder on another node.
 
 The kernel's flock goes with its process; a lock file does not: a job killed with SIGKILL, or lost
 with its node, leaves it behind. So the file (created with O_CREAT|O_EXCL, atomic on NFSv3+ and
@@ -14,7 +15,8 @@ that holder is provably gone:
 - on this host, its pid is not alive;
 - it ran as this very SLURM job on another host (an earlier run of a requeued job: SLURM runs one
   copy of a job at a time);
-- SLURM says its job has ended (lvjob.cluster.slurm.job_gone: ended or pending, or no longer known).
+- SLURM says its job has ended (lvjob.cluster.slurm.job_gone: ended or pending, or no longer known);
+- it ran on this host and this process holds the flock (which its holder would hold if alive).
 
 Anything less clear (another host without a SLURM job, squeue missing or failing) refuses: two
 processes in one run directory would corrupt it, while a refusal only costs a resubmission.
@@ -80,14 +82,13 @@ def run_lock(run_dir: Path):
     import fcntl
 
     with open(RunDir(run_dir).lock, "a+") as f:
-        if not _flock(f, run_dir):
-            with _lock_file(run_dir):
-                yield
-            return
+        flocked = _flock(f, run_dir)
         try:
-            yield
+            with _lock_file(run_dir, flocked):
+                yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            if flocked:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _flock(f, run_dir: Path) -> bool:
@@ -120,14 +121,18 @@ def _warn_no_flock(run_dir: Path, error: OSError) -> None:
 
 
 @contextmanager
-def _lock_file(run_dir: Path):
+def _lock_file(run_dir: Path, flocked: bool):
+    """The lock file beside the flock. Holding the flock, a record of this host is a dead process's (every
+    process here takes the flock first), and one of a live holder on another host means a node-local flock."""
     path, me = RunDir(run_dir).held_lock, Holder.me()
     try:
-        take(path, me)
+        take(path, me, this_host_gone=flocked)
     except LockHeld as e:
         if e.holder is None:
             raise RunBusy(f"{e}; nothing was changed") from None
-        raise RunBusy(f"{_busy_message(run_dir, e.holder.pid, e.holder.host)}: {e}") from None
+        local = (": this node's flock succeeded, so this filesystem's flock is node-local (Lustre localflock, NFS "
+                 "local_lock=flock)") if flocked else ""
+        raise RunBusy(f"{_busy_message(run_dir, e.holder.pid, e.holder.host)}: {e}{local}") from None
     try:
         yield
     finally:
@@ -148,18 +153,20 @@ def held(path: Path) -> Iterator[Holder]:
         release(path, me)
 
 
-def take(path: Path, me: Holder) -> None:
-    """Create lock file `path` for `me`, breaking a stale one; raise LockHeld if its holder may be alive."""
+def take(path: Path, me: Holder, this_host_gone: bool = False) -> None:
+    """Create lock file `path` for `me`, breaking a stale one; raise LockHeld if its holder may be alive.
+    `this_host_gone`: the caller knows no live process of this host holds it (it holds the flock)."""
     for _ in range(TAKE_ATTEMPTS):
         if _create(path, me):
             return
         holder = read_holder(path)
         if holder is None:  # released between our create and our read
             continue
-        reason = gone_because(holder, me)
+        held_here = this_host_gone and holder.host == me.host
+        reason = f"its pid {holder.pid} on this host does not hold the flock" if held_here else gone_because(holder, me)
         if reason is None:
             raise LockHeld(f"{path} is held by {holder.describe()}, which may still be running", holder)
-        _break(path, holder, reason)
+        _break(path, holder, reason, quiet=held_here)
     raise LockHeld(f"{path}: the lock changed hands {TAKE_ATTEMPTS} times while being taken; try again", None)
 
 
@@ -227,7 +234,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _break(path: Path, holder: Holder, reason: str) -> None:
+def _break(path: Path, holder: Holder, reason: str, quiet: bool = False) -> None:
     """Remove a stale lock file, never a live one that replaced it in the meantime.
 
     The file is first renamed aside (atomic: of two processes breaking it, one gets it) and checked
@@ -240,7 +247,8 @@ def _break(path: Path, holder: Holder, reason: str) -> None:
         return
     try:
         if _same_holder(aside, holder):
-            print(f"lvjob: broke stale lock {path} of {holder.describe()}: {reason}", file=sys.stderr, flush=True)
+            if not quiet:  # a killed run's record, found by its own resumption: nothing to tell
+                print(f"lvjob: broke stale lock {path} of {holder.describe()}: {reason}", file=sys.stderr, flush=True)
             return
         try:
             os.link(aside, path)

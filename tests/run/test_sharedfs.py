@@ -180,6 +180,28 @@ def test_release_leaves_a_lock_file_another_holder_wrote(tmp_path):
     assert path.exists()
 
 
+# --- the lock file beside a flock that works -----------------------------------------------------
+
+
+def test_a_live_holder_on_another_node_refuses_the_run_though_this_nodes_flock_succeeded(tmp_path, monkeypatch):
+    fake_squeue(tmp_path, monkeypatch, "echo RUNNING")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_lock(run_dir, "node9", 123, job="812")
+    with pytest.raises(RunBusy, match="pid 123 on node9.*SLURM job 812.*flock is node-local"):
+        with run_lock(run_dir):
+            pass
+
+
+@pytest.mark.parametrize("pid", ["dead", "alive"])
+def test_holding_the_flock_a_record_of_this_host_is_broken_quietly(tmp_path, capsys, pid, request):
+    # Alive: a pid reused by an unrelated process; the record's holder would hold the flock if it still ran.
+    write_lock(tmp_path, socket.gethostname(), dead_pid() if pid == "dead" else request.getfixturevalue("live_pid"))
+    with run_lock(tmp_path):
+        assert json.loads((tmp_path / ".lock.held").read_text())["pid"] == os.getpid()
+    assert not (tmp_path / ".lock.held").exists() and "broke" not in capsys.readouterr().err
+
+
 # --- asking SLURM whether a holder's job is gone ---------------------------------------------------
 
 
