@@ -39,6 +39,7 @@ GONE_STATES = frozenset({
     "DEADLINE", "OUT_OF_MEMORY", "REQUEUE_HOLD", "SPECIAL_EXIT", "REVOKED",
 })
 JOB_ID = re.compile(r"\d+(_\d+)?")
+DEPENDENCY = re.compile(r"after\w*:(\d+(?:_\d+)?)(?:_\*)?\((?!failed)")  # afterany:7_*(unfulfilled) -> 7
 ARRAY_TASKS = re.compile(r"(\d+)_\[([^\]]+)\]")  # sacct's line for array tasks that never started: 7_[3-5,8%2]
 
 
@@ -144,8 +145,22 @@ def _when(text: str) -> datetime | None:
 
 
 def set_dependency(job_id: str, after: list[str]) -> None:
-    """Make a pending job wait (afterany) for every job in `after`."""
-    _run(["scontrol", "update", f"JobId={job_id}", f"Dependency=afterany:{':'.join(after)}"])
+    """Make a pending job also wait (afterany) for every job in `after`. `scontrol update Dependency=` replaces
+    the whole list, so the jobs it still waits for are read first and kept: a caller's stale view of what the job
+    should wait for can add to the list, never drop from it."""
+    ids = sorted(set(waits_for(job_id)) | set(after))
+    _run(["scontrol", "update", f"JobId={job_id}", f"Dependency=afterany:{':'.join(ids)}"])
+
+
+def waits_for(job_id: str) -> list[str]:
+    """The jobs a pending job still waits for."""
+    return read_dependency(_run(["scontrol", "show", "job", "-o", job_id]))
+
+
+def read_dependency(shown: str) -> list[str]:
+    """The unfulfilled dependencies in `scontrol show job -o`: `Dependency=afterany:7_*(unfulfilled),...` -> ["7", ...]."""
+    found = re.search(r"\bDependency=(\S+)", shown)
+    return [m.group(1) for m in DEPENDENCY.finditer(found.group(1))] if found else []
 
 
 def cancel(job_ids: list[str]) -> None:

@@ -9,7 +9,7 @@ A write that finds the disk or the quota full (ENOSPC, EDQUOT) raises `DiskFull`
 the file and the space left; what was there before is untouched.
 
 JSON-lines records (a study's submissions, gates and retries; a run's metrics and preemptions) are
-appended in one write each (`append_jsonl`) and read back whole, a last line cut short by a kill
+appended in one write each under a POSIX lock (`append_jsonl`, safe on NFS) and read back whole, a last line cut short by a kill
 ignored (`read_jsonl`).
 """
 
@@ -195,18 +195,34 @@ def one_at_a_time(lock: Path) -> Iterator[None]:
 
 
 def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Append `rows` as JSON lines in one write, fsynced: a journal that concurrent writers share.
+    """Append `rows` as JSON lines in one write, fsynced, under a POSIX lock on the file: a journal that
+    writers on several nodes share. NFS only emulates O_APPEND (each client writes at the end it last saw),
+    so the lock is what orders them: taking it makes the client revalidate the file's size, and the
+    unlock comes after the fsync.
 
     A line an earlier writer left cut short (killed mid-write) is ended first, so it cannot swallow
-    the next; readers skip it (lvjob.run.ledger.read_jsonl).
+    the next; readers skip it (read_jsonl).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    with _named_when_full(path), open(path, "a") as f:
-        f.write(("\n" if torn else "") + "".join(json.dumps(r) + "\n" for r in rows))
+    with _named_when_full(path), open(path, "a+b") as f, _locked(f):
+        end = f.seek(0, os.SEEK_END)
+        torn = end > 0 and f.seek(end - 1) >= 0 and f.read(1) != b"\n"
+        f.write((("\n" if torn else "") + "".join(json.dumps(r) + "\n" for r in rows)).encode())
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def _locked(f) -> Iterator[None]:
+    """An exclusive POSIX (fcntl) lock on open file `f`, which NFS carries to the server; where the filesystem
+    has no locks (ENOLCK), unlocked as before."""
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX)
+    except OSError as e:
+        if e.errno != errno.ENOLCK:
+            raise
+    yield  # closing the file releases the lock
 
 
 def read_jsonl(path: Path) -> list[dict]:

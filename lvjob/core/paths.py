@@ -73,7 +73,7 @@ class StudyDir(_Folder):
 
     submissions = property(lambda self: self.root / "submissions.jsonl")  # every job submitted, by node
     gates = property(lambda self: self.root / "gates.jsonl")  # every retry gate submitted, by stage
-    gates_lock = property(lambda self: self.root / "gates.lock")  # held while a gate re-points waiting jobs
+    lock = property(lambda self: self.root / "study.lock")  # held while a submit or a gate submits or re-points jobs
     retries = property(lambda self: self.root / "retries.jsonl")  # every retry and why
     packs = property(lambda self: self.root / "packs.jsonl")  # every packed job and its watcher (lvjob.orchestrate.pack)
     submitit = property(lambda self: self.root / "submitit")  # submitit's pickles and job logs

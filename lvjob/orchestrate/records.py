@@ -1,7 +1,8 @@
 """The study's records of its jobs, in its study folder (lvjob.core.paths.StudyDir).
 
 `submissions.jsonl` holds every job submitted, by node, and `gates.jsonl` every retry gate, by
-stage: one line each, appended in one write (`lvjob.core.atomic.append_jsonl`). Which of them are
+stage: one line each, appended in one locked write (`lvjob.core.atomic.append_jsonl`). Whoever submits
+or re-points the study's jobs holds the study's lock (`study_lock`) from reading these to writing them. Which of them are
 still queued or running is asked of the profile's backend: only job ids of its own executor.
 """
 
@@ -69,9 +70,14 @@ def active_job_ids(study: Study, profile: Profile) -> set[str]:
 
 
 @contextmanager
-def gates_lock(study: Study, profile: Profile):
-    """Held while a gate re-points the waiting stages, so two gates cannot drop each other's successor."""
-    with open(study_dir(study, profile).gates_lock, "a") as f:
+def study_lock(study: Study, profile: Profile):
+    """Held by whoever submits or re-points the study's queued jobs (a submit, a gate), from reading the records
+    to writing them: two submits, or a submit and a gate, cannot both submit one run, and two gates cannot drop
+    each other's successor. Only for a detached backend: locally every job ends inside the submit that ran it."""
+    if not backend(profile).detached:
+        yield
+        return
+    with open(study_dir(study, profile).lock, "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX)
         except OSError:  # a filesystem without flock: the race it guards is a moment wide, go on

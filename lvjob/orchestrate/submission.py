@@ -184,14 +184,15 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
     for caution in preflight.cautions(study, profile):
         log(f"warning: {caution}")
     log(f"plan: {plan.total:.3e} FLOPs, {plan.total / plan.budget:.2%} of the {plan.budget:.0e} budget")
-    if busy := other_packing_active(study, profile):
-        raise OtherPackingActive(profile.pack, busy)
     prepare(study)
-    if profile.pack == pack.PACK:
-        return _submit_packed(study, profile, plan, log)
-    run = _Submitting(study, profile, log)
-    for wave in waves():
-        run.wave(wave)
+    with records.study_lock(study, profile):  # a second submit waits here, then finds these jobs queued
+        if busy := other_packing_active(study, profile):
+            raise OtherPackingActive(profile.pack, busy)
+        if profile.pack == pack.PACK:
+            return _submit_packed(study, profile, plan, log)
+        run = _Submitting(study, profile, log)
+        for wave in waves():
+            run.wave(wave)
     still_active = run.job_ids if run.backend.detached else {}  # local jobs have all ended by now
     return Submission(node_states(study, profile, still_active, run.fresh), run.jobs, run.active,
                       study_dir(study, profile).root, plan, run.gates)

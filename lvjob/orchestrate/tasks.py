@@ -170,11 +170,12 @@ class GateTask(submitit.helpers.Checkpointable):
     def retry_round(self) -> list[str]:
         """Resubmit the runs due; on SLURM a gate then follows them and any run still queued or running (a
         requeued job may have let this gate start early). The nodes retried."""
-        due, active = self.look()
-        jobs = self.resubmit(due) if due else []
-        follow = [j.job_id for j in jobs] + active
-        if follow and self._backend().detached:
-            self.gate_after(follow)
+        with records.study_lock(self.study, self.profile):
+            due, active = self.look()
+            jobs = self.resubmit(due) if due else []
+            follow = [j.job_id for j in jobs] + active
+            if follow and self._backend().detached:
+                self.gate_after(follow)
         return [r.node for r in due]
 
     def _backend(self):
@@ -213,14 +214,13 @@ class GateTask(submitit.helpers.Checkpointable):
         b = self._backend()
         gate = Batch(self.name, [GateTask(self.study, self.profile, self.stage, self.workdir, self.cache)],
                      sorted(set(job_ids)), gpu=False)
-        with records.gates_lock(self.study, self.profile):  # one gate at a time re-points a stage waiting for several
-            b.submit_wave(self._folder(), [gate], lambda _, g: records.record_gates(self.study, self.profile, self.stage, g), print)
-            waiting = [s for s in stage_table() if self.stage in waits_for(s)]
-            gates = records.active_gates(self.study, self.profile)
-            latest = records.on_executor(records.read_submissions(self.study, self.profile), self.profile).values()
-            pending = {s.name: [r["job_id"] for r in latest if r["stage"] == s.name] for s in waiting}
-            b.wait_also(pending, {s.name: b.dependency_ids([g for t in waits_for(s) for g in gates.get(t, [])])
-                                  for s in waiting})
+        b.submit_wave(self._folder(), [gate], lambda _, g: records.record_gates(self.study, self.profile, self.stage, g), print)
+        waiting = [s for s in stage_table() if self.stage in waits_for(s)]
+        gates = records.active_gates(self.study, self.profile)
+        latest = records.on_executor(records.read_submissions(self.study, self.profile), self.profile).values()
+        pending = {s.name: [r["job_id"] for r in latest if r["stage"] == s.name] for s in waiting}
+        b.wait_also(pending, {s.name: b.dependency_ids([g for t in waits_for(s) for g in gates.get(t, [])])
+                              for s in waiting})
 
     def _folder(self) -> Path:
         return study_dir(self.study, self.profile).submitit

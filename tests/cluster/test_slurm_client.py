@@ -46,3 +46,18 @@ def test_a_state_that_decides_a_retry_is_asked_for_again_until_sacct_knows_it(sa
 def test_array_tasks_cancelled_before_they_started_are_cancelled(sacct_answers):
     sacct_answers("7_0|COMPLETED\n7_[2-4,6%2]|CANCELLED by 0\n")
     assert slurm.states(["7_3", "7_6", "7_5"]) == {"7_3": "CANCELLED", "7_6": "CANCELLED", "7_5": slurm.UNSEEN}
+
+
+def test_a_dependency_update_keeps_the_jobs_the_job_still_waits_for(tmp_path, monkeypatch):
+    # What scontrol shows for a job waiting on array 7, task 9_2 and job 11 (fulfilled ones are no longer listed).
+    shown = "JobId=12 JobName=x Dependency=afterany:7_*(unfulfilled),afterany:9_2(unfulfilled),afterany:11(unfulfilled) Req"
+    (tmp_path / "scontrol").write_text(f'#!/bin/sh\n[ "$1" = show ] && echo "{shown}"\n'
+                                       f'[ "$1" = update ] && echo "$@" > {tmp_path}/update\nexit 0\n')
+    (tmp_path / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    slurm.set_dependency("12", ["13", "7"])
+    assert (tmp_path / "update").read_text().split() == ["update", "JobId=12", "Dependency=afterany:11:13:7:9_2"]
+
+
+def test_a_job_without_dependencies_waits_for_nothing():
+    assert slurm.read_dependency("JobId=12 JobName=x Dependency=(null) Requeue=1") == []

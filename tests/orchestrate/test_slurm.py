@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -407,6 +408,23 @@ def test_cancel_cancels_every_recorded_job_of_a_run_not_only_its_latest(slurm, s
         records.record_submissions(study, profile, "stage1", [node], [job])
     submission.cancel(study, profile)
     assert set(wait_for([j.job_id for j in jobs], limit_s=30).values()) == {"CANCELLED"}
+
+
+def test_two_concurrent_submits_queue_one_job_per_run_and_cancel_leaves_none_queued(slurm, small_data, tmp_path):
+    profile = make_profile(tmp_path, sbatch={"hold": True})  # held: nothing runs, every job stays queued
+    submit = [sys.executable, "-m", "lvjob", "submit", str(STUDY), "--profile", str(tmp_path / "ci.yaml"), "--scale",
+              "demo", *small_overrides(small_data)]
+    both = [subprocess.Popen(submit, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=180)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0], "\n".join(outputs)
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
+    folder = study_dir(study, profile)
+    nodes, stages = [r["node"] for r in read_jsonl(folder.submissions)], [r["stage"] for r in read_jsonl(folder.gates)]
+    assert (sorted(nodes), sorted(stages)) == (sorted(set(nodes)), sorted(set(stages))), "\n".join(outputs)
+    queued = sorted(records.active_job_ids(study, profile) | {r["job_id"] for r in read_jsonl(folder.gates)})
+    subprocess.run([sys.executable, "-m", "lvjob", "cancel", str(STUDY), "--profile", str(tmp_path / "ci.yaml"),
+                    "--scale", "demo", *small_overrides(small_data)], check=True)
+    assert set(wait_for(queued, limit_s=30).values()) == {"CANCELLED"}
 
 
 def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, small_data, tmp_path):
