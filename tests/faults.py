@@ -6,7 +6,7 @@ Kinds, and what each stands for on a real cluster:
 - `usr2-at-start-up`: the same while the job starts: its runner is not yet ready to take it (the host holds it);
 - `usr2-in-evaluation`: the same while the runner evaluates (it stops after the batch, the requeued job resumes);
 - `requeue`: `scontrol requeue` (an admin, a node drained);
-- `sigkill`: SIGKILL of a stage-1 run's runner (an OOM kill, a segfault);
+- `sigkill`: SIGKILL of a training run's runner (an OOM kill, a segfault);
 - `kill-in-checkpoint`: SIGKILL while the runner writes a checkpoint (its temporary folder exists);
 - `kill-in-evaluation`: SIGKILL while the runner evaluates (no eval.json yet);
 - `hang`: SIGSTOP of a runner (a CUDA, NCCL or NFS hang): silent, it is found and killed by the host's
@@ -146,7 +146,7 @@ class Injector:
         runs = (starting if kind == "usr2-at-start-up" else running)(self.study, self.profile)
         if kind in KILLS:
             runs = [r for r in runs if r.node not in self.killed]
-        if kind == "sigkill":
+        if kind == "sigkill" and not self.done:  # the first fault: stage 2's choice is at stake
             runs = [r for r in runs if r.stage == "stage1"]
         if kind in ("kill-in-checkpoint", "sigkill", "hang"):  # mid-training: the run cannot complete before the fault lands
             runs = [r for r in runs if r.training()]

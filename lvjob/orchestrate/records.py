@@ -77,7 +77,9 @@ def study_lock(study: Study, profile: Profile):
     if not backend(profile).detached:
         yield
         return
-    with open(study_dir(study, profile).lock, "a") as f:
+    path = study_dir(study, profile).lock
+    path.parent.mkdir(parents=True, exist_ok=True)  # a first submit takes it before anything else is written
+    with open(path, "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX)
         except OSError:  # a filesystem without flock: the race it guards is a moment wide, go on

@@ -424,7 +424,7 @@ def test_two_concurrent_submits_queue_one_job_per_run_and_cancel_leaves_none_que
     queued = sorted(records.active_job_ids(study, profile) | {r["job_id"] for r in read_jsonl(folder.gates)})
     subprocess.run([sys.executable, "-m", "lvjob", "cancel", str(STUDY), "--profile", str(tmp_path / "ci.yaml"),
                     "--scale", "demo", *small_overrides(small_data)], check=True)
-    assert set(wait_for(queued, limit_s=30).values()) == {"CANCELLED"}
+    assert set(wait_for(queued, limit_s=30).values()) <= {"CANCELLED", slurm_client.UNSEEN}  # UNSEEN: a task cancelled unstarted
 
 
 def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, small_data, tmp_path):
