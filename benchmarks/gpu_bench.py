@@ -1,7 +1,7 @@
 """`make bench-gpu`: the runner on the full-size Qwen2.5-0.5B architecture (random weights), bf16.
 
     python benchmarks/gpu_bench.py            # on a CUDA GPU: the study's shapes
-    python benchmarks/gpu_bench.py --smoke    # anywhere (CPU here): the tiny model, small shapes,
+    python benchmarks/gpu_bench.py --smoke    # anywhere (CPU here): the tiny model, one small shape,
                                               # the same code end to end, so it cannot rot
 
 For each training shape of the study (batch 4 x context 128 / 512 / 768, LoRA rank 2 / 4 / 8):
@@ -208,7 +208,7 @@ def main() -> int:
         return 2
     torch.manual_seed(0)
     if args.smoke:
-        model_name, contexts, ranks, steps, series, single = "tiny", (32, 64), (2, 4), 2, 10, 2
+        model_name, contexts, ranks, steps, series, single = "tiny", (32,), (2,), 2, 10, 2  # one shape: the code, not rates
     else:
         model_name, contexts, ranks, steps, series, single = "qwen2.5-0.5b-random", (128, 512, 768), (2, 4, 8), args.steps, 200, 10
     train_rows, rate = bench_training(model_name, device, contexts, ranks, steps)

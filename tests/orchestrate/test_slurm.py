@@ -114,12 +114,12 @@ def whole_study(studies) -> StudyRun:
 
 def test_whole_study_dag_runs_to_completion_and_resubmitting_it_submits_nothing(whole_study):
     study, profile, sub = whole_study.study, whole_study.profile, whole_study.sub
-    assert len(sub.jobs) == len(study_nodes(study)) == 14
+    assert len(sub.jobs) == len(study_nodes(study)) == 13
     states = slurm_client.states([j.job_id for j in sub.jobs.values()])
     assert set(states.values()) == {"COMPLETED"}, logs(study_dir(study, profile).submitit)
 
     runs = json.loads((whole_study.results / "runs.json").read_text())["runs"]
-    assert [r["status"] for r in runs] == ["complete"] * 13
+    assert [r["status"] for r in runs] == ["complete"] * 12
     for r in runs:
         assert (Path(r["run_dir"]) / "eval.json").exists() and (Path(r["run_dir"]) / "ledger.json").exists()
         if r["kind"] == "train":
@@ -358,7 +358,7 @@ def test_job_killed_without_warning_restarts_from_its_last_periodic_checkpoint(i
 def test_failed_stage1_does_not_leave_stage2_pending_and_status_says_why(slurm, small_data, tmp_path):
     profile = make_profile(tmp_path, max_retries=0)  # a run that fails at start every time: retries would only add time
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
-        "stage1.ranks=[2]", "stage1.lrs=[1e-3]", "stage2.contexts=[64]", "zero_shot_prompts=[plain]"])
+        "stage1.ranks=[2]", "stage1.lrs=[1e-3]", "stage2.contexts=[64]"])
     # Sabotage the one stage-1 run: its job.yaml path is a folder, so the run fails at start.
     stage1 = next(n for n in study_nodes(study) if n.stage.name == "stage1")
     run_dir = job_for(study, profile, stage1).resolved_run_dir()
@@ -430,7 +430,7 @@ def test_two_concurrent_submits_queue_one_job_per_run_and_cancel_leaves_none_que
 def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, small_data, tmp_path):
     profile = make_profile(tmp_path)
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
-        "stage1.ranks=[2,4]", "stage1.lrs=[1e-3]", "stage1.steps=12", "stage2.contexts=[48]", "zero_shot_prompts=[plain]"])
+        "stage1.ranks=[2,4]", "stage1.lrs=[1e-3]", "stage1.steps=12", "stage2.contexts=[48]"])
     first = submission.submit(study, profile, log=print)
     cancelled = first.jobs["stage1-r4-lr0.001"].job_id
     subprocess.run(["scancel", cancelled], check=True)
