@@ -159,7 +159,7 @@ def submit(args) -> int:
         _plan_proposal(study)
         print(f"\nNothing submitted: {args.study} (scale {study.scale}) is over its FLOP budget.")
         return 1
-    except submission.OtherPackingActive as e:
+    except (submission.OtherPackingActive, submission.UnrecordedJobs) as e:
         print(f"Nothing submitted: {e}.", file=sys.stderr)
         return 1
     except Stopped as e:  # the local executor, on USR2 or TERM

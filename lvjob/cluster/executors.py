@@ -64,6 +64,9 @@ class Backend(Protocol):
     def active(self, job_ids: list[str]) -> set[str]:
         """The jobs among `job_ids` still queued or running."""
 
+    def live_from(self, folder: Path) -> set[str]:
+        """Every job queued or running whose batch script is in `folder`: the executor's own view, records or not."""
+
     def times(self, job_ids: list[str]) -> dict[str, slurm.Allocation]:
         """{job id: its allocation's state, submit, start and end} of the jobs the executor keeps accounts of."""
 
@@ -146,6 +149,9 @@ class LocalBackend:
     def active(self, job_ids: list[str]) -> set[str]:
         return set()
 
+    def live_from(self, folder: Path) -> set[str]:
+        return set()
+
     def times(self, job_ids: list[str]) -> dict[str, slurm.Allocation]:
         return {}  # children of this process: no queue, no accounts
 
@@ -213,6 +219,9 @@ class SlurmBackend:
 
     def active(self, job_ids: list[str]) -> set[str]:
         return {j for j, state in slurm.states(job_ids).items() if state in slurm.ACTIVE}
+
+    def live_from(self, folder: Path) -> set[str]:
+        return slurm.queued_from(folder)
 
     def times(self, job_ids: list[str]) -> dict[str, slurm.Allocation]:
         return slurm.times(job_ids)

@@ -11,6 +11,7 @@ import re
 import subprocess
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import NamedTuple
 
 
@@ -142,6 +143,13 @@ def _when(text: str) -> datetime | None:
         return datetime.fromisoformat(text).astimezone(timezone.utc)
     except ValueError:
         return None
+
+
+def queued_from(folder: Path) -> set[str]:
+    """This user's queued or running jobs whose batch script lies in `folder` (squeue's %o), by job id; a pending
+    array's tasks as one entry, e.g. `7_[2-5]`."""
+    rows = _run(["squeue", "--me", "-h", "-o", "%i|%o"]).splitlines()
+    return {jid for jid, _, script in (r.partition("|") for r in rows) if Path(script).is_relative_to(folder)}
 
 
 def set_dependency(job_id: str, after: list[str]) -> None:

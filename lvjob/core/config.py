@@ -104,6 +104,21 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def non_default(obj: Any) -> dict:
+    """A dataclass tree's settings that differ from their defaults, as plain values: what a key of its settings
+    hashes, so that a setting added to the code later (with its default) leaves every key as it was."""
+    out = {}
+    for f in (f for f in dataclasses.fields(obj) if f.init):
+        value = getattr(obj, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(value) and type(default) is type(value):
+            if nested := non_default(value):
+                out[f.name] = nested
+        elif default is dataclasses.MISSING or to_dict(value) != to_dict(default):
+            out[f.name] = to_dict(value)
+    return out
+
+
 def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {data!r}")

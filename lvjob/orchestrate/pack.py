@@ -39,7 +39,7 @@ from lvjob.cluster.slurm import ACTIVE, CANCELLED
 from lvjob.core import atomic
 from lvjob.core.timestamps import utc_now
 from lvjob.orchestrate import retries
-from lvjob.orchestrate.tasks import enter_workdir, study_backend
+from lvjob.orchestrate.tasks import PlainPickle, enter_workdir, study_backend
 from lvjob.study.choices import study_dir
 from lvjob.study.spec import Study
 
@@ -60,7 +60,7 @@ def critical_path(packing: str, waves: list[list[str]], gated) -> int:
     return sum(1 + any(gated(s) for s in wave) for wave in waves)
 
 
-class PackTask(submitit.helpers.Checkpointable):
+class PackTask(PlainPickle, submitit.helpers.Checkpointable):
     """What the packed job runs: the study, here, with the local executor."""
 
     name = PACK
@@ -92,7 +92,7 @@ class PackTask(submitit.helpers.Checkpointable):
         atomic.append_jsonl(study_dir(self.study, self.profile).packs, [row])
 
 
-class WatchTask(submitit.helpers.Checkpointable):
+class WatchTask(PlainPickle, submitit.helpers.Checkpointable):
     """After the packed job ended: submit it again if it died with the study incomplete (see the module's docstring)."""
 
     name = WATCH

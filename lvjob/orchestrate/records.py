@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 from lvjob.cluster.executors import backend
 from lvjob.cluster.profile import Profile
+from lvjob.cluster.slurm import array_id
 from lvjob.core import atomic
 from lvjob.core.atomic import read_jsonl
 from lvjob.core.timestamps import utc_now
@@ -67,6 +68,15 @@ def active_job_ids(study: Study, profile: Profile) -> set[str]:
     run (a second submit, a retry beside a requeue) is found too."""
     rows = [r for r in read_jsonl(study_dir(study, profile).submissions) if r.get("executor") == profile.executor]
     return backend(profile).active(sorted({r["job_id"] for r in rows}))
+
+
+def unrecorded(study: Study, profile: Profile) -> list[str]:
+    """The study's jobs queued or running (their batch script is in its folder) that none of its records names: an
+    sbatch whose record was never written (killed between the two). Compared by job array."""
+    folder = study_dir(study, profile)
+    rows = [r for path in (folder.submissions, folder.gates, folder.packs) for r in read_jsonl(path)]
+    recorded = {array_id(r["job_id"]) for r in rows if r.get("job_id")}
+    return sorted(j for j in backend(profile).live_from(folder.submitit) if array_id(j) not in recorded)
 
 
 @contextmanager

@@ -67,6 +67,17 @@ class OtherPackingActive(RuntimeError):
         self.job_ids = job_ids
 
 
+class UnrecordedJobs(RuntimeError):
+    """Jobs of the study are queued or running that its records do not name: submitting now could run their runs a
+    second time. Nothing was submitted."""
+
+    def __init__(self, job_ids: list[str]):
+        super().__init__(f"job(s) {', '.join(job_ids)} of this study are queued or running but in none of its records "
+                         "(a submission killed between sbatch and its record?); `lvjob cancel` them, or wait for them "
+                         "to end, then submit again")
+        self.job_ids = job_ids
+
+
 class Need(StrEnum):
     """What a node needs from this submit."""
 
@@ -188,6 +199,8 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
     with records.study_lock(study, profile):  # a second submit waits here, then finds these jobs queued
         if busy := other_packing_active(study, profile):
             raise OtherPackingActive(profile.pack, busy)
+        if stray := records.unrecorded(study, profile):
+            raise UnrecordedJobs(stray)
         if profile.pack == pack.PACK:
             return _submit_packed(study, profile, plan, log)
         run = _Submitting(study, profile, log)
@@ -312,4 +325,5 @@ def prepare(study: Study) -> None:
 def cancel(study: Study, profile: Profile) -> str:
     """Cancel the study's queued and running jobs; returns what was done, in words."""
     gates = [g for ids in records.active_gates(study, profile).values() for g in ids] + pack.active_packs(study, profile)
-    return backend(profile).cancel(sorted(records.active_job_ids(study, profile) | set(gates)))
+    stray = records.unrecorded(study, profile)
+    return backend(profile).cancel(sorted(records.active_job_ids(study, profile) | set(gates) | set(stray)))

@@ -37,7 +37,7 @@ from lvjob.cluster.profile import Profile, ready_file, runner_command, runner_en
 from lvjob.cluster.slurm import ACTIVE
 from lvjob.cluster.supervise import Ended, Watchdog, supervise
 from lvjob.core import atomic
-from lvjob.core.config import to_dict
+from lvjob.core.config import ConfigError, build, to_dict
 from lvjob.core.paths import RunDir
 from lvjob.orchestrate import records, retries
 from lvjob.results.aggregate import write_results
@@ -46,7 +46,7 @@ from lvjob.results.plots import plot_results
 from lvjob.run.rundir import read_status, summarize
 from lvjob.run.runner import EXIT_PREEMPTED
 from lvjob.study.choices import StageError, job_for, read_choice, study_dir
-from lvjob.study.spec import Study
+from lvjob.study.spec import Study, study_from_settings
 from lvjob.study.stages import Node, stage_named, stage_table, study_nodes, waits_for
 
 
@@ -83,8 +83,32 @@ def needs_gpu(stage: str) -> bool:
     return s.gpu and s.runs_jobs
 
 
-class StudyTask(submitit.helpers.Checkpointable):
-    """What one job of the study runs. Pickled by submitit; lives in the package so jobs can import it."""
+class PlainPickle:
+    """A task pickled as plain data: the study's and the profile's settings as dicts, its node as its key. Rebuilt
+    and checked when the job starts, so a job queued (or requeued) across a code change still loads: a setting
+    added since takes its default, and one the code no longer knows fails the job with one line naming it."""
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__ | {"study": to_dict(self.study), "profile": to_dict(self.profile)}
+        return state | ({"node": self.node.key} if "node" in state else {})
+
+    def __setstate__(self, state: dict) -> None:
+        where = "the settings this job was submitted with"
+        study = study_from_settings(state["study"], where=f"{where} (study)")
+        self.__dict__.update(state | {"study": study, "profile": build(Profile, state["profile"], f"{where} (profile)")})
+        if "node" in state:
+            self.node = _node(study, state["node"])
+
+
+def _node(study: Study, key: str) -> Node:
+    nodes = {n.key: n for n in study_nodes(study)}
+    if key not in nodes:
+        raise ConfigError(f"the study this job was submitted with has no node {key!r} now; its nodes: {', '.join(nodes)}")
+    return nodes[key]
+
+
+class StudyTask(PlainPickle, submitit.helpers.Checkpointable):
+    """What one job of the study runs. Pickled by submitit (as plain data); lives in the package so jobs can import it."""
 
     def __init__(self, study: Study, profile: Profile, node: Node, workdir: str, cache: str):
         self.study, self.profile, self.node, self.workdir, self.cache = study, profile, node, workdir, cache
@@ -144,7 +168,7 @@ class StudyTask(submitit.helpers.Checkpointable):
         raise RuntimeError(f"{self.node.key}: stopped by {stopped_by} after a checkpoint; not requeued")
 
 
-class GateTask(submitit.helpers.Checkpointable):
+class GateTask(PlainPickle, submitit.helpers.Checkpointable):
     """The retry gate after one stage (see the module's docstring): what its short CPU-only job runs.
 
     Run again (requeued) it decides again from the records: a run already resubmitted has an active

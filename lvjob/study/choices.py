@@ -38,7 +38,7 @@ from pathlib import Path
 
 from lvjob.core import atomic
 from lvjob.core.paths import StudyDir
-from lvjob.core.config import build, to_dict
+from lvjob.core.config import build, non_default, to_dict
 from lvjob.run.job import Job
 from lvjob.cluster.profile import Profile
 from lvjob.run.rundir import RunStatus, summarize
@@ -82,8 +82,9 @@ class Choice:
 
 
 def study_dir(study: Study, profile: Profile) -> StudyDir:
-    """Where the study's own records live (submissions, choices, submitit logs), keyed by its settings."""
-    key = json.dumps([to_dict(study), profile.model_path, profile.quantize_4bit], sort_keys=True)
+    """Where the study's own records live (submissions, choices, submitit logs), keyed by its settings: those that
+    differ from their defaults, so that a setting added to the code does not move a study in flight."""
+    key = json.dumps([non_default(study), profile.model_path, profile.quantize_4bit], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     return StudyDir(Path(profile.runs_root) / f"study-{study.name}-{study.scale}-{digest}")
 

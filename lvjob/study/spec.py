@@ -192,10 +192,14 @@ def load_study(path: str | Path, scale: str | None = None, overrides: Sequence[s
             raise ConfigError(f"{path}: scales.{scale} must map dotted keys to values")
         raw = apply_overrides(raw, [f"{k}={_yaml_value(v)}" for k, v in pairs.items()], source=f"{path}: scales.{scale}")
         raw["scale"] = scale
-    raw = apply_overrides(raw, overrides)
-    study = build(Study, raw, where=str(path))
+    return study_from_settings(apply_overrides(raw, overrides), where=str(path))
+
+
+def study_from_settings(raw: dict, where: str) -> Study:
+    """A Study from its settings (a study file's, or those a job was pickled with), checked as a study file is."""
+    study = build(Study, raw, where=where)
     check_table(stage_table(), study)
-    check_jobs(study, where=str(path))
+    check_jobs(study, where=where)
     return study
 
 

@@ -1,6 +1,8 @@
+from dataclasses import dataclass, field
+
 import pytest
 
-from lvjob.core.config import ConfigError
+from lvjob.core.config import ConfigError, non_default
 from lvjob.study.spec import Study, load_study
 
 
@@ -79,3 +81,25 @@ def test_invalid_yaml_names_the_file(tmp_path):
 def test_missing_file_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml: cannot read"):
         load_study(tmp_path / "nope.yaml")
+
+
+@dataclass
+class Inner:
+    rate: float = 0.1
+
+
+@dataclass
+class Old:
+    steps: int = 20
+    inner: Inner = field(default_factory=Inner)
+
+
+@dataclass
+class New(Old):
+    warmup: int = 0  # a setting added to the code later, with its default
+
+
+def test_a_key_of_settings_leaves_out_those_at_their_default_so_a_setting_added_later_changes_no_key():
+    assert non_default(Old(steps=5, inner=Inner(0.2))) == non_default(New(steps=5, inner=Inner(0.2))) == \
+        {"steps": 5, "inner": {"rate": 0.2}}
+    assert non_default(New(warmup=3)) == {"warmup": 3} and non_default(Old()) == {}

@@ -427,6 +427,19 @@ def test_two_concurrent_submits_queue_one_job_per_run_and_cancel_leaves_none_que
     assert set(wait_for(queued, limit_s=30).values()) <= {"CANCELLED", slurm_client.UNSEEN}  # UNSEEN: a task cancelled unstarted
 
 
+def test_a_queued_job_missing_from_the_studys_records_stops_a_submit_and_is_cancelled_by_cancel(slurm, small_data, tmp_path):
+    profile = make_profile(tmp_path, sbatch={"hold": True})  # held: it stays queued until cancelled
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
+    node = next(n for n in study_nodes(study) if n.stage.name == "stage1")
+    ex = backend(profile).executor(study_dir(study, profile).submitit, "stage1", [])
+    stray = ex.submit(StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"]))  # its record never written
+    with pytest.raises(submission.UnrecordedJobs, match=f"job\\(s\\) {stray.job_id} of this study"):
+        submission.submit(study, profile, log=print)
+    assert read_jsonl(study_dir(study, profile).submissions) == []  # nothing was submitted beside it
+    submission.cancel(study, profile)
+    assert wait_for([stray.job_id], limit_s=30)[stray.job_id] == "CANCELLED"
+
+
 def test_a_queued_stage2_also_waits_for_a_stage1_run_submitted_again(slurm, small_data, tmp_path):
     profile = make_profile(tmp_path)
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
