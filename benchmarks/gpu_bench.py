@@ -10,8 +10,9 @@ bf16 dense peak) beside a Hugging Face `Trainer` + peft step twice, in the same 
 settings (constant lr, no gradient clipping, no weight decay, same batch, dtype and chunks: the fair
 comparison) and with Trainer's defaults; peak GPU memory with a bf16 and a 4-bit NF4 base, both
 loaded by the study's own load path (lvjob.models.loading.load_model); the evaluation of 200 series with a
-20-point horizon, batched vs one at a time; and what one study (jobs/study.yaml) costs in GPU-hours
-on this GPU at these rates. Random weights: FLOPs and time do not depend on the values.
+20-point horizon, batched vs one at a time; training tokens/s of 1, 2 and 4 runs sharing the GPU and a
+packed study's makespan at a reduced scale (benchmarks/sharing_bench.py); and what one study
+(jobs/study.yaml) costs in GPU-hours on this GPU at these rates. Random weights: FLOPs and time do not depend on the values.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 import runner_bench as rb
+import sharing_bench as sb
 from lvjob import data
 from lvjob.models import flops
 from lvjob.forecasting.llm import forecast_series
@@ -213,9 +215,16 @@ def main() -> int:
         model_name, contexts, ranks, steps, series, single = "qwen2.5-0.5b-random", (128, 512, 768), (2, 4, 8), args.steps, 200, 10
     train_rows, rate = bench_training(model_name, device, contexts, ranks, steps)
     eval_rows, per_series = bench_eval(model_name, device, series, single)
+    with tempfile.TemporaryDirectory() as tmp:
+        counts, shared_steps = ((1, 2), 4) if args.smoke else ((1, 2, 4), 30)
+        sharing, best = sb.bench_sharing(model_name, device, counts, shared_steps, max(contexts), 4, Path(tmp))
+        makespan = [("packed study, reduced scale", "not run at smoke size (`make study` runs the same command)")] \
+            if args.smoke else sb.bench_packed_makespan(model_name, device, best, Path(tmp))
     sections = [("Training: lvjob's LoRA step vs HF Trainer + peft (batch 4)", train_rows),
                 ("Memory", bench_memory(model_name, device, max(contexts))),
                 ("Evaluation", eval_rows),
+                ("Sharing one GPU: LoRA runs at once (runs_per_gpu)", sharing),
+                ("Packed study", makespan),
                 ("Cost of the study", study_gpu_hours(rate, per_series, args.smoke))]
     machine = rb.machine()
     header = [f"# GPU benchmarks on {machine}{' (smoke size)' if args.smoke else ''}", "",
