@@ -131,7 +131,7 @@ def _lock_file(run_dir: Path, flocked: bool):
         if e.holder is None:
             raise RunBusy(f"{e}; nothing was changed") from None
         local = (": this node's flock succeeded, so this filesystem's flock is node-local (Lustre localflock, NFS "
-                 "local_lock=flock)") if flocked else ""
+                 f"local_lock=flock); if nothing runs there, delete {path}") if flocked else ""
         raise RunBusy(f"{_busy_message(run_dir, e.holder.pid, e.holder.host)}: {e}{local}") from None
     try:
         yield
