@@ -49,10 +49,10 @@ def short_data(tmp_path_factory) -> Path:
 
 
 def _run(run_dir: Path, data: Path, device: str, driver: str | None = None) -> subprocess.CompletedProcess:
-    # The command (steps=2 checkpoint_every=1 context=64 series=2), at batch 1 and 4 validation
+    # The command (steps=2 checkpoint_every=1 context=64 series=2), at batch 1 and 2 validation
     # chunks so that three full-size processes fit in the default test run on 2 cores.
     args = ["run", str(ROOT / "jobs" / "default_lora.yaml"), "model=qwen2.5-0.5b-random", "steps=2", "checkpoint_every=1",
-            "context=64", "series=2", "batch_size=1", "val_chunks=4", f"data.path={data}", "data.systems=20",
+            "context=64", "series=2", "batch_size=1", "val_chunks=2", f"data.path={data}", "data.systems=20",
             "data.points=10", f"run_dir={run_dir}", f"device={device}"]
     prog = [sys.executable, "-c", driver] if driver else [sys.executable, "-m", "lvjob"]
     return subprocess.run(prog + args, capture_output=True, text=True, timeout=600, env=os.environ.copy())
