@@ -136,7 +136,6 @@ def pytest_xdist_make_scheduler(config, log):
                 self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
             super()._assign_work_unit(node)
 
-    config.option.loadscopereorder = False  # xdist would otherwise reorder the scopes by their number of tests
     return ByScope(config, log)
 
 

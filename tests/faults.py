@@ -13,8 +13,9 @@ Kinds, and what each stands for on a real cluster:
   watchdog (the faulted study's profile sets a short floor) and retried as a crash.
 
 The first fault is always `sigkill` on a stage-1 run (so stage 2's choice is at stake); the others,
-every kind once more and one kind drawn again, come in a seeded random order, each on a run drawn
-from those running at that moment, after a random pause. No run is killed twice, so no run needs
+every kind once more and one kind drawn again, come in a seeded random order (the first of them
+with a target at that moment goes next), each on a run drawn from those running at that moment,
+after a random pause. No run is killed twice, so no run needs
 more than one retry. The kills need the test cluster's `RequeueExit` off (`requeue_exit_off`):
 with it on, SLURM requeues a SIGKILLed job itself and the retry gates are never tested.
 """
@@ -142,8 +143,11 @@ class Injector:
         self.killed: set[str] = set()
         self.done: list[dict] = []
 
-    def eligible(self, kind: str) -> list[Running]:
-        runs = (starting if kind == "usr2-at-start-up" else running)(self.study, self.profile)
+    def eligible(self, kind: str, now: dict | None = None) -> list[Running]:
+        """The runs `kind` may hit now; `now` caches what `running` and `starting` said for one look."""
+        now = {} if now is None else now
+        which = starting if kind == "usr2-at-start-up" else running
+        runs = now[which] if which in now else now.setdefault(which, which(self.study, self.profile))
         if kind in KILLS:
             runs = [r for r in runs if r.node not in self.killed]
         if kind == "sigkill" and not self.done:  # the first fault: stage 2's choice is at stake
@@ -168,15 +172,28 @@ class Injector:
         return True
 
     def run(self, still_running, t0: float) -> list[dict]:
-        """Inject every planned fault while `still_running()`; the faults injected, in order."""
-        for kind in self.faults:
+        """Inject every planned fault while `still_running()`; the faults injected, in order. The first waits for its
+        target; after it, the first fault of the plan that has a target now goes next (a small study runs out of
+        some kinds of target before others: waiting for each in turn left the last ones none)."""
+        pending = list(self.faults)
+        while pending and still_running():
             time.sleep(self.rng.uniform(1.0, 4.0))
-            while still_running() and not self._one(kind, t0):
-                time.sleep(0.05)
+            while still_running() and not (kind := self._next(pending, t0)):
+                time.sleep(0.1)
+            if kind:
+                pending.remove(kind)
         return self.done
 
-    def _one(self, kind: str, t0: float) -> bool:
-        targets = self.eligible(kind)
+    def _next(self, pending: list[str], t0: float) -> str | None:
+        """Inject the first pending fault that has a target now (only the first fault while none is done)."""
+        now: dict = {}  # one look at the cluster for every kind
+        for kind in pending[:1] if not self.done else pending:
+            if self._one(kind, t0, now):
+                return kind
+        return None
+
+    def _one(self, kind: str, t0: float, now: dict | None = None) -> bool:
+        targets = self.eligible(kind, now)
         if not targets:
             return False
         target = self.rng.choice(targets)
