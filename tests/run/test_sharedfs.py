@@ -183,16 +183,6 @@ def test_release_leaves_a_lock_file_another_holder_wrote(tmp_path):
 # --- the lock file beside a flock that works -----------------------------------------------------
 
 
-def test_a_live_holder_on_another_node_refuses_the_run_though_this_nodes_flock_succeeded(tmp_path, monkeypatch):
-    fake_squeue(tmp_path, monkeypatch, "echo RUNNING")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    write_lock(run_dir, "node9", 123, job="812")
-    with pytest.raises(RunBusy, match="pid 123 on node9.*SLURM job 812.*flock is node-local"):
-        with run_lock(run_dir):
-            pass
-
-
 @pytest.mark.parametrize("pid", ["dead", "alive"])
 def test_holding_the_flock_a_record_of_this_host_is_broken_quietly(tmp_path, capsys, pid, request):
     # Alive: a pid reused by an unrelated process; the record's holder would hold the flock if it still ran.
@@ -226,12 +216,15 @@ def test_a_lock_of_another_hosts_slurm_job_that_ended_is_broken(tmp_path, no_flo
     assert argv.read_text().split() == ["-h", "-t", "all", "-j", "812_3", "-o", "%T"]
 
 
-def test_a_lock_of_another_hosts_slurm_job_still_running_is_kept(tmp_path, no_flock, monkeypatch):
+@pytest.mark.parametrize("flock", ["unsupported", "node-local"])  # node-local: this node's flock succeeds all the same
+def test_a_lock_of_another_hosts_slurm_job_still_running_is_kept(tmp_path, monkeypatch, request, flock):
+    if flock == "unsupported":
+        request.getfixturevalue("no_flock")
     fake_squeue(tmp_path, monkeypatch, "echo RUNNING")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     write_lock(run_dir, "node9", 123, job="812")
-    with pytest.raises(RunBusy, match="SLURM job 812"):
+    with pytest.raises(RunBusy, match="pid 123 on node9.*SLURM job 812" + (".*flock is node-local" if flock == "node-local" else "")):
         with run_lock(run_dir):
             pass
 
