@@ -84,12 +84,13 @@ def device(request) -> str:
 # runs `-n 2`) they run on one worker, one test at a time as without xdist: they share its queue and
 # its two CPUs. Every other module stays on one worker too, so a module-scoped fixture is built once.
 CLUSTER_MODULES = ("tests/orchestrate/test_slurm.py", "tests/orchestrate/test_slurm_status.py")
-# The longest modules besides (`make test PYTEST_ADDOPTS=--durations=0`, summed per module on the 2-core
+# The longest modules besides (CPU seconds per module under `make test`, on the 2-core
 # machine), handed out right after the cluster's: a worker that picks one up last would keep the
 # suite waiting for it alone. Only the order changes; a module missing here runs after them.
-LONGEST_FIRST = ("tests/test_benchmarks.py", "tests/study/test_stage_table.py", "tests/models/test_fullsize.py",
-                 "tests/orchestrate/test_submit.py", "tests/run/test_signals.py", "tests/forecasting/test_decoding.py",
-                 "tests/run/test_resume.py", "tests/run/test_tracking.py", "tests/run/test_wandb.py")
+LONGEST_FIRST = ("tests/test_benchmarks.py", "tests/study/test_stage_table.py", "tests/orchestrate/test_submit.py",
+                 "tests/run/test_resume.py", "tests/models/test_fullsize.py", "tests/run/test_signals.py",
+                 "tests/test_device_check.py", "tests/run/test_tracking.py", "tests/run/test_pretrain.py",
+                 "tests/forecasting/test_decoding.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -136,6 +137,7 @@ def pytest_xdist_make_scheduler(config, log):
                 self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
             super()._assign_work_unit(node)
 
+    config.option.loadscopereorder = False  # the order above, not xdist's (by number of tests: the longest came last)
     return ByScope(config, log)
 
 
