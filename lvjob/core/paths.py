@@ -76,6 +76,7 @@ class StudyDir(_Folder):
     lock = property(lambda self: self.root / "study.lock")  # held while a submit or a gate submits or re-points jobs
     retries = property(lambda self: self.root / "retries.jsonl")  # every retry and why
     packs = property(lambda self: self.root / "packs.jsonl")  # every packed job and its watcher (lvjob.orchestrate.pack)
+    cancelled = property(lambda self: self.root / "cancelled.json")  # the last `lvjob cancel`, until the next submit
     submitit = property(lambda self: self.root / "submitit")  # submitit's pickles and job logs
 
     def choice(self, stage: str) -> Path:

@@ -38,7 +38,7 @@ from lvjob.cluster.profile import Profile
 from lvjob.cluster.slurm import ACTIVE, CANCELLED
 from lvjob.core import atomic
 from lvjob.core.timestamps import utc_now
-from lvjob.orchestrate import retries
+from lvjob.orchestrate import records, retries
 from lvjob.orchestrate.tasks import PlainPickle, enter_workdir, study_backend
 from lvjob.study.choices import study_dir
 from lvjob.study.spec import Study
@@ -104,13 +104,16 @@ class WatchTask(PlainPickle, submitit.helpers.Checkpointable):
         enter_workdir(self.workdir, self.cache, self.profile)
         job_id = self.follows
         state = study_backend(self.study, self.profile).states([job_id], settle=True).get(job_id, "UNKNOWN")
-        verdict = self.verdict(job_id, state)
+        with records.study_lock(self.study, self.profile):  # a submit now would find the packed job this queues
+            verdict = self.verdict(job_id, state)
         print(f"{WATCH}: packed job {job_id} is {state}: {verdict}", flush=True)
         return {"job": job_id, "state": state, "verdict": verdict}
 
     def verdict(self, job_id: str, state: str) -> str:
         from lvjob.orchestrate.submission import study_complete  # deferred: submission queues this task
 
+        if at := records.cancelled_at(self.study, self.profile):
+            return f"the study was cancelled at {at} (lvjob cancel); not resubmitted"
         if state in ACTIVE:  # requeued (a preemption): watch it again
             queue(self.study, self.profile, self.workdir, self.cache, pack=False, after=[job_id])
             return "still queued or running; a watcher follows it again"

@@ -4,11 +4,15 @@
 stage: one line each, appended in one locked write (`lvjob.core.atomic.append_jsonl`). Whoever submits
 or re-points the study's jobs holds the study's lock (`study_lock`) from reading these to writing them. Which of them are
 still queued or running is asked of the profile's backend: only job ids of its own executor.
+
+`cancelled.json` says that the study was cancelled (`lvjob cancel`), until a user submits it again: a gate or a
+watcher still running when its job was cancelled (SLURM gives it `KillWait` seconds) then submits nothing.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 from contextlib import contextmanager
 
 from lvjob.cluster.executors import backend
@@ -77,6 +81,20 @@ def unrecorded(study: Study, profile: Profile) -> list[str]:
     rows = [r for path in (folder.submissions, folder.gates, folder.packs) for r in read_jsonl(path)]
     recorded = {array_id(r["job_id"]) for r in rows if r.get("job_id")}
     return sorted(j for j in backend(profile).live_from(folder.submitit) if array_id(j) not in recorded)
+
+
+def record_cancel(study: Study, profile: Profile, job_ids: list[str]) -> None:
+    atomic.write_text(study_dir(study, profile).cancelled, json.dumps({"at": utc_now(), "job_ids": job_ids}))
+
+
+def cancelled_at(study: Study, profile: Profile) -> str | None:
+    """When the study was cancelled, if no submit came since; read under the study's lock."""
+    path = study_dir(study, profile).cancelled
+    return json.loads(path.read_text())["at"] if path.exists() else None
+
+
+def clear_cancel(study: Study, profile: Profile) -> None:
+    study_dir(study, profile).cancelled.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -14,6 +14,9 @@ cancel, at most `max_retries` times per run over the study's life:
   whose run did start after it was submitted ran, and its record lags: retried;
 - left alone: a run whose job is still queued or running (another gate follows it).
 
+Nothing is retried once the study was cancelled (`lvjob cancel`), until a user submits it again
+(lvjob.orchestrate.records.cancelled_at).
+
 The retried run resumes from its newest checkpoint. Every retry is one line of
 `<study dir>/retries.jsonl` (node, stage, the job that ended, its state, why, the new job), appended
 in one write so gates running at once cannot interleave.

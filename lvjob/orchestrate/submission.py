@@ -197,6 +197,8 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
     log(f"plan: {plan.total:.3e} FLOPs, {plan.total / plan.budget:.2%} of the {plan.budget:.0e} budget")
     prepare(study)
     with records.study_lock(study, profile):  # a second submit waits here, then finds these jobs queued
+        if backend(profile).detached:  # a user's submit resumes a cancelled study (not the packed job's own)
+            records.clear_cancel(study, profile)
         if busy := other_packing_active(study, profile):
             raise OtherPackingActive(profile.pack, busy)
         if stray := records.unrecorded(study, profile):
@@ -324,6 +326,9 @@ def prepare(study: Study) -> None:
 
 def cancel(study: Study, profile: Profile) -> str:
     """Cancel the study's queued and running jobs; returns what was done, in words."""
-    gates = [g for ids in records.active_gates(study, profile).values() for g in ids] + pack.active_packs(study, profile)
-    stray = records.unrecorded(study, profile)
-    return backend(profile).cancel(sorted(records.active_job_ids(study, profile) | set(gates) | set(stray)))
+    with records.study_lock(study, profile):  # a gate submitting now ends its round first, and its jobs are found
+        gates = [g for ids in records.active_gates(study, profile).values() for g in ids] + pack.active_packs(study, profile)
+        ids = sorted(records.active_job_ids(study, profile) | set(gates) | set(records.unrecorded(study, profile)))
+        if backend(profile).detached:  # a gate or watcher that outlives its cancel (KillWait) submits nothing
+            records.record_cancel(study, profile, ids)
+        return backend(profile).cancel(ids)
