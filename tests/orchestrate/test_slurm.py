@@ -62,18 +62,12 @@ def run_whole_study(tmp: Path, small_data: Path, during=None, **profile_changes)
     sub = submission.submit(study, profile, log=print)
     assert time.monotonic() - t0 < 60, "submission must return at once, not wait for the jobs"
     folder = study_dir(study, profile).submitit
-    assert study_jobs_queued(folder), "the study's jobs are not seen where the wait below looks for them"
+    assert slurm_client.queued_from(folder), "the study's jobs are not seen where the wait below looks for them"
     if during:
         during(study, profile, sub, t0)
     wait_for([j.job_id for j in sub.jobs.values()], limit_s=900)
-    wait_until(lambda: not study_jobs_queued(folder), 600, "every job of the study to end (a packed one resubmitted too)")
+    wait_until(lambda: not slurm_client.queued_from(folder), 600, "every job of the study to end (a packed one resubmitted too)")
     return StudyRun(study, profile, sub, tmp / "results", time.monotonic() - t0)
-
-
-def study_jobs_queued(folder: Path) -> list[str]:
-    """The queued or running jobs whose batch script submitit wrote into `folder` (one study's: gates too)."""
-    out = subprocess.run(["squeue", "--me", "-h", "-o", "%o"], capture_output=True, text=True, check=True).stdout
-    return [cmd for cmd in out.split() if cmd.startswith(str(folder))]
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +272,7 @@ def test_a_cancelled_packed_job_is_not_submitted_again(slurm, small_data, tmp_pa
     assert not records.on_executor(records.read_submissions(study, profile), profile)  # no run queued on SLURM
     subprocess.run(["scancel", job], check=True)
     folder = study_dir(study, profile).submitit
-    wait_until(lambda: not study_jobs_queued(folder), 120, "the watcher to end")
+    wait_until(lambda: not slurm_client.queued_from(folder), 120, "the watcher to end")
     assert retries.read(study, profile) == [] and len(pack.pack_jobs(study, profile)) == 2
     assert "cancelled by its user; not resubmitted" in logs(folder)
     assert f"packed job {job}: CANCELLED" in status.report(study, profile)
