@@ -13,10 +13,11 @@ Kinds, and what each stands for on a real cluster:
   watchdog (the faulted study's profile sets a short floor) and retried as a crash.
 
 The first fault is always `sigkill` on a stage-1 run (so stage 2's choice is at stake); the others,
-every kind once more and one kind drawn again, come in a seeded random order (the first of them
-with a target at that moment goes next), each on a run drawn from those running at that moment,
-after a random pause. No run is killed twice, so no run needs
-more than one retry. The kills need the test cluster's `RequeueExit` off (`requeue_exit_off`):
+every kind once more and one kind drawn again, come in a seeded random order, the kills before the
+signals: the first of them with a target at that moment goes next, each on a run drawn from those
+running at that moment, after a random pause. No run is killed twice, so no run needs more than one
+retry; a kill therefore uses up its run, and a signal (which may hit any run) left for last still
+finds one when the study's last runs have all been killed once. The kills need the test cluster's `RequeueExit` off (`requeue_exit_off`):
 with it on, SLURM requeues a SIGKILLed job itself and the retry gates are never tested.
 """
 
@@ -175,7 +176,7 @@ class Injector:
         """Inject every planned fault while `still_running()`; the faults injected, in order. The first waits for its
         target; after it, the first fault of the plan that has a target now goes next (a small study runs out of
         some kinds of target before others: waiting for each in turn left the last ones none)."""
-        pending = list(self.faults)
+        pending = self.faults[:1] + sorted(self.faults[1:], key=lambda kind: kind not in KILLS)
         while pending and still_running():
             time.sleep(self.rng.uniform(1.0, 4.0))
             while still_running() and not (kind := self._next(pending, t0)):

@@ -146,6 +146,7 @@ def submit(args) -> int:
     from lvjob.cluster.executors import Stopped, backend
     from lvjob.study.plan import format_plan
     from lvjob.orchestrate.status import report
+    from lvjob.study.choices import study_results
 
     study, profile = _study_and_profile(args)
     try:
@@ -167,7 +168,7 @@ def submit(args) -> int:
         return 3
     active = f", {len(sub.already_active)} still queued or running" if sub.already_active else ""
     print(f"\n{len(sub.jobs)} job(s) submitted; {sub.already_complete} of {len(sub.states)} already complete{active}. "
-          f"Records: {sub.study_dir}; run index: {ResultsDir(profile.results_dir).index}")
+          f"Records: {sub.study_dir}; run index: {study_results(study, profile).index}")
     if backend(profile).detached:
         print(f"Follow it with `lvjob status {args.study} --profile {args.profile}` (or `make status`).")
         return 0
@@ -205,7 +206,8 @@ def aggregate(args) -> int:
     study, profile = _study_and_profile(args)
     out = write_results(study, profile)
     print(ResultsDir(out).summary.read_text())
-    print(f"wrote {out}/: summary.md, runs.json and each table as .md, .csv and .tex")
+    print(f"wrote {out}/: summary.md, runs.json and each table as .md, .csv and .tex; "
+          f"{profile.results_dir} links to it")
     return 0
 
 

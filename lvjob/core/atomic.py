@@ -135,6 +135,17 @@ def create_once(dest: str | os.PathLike, text: str) -> bool:
     return True
 
 
+def point(link: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Make `link` a symlink to `target` (relative, so the tree can move), swapped in by one rename: a reader
+    follows the old link or the new one, never none."""
+    link = Path(link)
+    tmp = link.parent / f".{link.name}.{os.getpid()}.link"
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    os.replace(tmp, link)
+    _fsync_dir(link.parent)
+
+
 def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)

@@ -3,7 +3,8 @@ of the three folders a study writes, each file name in one place:
 
 - `RunDir`: one run (`<runs_root>/<run id>/`);
 - `StudyDir`: the study's own records (`<runs_root>/study-<name>-<scale>-<digest>/`);
-- `ResultsDir`: the run index, tables, summary and plots (the profile's `results_dir`).
+- `ResultsDir`: one study's run index, tables, summary and plots (`<results_dir>.by-study/<name>-<scale>-<digest>/`);
+  the profile's `results_dir` is a link to the one written last (`results_variants`).
 """
 
 from __future__ import annotations
@@ -90,6 +91,13 @@ class StudyDir(_Folder):
     def job_log(self, job_id: str) -> Path:
         """submitit's stderr log of a job (task 0)."""
         return self.submitit / f"{job_id}_0_log.err"
+
+
+def results_variants(results_dir: str | Path) -> Path:
+    """Where each study's results folder is kept, beside the profile's `results_dir`: so two studies of one name
+    but different settings never overwrite each other, and `results_dir` links to the one written last."""
+    link = Path(results_dir)
+    return link.parent / f"{link.name}.by-study"
 
 
 class ResultsDir(_Folder):

@@ -14,6 +14,11 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def utc_compact() -> str:
+    """The current UTC time for a file name: `20261126T140307Z`."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
 def parse_utc(stamp: str) -> datetime:
     """A record's ISO 8601 UTC time (`...+00:00` or `...Z`) as an aware datetime."""
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))

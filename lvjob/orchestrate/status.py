@@ -22,11 +22,11 @@ from lvjob.run import throughput
 from lvjob.cluster.executors import backend
 from lvjob.core.atomic import read_jsonl
 from lvjob.core.heartbeat import read_pulse
-from lvjob.core.paths import ResultsDir, RunDir
+from lvjob.core.paths import RunDir
 from lvjob.cluster.profile import Profile, stall_rule
 from lvjob.run.rundir import RunStatus, RunSummary, read_status
 from lvjob.cluster.slurm import ACTIVE, Allocation, ClusterError
-from lvjob.study.choices import stale_choice, study_dir
+from lvjob.study.choices import stale_choice, study_dir, study_results
 from lvjob.orchestrate import pack
 from lvjob.study.stages import stage_table
 from lvjob.study.spec import Study
@@ -127,7 +127,7 @@ def _aggregate_row(study: Study, profile: Profile, sub: dict, states: dict[str, 
     state = RunStatus.COMPLETE.value if done else (job_state or NOT_STARTED).lower()
     return {"node": "aggregate", "job": sub.get("job_id", "-"), "state": state, "step": "-", "steps/s": "-", "eta": "-",
             "loss": "-", "flops": "-", "requeues": "0", "retries": "-",
-            "why": f"writes {ResultsDir(profile.results_dir).index}"}
+            "why": f"writes {study_results(study, profile).index}"}
 
 
 def _job_error(study: Study, profile: Profile, job_id: str | None) -> str:

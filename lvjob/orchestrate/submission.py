@@ -26,7 +26,7 @@ import submitit
 from lvjob import data
 from lvjob.cluster.executors import Batch, backend
 from lvjob.cluster.profile import Profile
-from lvjob.core.paths import ResultsDir, cache_dir
+from lvjob.core.paths import cache_dir
 from lvjob.data.tokenizer import ensure_tokenizer
 from lvjob.models.loading import ensure_built_model
 from lvjob.models.registry import MODELS
@@ -34,7 +34,7 @@ from lvjob.orchestrate import pack, preflight, records
 from lvjob.orchestrate.tasks import GateTask, StudyTask, gate_name, needs_gpu, study_backend
 from lvjob.results.index import recorded_jobs
 from lvjob.run.rundir import RunStatus, summarize
-from lvjob.study.choices import job_for, study_dir
+from lvjob.study.choices import job_for, study_dir, study_results
 from lvjob.study.plan import Plan, plan_study
 from lvjob.study.spec import Study
 from lvjob.study.stages import Node, stage_named, stage_table, study_nodes, waits_for
@@ -145,7 +145,7 @@ def index_is_complete(study: Study, profile: Profile) -> bool:
     complete, and lists the runs the study's nodes are now: a changed setting gives new runs, and an
     index of the old ones must not pass for theirs."""
     try:
-        index = json.loads(ResultsDir(profile.results_dir).index.read_text())
+        index = json.loads(study_results(study, profile).index.read_text())
     except (OSError, json.JSONDecodeError):
         return False
     runs = index.get("runs", [])

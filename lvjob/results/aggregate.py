@@ -1,6 +1,8 @@
 """The study's last job: gather every run into the run index, the tables and the summary.
 
-Writes into `results/` (the profile's `results_dir`):
+Writes into the study's own results folder (lvjob.study.choices.study_results), then points the profile's
+`results_dir` (`results/`) at it, so `results/` shows the study aggregated last and two variants of one
+study (different settings) never overwrite each other:
 
     runs.json        the run index (lvjob.results.index): one entry per run of the study and the stages' choices
     table1_step_flops, table2_context_length, table3_forecast_error, table3_differences, table3_lead_time, table4_flops,
@@ -18,7 +20,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from lvjob.core.paths import ResultsDir
+from lvjob.core.paths import results_variants
+from lvjob.core.timestamps import utc_compact
 from lvjob.core import atomic
 from lvjob.models import flops
 from lvjob.models.registry import MODELS
@@ -27,6 +30,7 @@ from lvjob.results.uncertainty import LEVEL
 from lvjob.study.plan import plan_study
 from lvjob.cluster.profile import Profile
 from lvjob.results.index import IndexEntry, RunIndex, run_index
+from lvjob.study.choices import study_results
 from lvjob.study.spec import Study
 from lvjob.study.stages import study_nodes
 from lvjob.results.tables import Table, to_csv, to_latex, to_markdown
@@ -135,13 +139,14 @@ def code_lines(versions: dict[str, list[str]]) -> list[str]:
     return lines + [f"- {label}: {', '.join(nodes)}" for label, nodes in versions.items()] + [""]
 
 
-def write_results(study: Study, profile: Profile) -> Path:
-    """Every table in three formats, summary.md, then the run index; returns the results folder.
+def write_results(study: Study, profile: Profile, log=print) -> Path:
+    """Every table in three formats, summary.md, then the run index; returns the study's results folder, which
+    the profile's `results_dir` then links to.
 
     The index goes first and comes back last: `submit` takes results with a complete index as done,
     so a kill between two files leaves no index, and the next submit writes them all again.
     """
-    out = ResultsDir(profile.results_dir)
+    out = study_results(study, profile)
     index = run_index(study, profile)
     out.index.unlink(missing_ok=True)
     tables = study_tables(study, index)
@@ -150,4 +155,25 @@ def write_results(study: Study, profile: Profile) -> Path:
             atomic.write_text(out.table(table.name, suffix), render(table))
     atomic.write_text(out.summary, summary(study, index, tables))
     atomic.write_text(out.index, json.dumps(index.to_json(), indent=1))
+    show_as_latest(profile.results_dir, out.root, log)
     return out.root
+
+
+def show_as_latest(results_dir: str, folder: Path, log=print) -> None:
+    """Point `results_dir` at a study's results `folder`."""
+    make_way(results_dir, log)
+    atomic.point(results_dir, folder)
+
+
+def make_way(results_dir: str, log=print) -> None:
+    """Before `results_dir` becomes a link: a real folder there (an older lvjob's results) is moved beside the
+    studies' folders, nothing in it lost; a file there is an error."""
+    link = Path(results_dir)
+    if not link.exists() or link.is_symlink():
+        return
+    if not link.is_dir():
+        raise NotADirectoryError(f"results_dir: {link} is a file; valid: a folder, or a path not there yet")
+    kept = results_variants(link) / f"unkeyed-{utc_compact()}"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    link.rename(kept)
+    log(f"{link} was a folder, not a link to a study's results (an older lvjob's?): moved to {kept}")

@@ -3,12 +3,19 @@
 Tolerant by design: a run that has not started, is still running, failed or was cut off mid-write
 still gives a summary; what is missing is None. The stages' choices, `lvjob status` and the run
 index all read runs through here.
+
+Every complete run has evaluated (eval.json). On a shared filesystem another node's run.json can be
+seen before the eval.json renamed into place just before it (NFS caches a folder's entries for up to
+a minute), so a complete run without eval.json is read again for up to `EVAL_SETTLE_S`, and then
+reads as failed, saying so: never as a complete run without scores.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -113,11 +120,27 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+EVAL_SETTLE_S = 60.0  # NFS's longest default wait before it looks at a folder's entries again (acdirmax)
+
+
+def _evaluation(files: RunDir, complete: bool) -> dict:
+    """eval.json; for a complete run, waited for up to EVAL_SETTLE_S (see the module's docstring)."""
+    deadline = time.monotonic() + (EVAL_SETTLE_S if complete else 0.0)
+    while not (found := _read_json(files.evaluation)) and time.monotonic() < deadline:
+        time.sleep(1.0)
+        os.listdir(files.root)  # a fresh look at the folder's entries
+    return found
+
+
 def summarize(run_dir: str | Path) -> RunSummary:
     files = RunDir(run_dir)
     status = _read_json(files.status)
     if not status:
         return RunSummary(run_dir=str(run_dir), status=RunStatus.MISSING)
+    evaluation = _evaluation(files, status.get("status") == RunStatus.COMPLETE)
+    if status.get("status") == RunStatus.COMPLETE and not evaluation:
+        status |= {"status": RunStatus.FAILED, "error": f"run.json says complete but {files.evaluation} was not there "
+                   f"after {EVAL_SETTLE_S:.0f} s (removed, or a filesystem that does not show it); run it again"}
     job = {}
     try:
         job = yaml.safe_load(files.job.read_text()) or {}
@@ -130,7 +153,6 @@ def summarize(run_dir: str | Path) -> RunSummary:
         flops, lost = ledger.total, ledger.lost_to_preemption
     else:  # still training: the live metrics carry the ledger so far
         flops, lost = (rows[-1].get("flops"), rows[-1].get("lost_flops")) if rows else (None, None)
-    evaluation = _read_json(files.evaluation)
     model, persistence = evaluation.get("model", {}), evaluation.get("persistence", {})
     kind = status.get("kind") or job.get("kind")
     train = kind == "train"

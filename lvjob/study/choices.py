@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lvjob.core import atomic
-from lvjob.core.paths import StudyDir
+from lvjob.core.paths import ResultsDir, StudyDir, results_variants
 from lvjob.core.config import build, non_default, to_dict
 from lvjob.run.job import Job
 from lvjob.cluster.profile import Profile
@@ -81,12 +81,21 @@ class Choice:
         return cls(**record | {"candidates": tuple(record.get("candidates", ())), "within_se": tuple(record.get("within_se", ()))})
 
 
+def study_key(study: Study, profile: Profile) -> str:
+    """The study's identity, `lv-study-demo-1a2b3c4d`: its name, scale and a digest of its settings that differ from
+    their defaults (so that a setting added to the code does not move a study in flight) and of the model's weights."""
+    settings = json.dumps([non_default(study), profile.model_path, profile.quantize_4bit], sort_keys=True)
+    return f"{study.name}-{study.scale}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
+
+
 def study_dir(study: Study, profile: Profile) -> StudyDir:
-    """Where the study's own records live (submissions, choices, submitit logs), keyed by its settings: those that
-    differ from their defaults, so that a setting added to the code does not move a study in flight."""
-    key = json.dumps([non_default(study), profile.model_path, profile.quantize_4bit], sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
-    return StudyDir(Path(profile.runs_root) / f"study-{study.name}-{study.scale}-{digest}")
+    """Where the study's own records live (submissions, choices, submitit logs)."""
+    return StudyDir(Path(profile.runs_root) / f"study-{study_key(study, profile)}")
+
+
+def study_results(study: Study, profile: Profile) -> ResultsDir:
+    """Where the study's run index, tables and plots are written; the profile's `results_dir` links to the latest."""
+    return ResultsDir(results_variants(profile.results_dir) / study_key(study, profile))
 
 
 def make_job(study: Study, profile: Profile, node: Node, chosen: dict | None = None) -> Job:

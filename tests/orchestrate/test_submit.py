@@ -160,3 +160,21 @@ def test_a_kill_between_two_results_files_leaves_results_the_next_submit_writes_
     with pytest.raises(Killed):
         write_results(study, profile)
     assert not index_is_complete(study, profile)  # so the next submit runs the aggregate again
+
+
+def test_two_variants_of_a_study_keep_their_own_results_and_results_links_to_the_one_aggregated_last(local_study, tmp_path):
+    from dataclasses import replace
+
+    from lvjob.cluster.profile import load_profile
+    from lvjob.orchestrate.submission import index_is_complete
+    from lvjob.results.aggregate import write_results
+    from lvjob.study.spec import load_study
+
+    small = local_study["args"][4:]
+    study = load_study(ROOT / "jobs" / "study.yaml", scale="demo", overrides=small)
+    variant = load_study(ROOT / "jobs" / "study.yaml", scale="demo", overrides=[*small, "evaluation.temperature=0.3"])
+    profile = replace(load_profile(local_study["args"][3]), results_dir=str(tmp_path / "results"))
+    first, second = write_results(study, profile), write_results(variant, profile)  # the variant's runs never ran
+    assert first != second and (tmp_path / "results").resolve() == second.resolve()
+    assert index_is_complete(study, profile)  # the variant wrote beside it, not over it
+    assert json.loads((first / "runs.json").read_text())["runs"] != json.loads((second / "runs.json").read_text())["runs"]

@@ -26,8 +26,9 @@ def cluster_tree(root: Path) -> None:
     logs.mkdir(parents=True)
     (logs / "5_0_log.out").write_text("log")
     (logs / "5_submitted.pkl").write_bytes(b"pickle")
-    (root / "results").mkdir()
-    (root / "results" / "summary.md").write_text("# Results")
+    (root / "results.by-study" / "lv-study-demo-1a2b3c4d").mkdir(parents=True)
+    (root / "results.by-study" / "lv-study-demo-1a2b3c4d" / "summary.md").write_text("# Results")
+    (root / "results").symlink_to("results.by-study/lv-study-demo-1a2b3c4d")
 
 
 def profile_for(tmp_path, source: Path):
@@ -40,12 +41,12 @@ def test_pull_copies_results_and_logs_but_not_checkpoints_and_deletes_nothing(tm
     source = tmp_path / "cluster"
     cluster_tree(source)
     here = tmp_path / "here"
-    (here / "results").mkdir(parents=True)
+    (here / "results").mkdir(parents=True)  # an older lvjob's results folder, where the link goes now
     (here / "results" / "mine.md").write_text("local only")
     monkeypatch.chdir(here)
     pull(profile_for(tmp_path, source))
-    assert (here / "results" / "summary.md").read_text() == "# Results"
-    assert (here / "results" / "mine.md").read_text() == "local only"
+    assert (here / "results" / "summary.md").read_text() == "# Results"  # through the cluster's link to its latest
+    assert [p.read_text() for p in here.glob("results.by-study/unkeyed-*/mine.md")] == ["local only"]
     assert (here / "checkpoints" / "final-abc" / "metrics.jsonl").exists()
     assert (here / "checkpoints" / "final-abc" / "adapter" / "adapter_config.json").exists()
     assert (here / "checkpoints" / "study-x" / "submitit" / "5_0_log.out").exists()
@@ -56,11 +57,12 @@ def test_pull_copies_results_and_logs_but_not_checkpoints_and_deletes_nothing(tm
 def test_pull_goes_over_ssh_to_the_profiles_host(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({"executor": "slurm", "pull": {"host": "login.example", "path": "/home/me/lvjob"}}))
-    runs, results = rsync_commands(load_profile(path))
+    runs, variants, latest = rsync_commands(load_profile(path))
     assert runs[-2:] == ["login.example:/home/me/lvjob/checkpoints/", "checkpoints/"]
-    assert results[-2:] == ["login.example:/home/me/lvjob/results/", "results/"]
-    assert "--delete" not in runs + results
-    with_ckpt, _ = rsync_commands(load_profile(path), checkpoints=True)
+    assert variants[-2:] == ["login.example:/home/me/lvjob/results.by-study/", "results.by-study/"]
+    assert latest[-2:] == ["login.example:/home/me/lvjob/results", "./"]  # the link itself, not what it points at
+    assert "--delete" not in runs + variants + latest
+    with_ckpt, _, _ = rsync_commands(load_profile(path), checkpoints=True)
     assert "--exclude=/*/checkpoints/" not in with_ckpt
 
 

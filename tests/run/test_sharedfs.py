@@ -259,3 +259,33 @@ def test_a_failing_or_silent_squeue_proves_nothing(stderr):
 def test_a_job_id_that_is_not_a_slurm_id_is_never_passed_to_squeue(tmp_path, monkeypatch):
     argv = fake_squeue(tmp_path, monkeypatch, "echo COMPLETED")
     assert slurm.job_gone("-u root") is None and not argv.exists()
+
+
+# --- a complete run's eval.json seen late (another node renamed it in; NFS caches the folder) ------------------
+
+
+def _complete_run(run_dir: Path) -> None:
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"status": "complete", "kind": "zero-shot", "attempts": 1}))
+
+
+def test_a_complete_run_whose_eval_json_shows_up_late_is_read_with_its_scores(tmp_path):
+    import threading
+
+    from lvjob.run.rundir import RunStatus, summarize
+
+    _complete_run(tmp_path / "run")
+    late = threading.Timer(1.5, (tmp_path / "run" / "eval.json").write_text, [json.dumps({"model": {"mae": 0.25}})])
+    late.start()
+    run = summarize(tmp_path / "run")
+    late.join()
+    assert (run.status, run.value("eval_mae")) == (RunStatus.COMPLETE, 0.25)
+
+
+def test_a_complete_run_whose_eval_json_never_shows_up_reads_as_failed_saying_so(tmp_path, monkeypatch):
+    from lvjob.run import rundir
+
+    monkeypatch.setattr(rundir, "EVAL_SETTLE_S", 1.0)
+    _complete_run(tmp_path / "run")
+    run = rundir.summarize(tmp_path / "run")
+    assert run.status == rundir.RunStatus.FAILED and "run.json says complete but" in run.error
