@@ -37,7 +37,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for <machine>.md")
     args = p.parse_args()
     # --quick: a smoke run of every section (the test suite's), its numbers not for reading: one timing of
-    # each decoding mode, 128-token training steps, scaling over two lengths, no import timing with bitsandbytes.
+    # each decoding mode, 128-token training steps, scaling over two lengths, no import timings.
     repeat, context, lengths = 3, 512, (64, 128, 256, 512)
     if args.quick:
         args.series, args.single, args.decode_series, args.train_steps = 20, 2, 5, 1
@@ -57,7 +57,7 @@ def main() -> int:
         small = Path(tmp) / "small.h5"
         lv_small, params_small = data.generate(n_systems=20, n_points=100, seed=0)
         data.write(small, lv_small, params_small)
-        fixed, resume = pb.bench_resume(small, Path(tmp), with_bitsandbytes=not args.quick)
+        fixed, resume = pb.bench_resume(small, Path(tmp), import_times=not args.quick)
         sections = [
             ("Evaluation: batched vs one at a time", rb.bench_eval(model, tok, contexts, horizon, args.single)),
             ("Decoding: constrained vs unconstrained (batched, greedy, best of 3)",

@@ -61,10 +61,10 @@ def bench_flop_agreement(full_size: bool = True) -> list[tuple[str, str]]:
 
 
 def bench_resume(data_path: Path, tmp: Path, tflops: float = 94.0,
-                 with_bitsandbytes: bool = True) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+                 import_times: bool = True) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Two sections from one training job (tiny model): its fixed cost, from process start to the first step, set beside
     a full-scale stage-1 run's GPU time by the plan; and a resume: killed (SIGKILL) after its checkpoint at step 5,
-    restarted, timed to the first new step."""
+    restarted, timed to the first new step. `import_times`: also what of it is imports, each in a fresh process."""
     run_dir = tmp / "resume-run"
     cmd = [sys.executable, "-m", "lvjob", "run", str(ROOT / "jobs" / "default_lora.yaml"), "model=tiny",
            f"data.path={data_path}", "data.systems=20", "steps=200", "checkpoint_every=5", "val_every=100",
@@ -91,25 +91,32 @@ def bench_resume(data_path: Path, tmp: Path, tflops: float = 94.0,
     to_resumed_step = time.monotonic() - start
     second.send_signal(signal.SIGKILL)
     second.wait()
-    runner_imports = "import lvjob.run.train, lvjob.run.runner, transformers, peft"
-    skip = "from lvjob.models.loading import without_bitsandbytes; without_bitsandbytes(); "  # as `lvjob run` does
-    t_import, t_host = python_seconds(skip + runner_imports), python_seconds("import lvjob.orchestrate.tasks")
-    also = [("the same with bitsandbytes, which peft imports whenever installed (only a `quantize_4bit` run loads it)",
-             f"{python_seconds(runner_imports):.1f} s")] if with_bitsandbytes else []
     resumed = [r for r in read_jsonl(run_dir / "preemptions.jsonl") if r["event"] == "resume"]
-    imports = ("of which: starting Python and importing the runner (torch, transformers, peft)", f"{t_import:.1f} s")
+    imports, t_host = _import_times() if import_times else ([], 0.0)
     return [
         ("fresh run (tiny model): process start to its first training step", f"{to_first_step or 0:.1f} s"),
-        imports,
-        *also,
-        ("the job's host process around it (submitit's, or a packed job's child): Python and lvjob's imports",
-         f"{t_host:.1f} s"),
+        *imports,
         stage1_share((to_first_step or 0) + t_host, tflops),
     ], [
         ("job start to first resumed training step (tiny model, checkpoint at step 5, killed at step >= 7)",
          f"{to_resumed_step:.1f} s, resumed from step {resumed[-1]['from_step'] if resumed else '?'}"),
-        imports,
+        *imports[:1],
     ]
+
+
+def _import_times() -> tuple[list[tuple[str, str]], float]:
+    """What of a run's fixed cost is Python and imports: the runner's (without and with bitsandbytes) and its host
+    process's; and the host's alone, in seconds."""
+    runner_imports = "import lvjob.run.train, lvjob.run.runner, transformers, peft"
+    skip = "from lvjob.models.loading import without_bitsandbytes; without_bitsandbytes(); "  # as `lvjob run` does
+    t_import, t_host = python_seconds(skip + runner_imports), python_seconds("import lvjob.orchestrate.tasks")
+    return [
+        ("of which: starting Python and importing the runner (torch, transformers, peft)", f"{t_import:.1f} s"),
+        ("the same with bitsandbytes, which peft imports whenever installed (only a `quantize_4bit` run loads it)",
+         f"{python_seconds(runner_imports):.1f} s"),
+        ("the job's host process around it (submitit's, or a packed job's child): Python and lvjob's imports",
+         f"{t_host:.1f} s"),
+    ], t_host
 
 
 def python_seconds(code: str) -> float:

@@ -421,6 +421,27 @@ def test_a_gate_still_running_after_its_study_was_cancelled_retries_nothing_unti
     submission.cancel(study, held)
 
 
+def test_a_job_started_by_a_checkout_without_a_setting_it_was_submitted_with_fails_with_one_line_naming_it(
+        slurm, small_data, tmp_path, monkeypatch):
+    profile = make_profile(tmp_path, sbatch={"hold": True})  # released below, once the pickle is written
+    study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data))
+    node, as_submitted = next(n for n in study_nodes(study) if n.stage.name == "stage1"), StudyTask.__getstate__
+
+    def by_code_that_knew_a_warmup(task):  # the checkout lost stage1.warmup between the submit and the (re)start
+        state = as_submitted(task)
+        state["study"]["stage1"]["warmup"] = 10
+        return state
+    monkeypatch.setattr(StudyTask, "__getstate__", by_code_that_knew_a_warmup)
+    job = backend(profile).executor(study_dir(study, profile).submitit, "stage1", []).submit(
+        StudyTask(study, profile, node, str(Path.cwd()), os.environ["LVJOB_CACHE"]))
+    monkeypatch.undo()
+    subprocess.run(["scontrol", "release", job.job_id], check=True)
+    assert wait_for([job.job_id], limit_s=120)[job.job_id] == "FAILED"
+    errors = [line for line in study_dir(study, profile).job_log(job.job_id).read_text().splitlines() if "Error" in line]
+    assert "(study): unknown key stage1.'warmup'" in errors[-1]
+    assert [p.name for p in Path(profile.runs_root).iterdir()] == [study_dir(study, profile).root.name]  # no second folder
+
+
 def test_two_concurrent_submits_queue_one_job_per_run_and_cancel_leaves_none_queued(slurm, small_data, tmp_path):
     profile = make_profile(tmp_path, sbatch={"hold": True})  # held: nothing runs, every job stays queued
     submit = [sys.executable, "-m", "lvjob", "submit", str(STUDY), "--profile", str(tmp_path / "ci.yaml"), "--scale",
