@@ -15,9 +15,11 @@ Kinds, and what each stands for on a real cluster:
 The first fault is always `sigkill` on a stage-1 run (so stage 2's choice is at stake); the others,
 every kind once more and one kind drawn again, come in a seeded random order, the kills before the
 signals: the first of them with a target at that moment goes next, each on a run drawn from those
-running at that moment, after a random pause. No run is killed twice, so no run needs more than one
-retry; a kill therefore uses up its run, and a signal (which may hit any run) left for last still
-finds one when the study's last runs have all been killed once. The kills need the test cluster's `RequeueExit` off (`requeue_exit_off`):
+running at that moment (one killed fewer times first), after a random pause. A study this small
+trains each run for seconds, so its kills cannot all find a run not yet killed: a run may be killed
+as often as the profile retries it (`max_retries`), and it still completes. The runs whose retries a
+test counts (the first fault's, the hung one, the one a USR2 hit in its evaluation) are killed once
+at most, and a hang hits only a run never killed. The kills need the test cluster's `RequeueExit` off (`requeue_exit_off`):
 with it on, SLURM requeues a SIGKILLed job itself and the retry gates are never tested.
 """
 
@@ -29,6 +31,7 @@ import re
 import signal
 import subprocess
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +144,8 @@ class Injector:
         self.study, self.profile, self.log = study, profile, log
         self.rng = random.Random(seed)
         self.faults = plan(seed)
-        self.killed: set[str] = set()
+        self.kills: Counter = Counter()  # by node
+        self.once: set[str] = set()  # nodes whose retries a test counts
         self.done: list[dict] = []
 
     def eligible(self, kind: str, now: dict | None = None) -> list[Running]:
@@ -150,13 +154,17 @@ class Injector:
         which = starting if kind == "usr2-at-start-up" else running
         runs = now[which] if which in now else now.setdefault(which, which(self.study, self.profile))
         if kind in KILLS:
-            runs = [r for r in runs if r.node not in self.killed]
+            limit = 1 if kind == "hang" else self.profile.max_retries
+            runs = [r for r in runs if r.node not in self.once and self.kills[r.node] < limit]
         if kind == "sigkill" and not self.done:  # the first fault: stage 2's choice is at stake
             runs = [r for r in runs if r.stage == "stage1"]
         if kind in ("kill-in-checkpoint", "sigkill", "hang"):  # mid-training: the run cannot complete before the fault lands
             runs = [r for r in runs if r.training()]
         if kind in ("kill-in-evaluation", "usr2-in-evaluation"):
             runs = [r for r in runs if r.evaluating()]
+        if kind in KILLS and runs:  # one killed fewer times first
+            fewest = min(self.kills[r.node] for r in runs)
+            runs = [r for r in runs if self.kills[r.node] == fewest]
         return runs
 
     def inject(self, kind: str, target: Running) -> bool:
@@ -200,7 +208,9 @@ class Injector:
         target = self.rng.choice(targets)
         if not self.inject(kind, target):
             return False
-        self.killed |= {target.node} if kind in KILLS else set()
+        self.kills[target.node] += kind in KILLS
+        if not self.done or kind in ("hang", "usr2-in-evaluation"):
+            self.once.add(target.node)
         self.done.append({"kind": kind, "node": target.node, "job": target.job_id, "at_s": round(time.monotonic() - t0, 1)})
         self.log(f"fault {len(self.done)}/{len(self.faults)}: {kind} on {target.node} (job {target.job_id}) "
                  f"at +{self.done[-1]['at_s']} s")
