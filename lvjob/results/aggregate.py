@@ -167,12 +167,16 @@ def show_as_latest(results_dir: str, folder: Path, log=print) -> None:
 
 def make_way(results_dir: str, log=print) -> None:
     """Before `results_dir` becomes a link: a real folder there (an older lvjob's results) is moved beside the
-    studies' folders, nothing in it lost; a file there is an error."""
+    studies' folders, nothing in it lost; an empty one (the pre-flight's, which tried writing there) is removed;
+    a file there is an error."""
     link = Path(results_dir)
     if not link.exists() or link.is_symlink():
         return
     if not link.is_dir():
         raise NotADirectoryError(f"results_dir: {link} is a file; valid: a folder, or a path not there yet")
+    if not any(link.iterdir()):
+        link.rmdir()
+        return
     kept = results_variants(link) / f"unkeyed-{utc_compact()}"
     kept.parent.mkdir(parents=True, exist_ok=True)
     link.rename(kept)

@@ -18,3 +18,11 @@ def test_results_dir_is_a_relative_link_so_the_project_folder_can_move(tmp_path)
     study.mkdir(parents=True)
     show_as_latest(str(tmp_path / "results"), study)
     assert (tmp_path / "results").readlink().as_posix() == "results.by-study/lv-study-demo-1a2b3c4d"
+
+
+def test_an_empty_results_folder_the_preflight_made_is_replaced_by_the_link_without_a_trace(tmp_path):
+    (tmp_path / "results").mkdir()
+    study = tmp_path / "results.by-study" / "lv-study-demo-1a2b3c4d"
+    study.mkdir(parents=True)
+    show_as_latest(str(tmp_path / "results"), study)
+    assert sorted(p.name for p in (tmp_path / "results.by-study").iterdir()) == ["lv-study-demo-1a2b3c4d"]
