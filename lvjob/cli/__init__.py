@@ -119,10 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--watch", type=float, nargs="?", const=10.0, default=None, metavar="SECONDS",
                     help="redraw in place every SECONDS (default 10) until Ctrl-C")
     study_command("cancel", "cancel the study's queued and running SLURM jobs",
-                  "scancel every job of the study that is queued or running. Runs keep their checkpoints: "
-                  "`lvjob submit` later resumes them.", commands.cancel)
-    study_command("aggregate", "write the study's tables, summary and run index into results/",
-                  "Gathers every run of the study, finished, running, failed or requeued, into results/: "
+                  "scancel every job of the study that is queued or running, and record the cancel "
+                  "(cancelled.json in the study folder: a gate whose job is being killed submits nothing). Runs "
+                  "keep their checkpoints: `lvjob submit` later resumes them.", commands.cancel)
+    study_command("aggregate", "write the study's tables, summary and run index; results/ then links to them",
+                  "Gathers every run of the study, finished, running, failed or requeued, into the study's own "
+                  "results folder (results.by-study/<name>-<scale>-<digest>/), then points results/ at it: "
                   "runs.json, the four tables of SPEC §8 plus the stage-1 grid and the choices (each as Markdown, "
                   "CSV and LaTeX) and summary.md. Running it twice gives the same files.", commands.aggregate)
 

@@ -48,7 +48,7 @@ class Pull:
     """Where `make pull` copies results from (rsync over ssh)."""
 
     host: str | None = None  # e.g. login.cluster.example.org (an ssh alias works too)
-    path: str | None = None  # the project folder on the cluster, holding checkpoints/ and results/
+    path: str | None = None  # the project folder on the cluster, holding runs_root and results_dir (relative ones)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -139,10 +140,13 @@ def point(link: str | os.PathLike, target: str | os.PathLike) -> None:
     """Make `link` a symlink to `target` (relative, so the tree can move), swapped in by one rename: a reader
     follows the old link or the new one, never none."""
     link = Path(link)
-    tmp = link.parent / f".{link.name}.{os.getpid()}.link"
+    tmp = link.parent / f".{link.name}.{socket.gethostname()}.{os.getpid()}.link"
     tmp.unlink(missing_ok=True)
     os.symlink(os.path.relpath(target, link.parent), tmp)
-    os.replace(tmp, link)
+    try:
+        os.replace(tmp, link)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(link.parent)
 
 

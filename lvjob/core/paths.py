@@ -100,6 +100,11 @@ def results_variants(results_dir: str | Path) -> Path:
     return link.parent / f"{link.name}.by-study"
 
 
+def made_by_lvjob(link: Path) -> bool:
+    """Whether `link` is the link lvjob keeps at a profile's `results_dir` (into `results_variants(link)`)."""
+    return link.is_symlink() and Path(os.readlink(link)).parent == Path(results_variants(link).name)
+
+
 class ResultsDir(_Folder):
     """What `lvjob aggregate` writes (lvjob.results.aggregate) and `lvjob plot` reads."""
 

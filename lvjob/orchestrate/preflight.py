@@ -21,6 +21,8 @@ from lvjob import data
 from lvjob.models import modelcheck
 from lvjob.models.registry import MODELS
 from lvjob.cluster.profile import Profile
+from lvjob.core.paths import results_variants
+from lvjob.results.aggregate import results_problem
 from lvjob.study.spec import Study
 from lvjob.run.tracking import INSTALL_WANDB
 
@@ -86,10 +88,13 @@ def _write_problem(folder: str | Path) -> str | None:
 
 
 def _writable_outputs(study: Study, profile: Profile) -> list[str]:
-    found = ((key, value, _write_problem(value)) for key, value in (("runs_root", profile.runs_root),
-                                                                     ("results_dir", profile.results_dir)))
+    """runs_root, and where the results go: each study's folder beside results_dir, which becomes a link to one."""
+    link = results_problem(Path(profile.results_dir))
+    found = ((key, value, _write_problem(where)) for key, value, where in (
+        ("runs_root", profile.runs_root, profile.runs_root),
+        ("results_dir", profile.results_dir, results_variants(profile.results_dir))))
     return [f"{key}: {value} cannot be written ({why}); valid: a folder you can write (on a cluster, one every "
-            "compute node sees, such as $SCRATCH/...)" for key, value, why in found if why]
+            "compute node sees, such as $SCRATCH/...)" for key, value, why in found if why] + ([link] if link else [])
 
 
 NODE_LOCAL = ("tmpfs", "ramfs")  # filesystem types that live in one machine's memory

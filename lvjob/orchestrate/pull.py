@@ -36,7 +36,8 @@ def rsync_commands(profile: Profile, checkpoints: bool = False) -> list[list[str
         [*rsync, *runs_filter, f"{_remote(profile, profile.runs_root)}/", f"{profile.runs_root}/"],
         [*rsync, "--ignore-missing-args", f"{_remote(profile, variants)}/", f"{variants}/"],  # every study's results
         # results_dir itself: the link to the study aggregated last (or an older lvjob's results folder)
-        [*rsync, "--ignore-missing-args", _remote(profile, profile.results_dir), f"{Path(profile.results_dir).parent}/"],
+        [*rsync, "--ignore-missing-args", _remote(profile, str(Path(profile.results_dir))),  # no trailing slash: the link
+         f"{Path(profile.results_dir).parent}/"],
     ]
 
 

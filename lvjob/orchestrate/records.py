@@ -5,8 +5,9 @@ stage: one line each, appended in one locked write (`lvjob.core.atomic.append_js
 or re-points the study's jobs holds the study's lock (`study_lock`) from reading these to writing them. Which of them are
 still queued or running is asked of the profile's backend: only job ids of its own executor.
 
-`cancelled.json` says that the study was cancelled (`lvjob cancel`), until a user submits it again: a gate or a
-watcher still running when its job was cancelled (SLURM gives it `KillWait` seconds) then submits nothing.
+`cancelled.json` says that the study's SLURM jobs were cancelled (`lvjob cancel`), until a user submits it to SLURM
+again: a gate or a watcher still running when its job was cancelled (SLURM gives it `KillWait` seconds) then submits
+nothing. Local gates (a laptop's, a packed job's) end with the submit that runs them and do not read it.
 """
 
 from __future__ import annotations

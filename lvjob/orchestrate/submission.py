@@ -197,12 +197,12 @@ def submit(study: Study, profile: Profile, log=print) -> Submission:
     log(f"plan: {plan.total:.3e} FLOPs, {plan.total / plan.budget:.2%} of the {plan.budget:.0e} budget")
     prepare(study)
     with records.study_lock(study, profile):  # a second submit waits here, then finds these jobs queued
-        if backend(profile).detached:  # a user's submit resumes a cancelled study (not the packed job's own)
-            records.clear_cancel(study, profile)
         if busy := other_packing_active(study, profile):
             raise OtherPackingActive(profile.pack, busy)
         if stray := records.unrecorded(study, profile):
             raise UnrecordedJobs(stray)
+        if backend(profile).detached:  # a user's submit resumes a cancelled study (not the packed job's own)
+            records.clear_cancel(study, profile)
         if profile.pack == pack.PACK:
             return _submit_packed(study, profile, plan, log)
         run = _Submitting(study, profile, log)

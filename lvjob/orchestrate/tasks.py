@@ -195,7 +195,7 @@ class GateTask(PlainPickle, submitit.helpers.Checkpointable):
         """Resubmit the runs due; on SLURM a gate then follows them and any run still queued or running (a
         requeued job may have let this gate start early). The nodes retried."""
         with records.study_lock(self.study, self.profile):
-            if at := records.cancelled_at(self.study, self.profile):
+            if self._backend().detached and (at := records.cancelled_at(self.study, self.profile)):
                 print(f"{self.name}: the study was cancelled at {at} (lvjob cancel); nothing retried", flush=True)
                 return []
             due, active = self.look()

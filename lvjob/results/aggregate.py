@@ -16,11 +16,13 @@ such, and their cells say so. Nothing carries a timestamp: the same runs give th
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from lvjob.core.paths import results_variants
+from lvjob.core.paths import made_by_lvjob, results_variants
 from lvjob.core.timestamps import utc_compact
 from lvjob.core import atomic
 from lvjob.models import flops
@@ -167,17 +169,28 @@ def show_as_latest(results_dir: str, folder: Path, log=print) -> None:
 
 def make_way(results_dir: str, log=print) -> None:
     """Before `results_dir` becomes a link: a real folder there (an older lvjob's results) is moved beside the
-    studies' folders, nothing in it lost; an empty one (the pre-flight's, which tried writing there) is removed;
-    a file there is an error."""
+    studies' folders, nothing in it lost, and an empty one is removed; a file, or a link lvjob did not make, is an
+    error (`results_problem`)."""
     link = Path(results_dir)
-    if not link.exists() or link.is_symlink():
+    if problem := results_problem(link):
+        raise NotADirectoryError(problem)
+    if made_by_lvjob(link) or not link.exists():
         return
-    if not link.is_dir():
-        raise NotADirectoryError(f"results_dir: {link} is a file; valid: a folder, or a path not there yet")
     if not any(link.iterdir()):
         link.rmdir()
         return
-    kept = results_variants(link) / f"unkeyed-{utc_compact()}"
+    kept = results_variants(link) / f"unkeyed-{utc_compact()}-{os.getpid()}"
     kept.parent.mkdir(parents=True, exist_ok=True)
-    link.rename(kept)
-    log(f"{link} was a folder, not a link to a study's results (an older lvjob's?): moved to {kept}")
+    with contextlib.suppress(FileNotFoundError):  # another aggregate moved it first
+        link.rename(kept)
+        log(f"{link} was a folder, not a link to a study's results (an older lvjob's?): moved to {kept}")
+
+
+def results_problem(link: Path) -> str | None:
+    """What stops `results_dir` from becoming lvjob's link to the latest results, in words; None if nothing."""
+    if link.is_symlink() and not made_by_lvjob(link):
+        return (f"results_dir: {link} is a link to {os.readlink(link)}, which lvjob did not make; valid: that folder "
+                f"itself as results_dir (lvjob keeps results_dir as a link to the study aggregated last)")
+    if link.exists() and not link.is_dir():
+        return f"results_dir: {link} is a file; valid: a folder, or a path not there yet"
+    return None

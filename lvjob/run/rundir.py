@@ -12,6 +12,7 @@ reads as failed, saying so: never as a complete run without scores.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -128,7 +129,8 @@ def _evaluation(files: RunDir, complete: bool) -> dict:
     deadline = time.monotonic() + (EVAL_SETTLE_S if complete else 0.0)
     while not (found := _read_json(files.evaluation)) and time.monotonic() < deadline:
         time.sleep(1.0)
-        os.listdir(files.root)  # a fresh look at the folder's entries
+        with contextlib.suppress(OSError):
+            os.listdir(files.root)  # a fresh look at the folder's entries
     return found
 
 
@@ -140,7 +142,8 @@ def summarize(run_dir: str | Path) -> RunSummary:
     evaluation = _evaluation(files, status.get("status") == RunStatus.COMPLETE)
     if status.get("status") == RunStatus.COMPLETE and not evaluation:
         status |= {"status": RunStatus.FAILED, "error": f"run.json says complete but {files.evaluation} was not there "
-                   f"after {EVAL_SETTLE_S:.0f} s (removed, or a filesystem that does not show it); run it again"}
+                   f"after {EVAL_SETTLE_S:.0f} s (removed, or a filesystem that does not show it); submitting it again "
+                   "evaluates it again"}
     job = {}
     try:
         job = yaml.safe_load(files.job.read_text()) or {}

@@ -63,8 +63,10 @@ def run(job: Job, log=print, stop: StopRequest = stops.REQUEST) -> int:
 def _run_locked(job: Job, run_dir: Path, log, stop: StopRequest) -> int:
     status = read_status(run_dir)
     if status.get("status") == RunStatus.COMPLETE:
-        log(f"{run_dir}: already complete, nothing to do")
-        return 0
+        if RunDir(run_dir).evaluation.exists():
+            log(f"{run_dir}: already complete, nothing to do")
+            return 0
+        log(f"{run_dir}: run.json says complete but eval.json is missing: evaluating again")
     atomic.write_text(RunDir(run_dir).job, yaml.safe_dump(to_dict(job), sort_keys=False))
     attempt = status.get("attempts", 0) + 1
     device = pick_device(job.device)

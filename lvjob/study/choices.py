@@ -83,7 +83,8 @@ class Choice:
 
 def study_key(study: Study, profile: Profile) -> str:
     """The study's identity, `lv-study-demo-1a2b3c4d`: its name, scale and a digest of its settings that differ from
-    their defaults (so that a setting added to the code does not move a study in flight) and of the model's weights."""
+    their defaults (so that a setting added to the code does not move a study in flight), of the model's path and of
+    its quantization."""
     settings = json.dumps([non_default(study), profile.model_path, profile.quantize_4bit], sort_keys=True)
     return f"{study.name}-{study.scale}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
 

@@ -71,6 +71,15 @@ def test_an_output_folder_that_cannot_be_made_is_named(tmp_path, small_data):
     assert len(lines) == 1 and lines[0].startswith(f"results_dir: {tmp_path / 'a-file' / 'results'} cannot be written")
 
 
+def test_a_results_dir_that_is_a_link_lvjob_did_not_make_is_refused_naming_its_target(tmp_path, small_data):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "mine").symlink_to(tmp_path / "elsewhere")
+    lines = found(tmp_path, small_data, results_dir=str(tmp_path / "mine"))
+    assert lines == [f"results_dir: {tmp_path / 'mine'} is a link to {tmp_path / 'elsewhere'}, which lvjob did not make; "
+                     "valid: that folder itself as results_dir (lvjob keeps results_dir as a link to the study aggregated "
+                     "last)"]
+
+
 def test_a_folder_the_os_will_not_let_us_write_is_refused_with_its_reason_even_for_root(tmp_path, small_data):
     lines = found(tmp_path, small_data, runs_root="/proc/lvjob-not-writable/runs")
     assert lines == ["runs_root: /proc/lvjob-not-writable/runs cannot be written (No such file or directory); valid: "

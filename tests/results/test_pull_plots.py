@@ -66,6 +66,14 @@ def test_pull_goes_over_ssh_to_the_profiles_host(tmp_path):
     assert "--exclude=/*/checkpoints/" not in with_ckpt
 
 
+def test_pull_copies_the_results_link_itself_even_when_results_dir_ends_in_a_slash(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"executor": "slurm", "results_dir": "results/", "pull": {"path": "/home/me/lvjob"}}))
+    _, variants, latest = rsync_commands(load_profile(path))
+    assert (variants[-2:], latest[-2:]) == (["/home/me/lvjob/results.by-study/", "results.by-study/"],
+                                            ["/home/me/lvjob/results", "./"])
+
+
 def test_plots_are_drawn_from_results_and_run_directories(tmp_path):
     from lvjob.results.index import RunIndex
     from lvjob.results.plots import plot_results

@@ -156,6 +156,20 @@ def test_a_complete_run_is_not_run_again(trained):
     assert (run_dir / "metrics.jsonl").stat().st_mtime_ns == before
 
 
+def test_a_complete_run_whose_eval_json_was_lost_is_evaluated_again_to_the_same_scores(trained, tmp_path):
+    import dataclasses
+    import shutil
+
+    job, run_dir = trained
+    shutil.copytree(run_dir, tmp_path / "copy")
+    (tmp_path / "copy" / "eval.json").unlink()
+    messages = []
+    assert run(dataclasses.replace(job, run_dir=str(tmp_path / "copy")), log=messages.append) == 0
+    assert "eval.json is missing: evaluating again" in messages[0]
+    scores = [json.loads((d / "eval.json").read_text())["model"] for d in (run_dir, tmp_path / "copy")]
+    assert scores[0] == scores[1]
+
+
 def test_zero_shot_job_evaluates_the_untrained_model_with_sampling(tmp_path, small_data, device):
     job = small_job(small_data, tmp_path / "zs", kind="evaluate", prompt="instruct", temperature=0.2, samples=2, device=device)
     assert run(job, log=lambda m: None) == 0
