@@ -18,8 +18,9 @@ signals: the first of them with a target at that moment goes next, each on a run
 running at that moment (one killed fewer times first), after a random pause. A study this small
 trains each run for seconds, so its kills cannot all find a run not yet killed: a run may be killed
 as often as the profile retries it (`max_retries`), and it still completes. The runs whose retries a
-test counts (the first fault's, the hung one, the one a USR2 hit in its evaluation) are killed once
-at most, and a hang hits only a run never killed. The kills need the test cluster's `RequeueExit` off (`requeue_exit_off`):
+test counts (the first fault's, the hung one, the one a USR2 hit in its evaluation) are hit by no
+later fault (a requeue of the hung job would hide the hang from the watchdog), and a hang hits only
+a run never killed. The kills need the test cluster's `RequeueExit` off (`requeue_exit_off`):
 with it on, SLURM requeues a SIGKILLed job itself and the retry gates are never tested.
 """
 
@@ -153,9 +154,10 @@ class Injector:
         now = {} if now is None else now
         which = starting if kind == "usr2-at-start-up" else running
         runs = now[which] if which in now else now.setdefault(which, which(self.study, self.profile))
+        runs = [r for r in runs if r.node not in self.once]
         if kind in KILLS:
             limit = 1 if kind == "hang" else self.profile.max_retries
-            runs = [r for r in runs if r.node not in self.once and self.kills[r.node] < limit]
+            runs = [r for r in runs if self.kills[r.node] < limit]
         if kind == "sigkill" and not self.done:  # the first fault: stage 2's choice is at stake
             runs = [r for r in runs if r.stage == "stage1"]
         if kind in ("kill-in-checkpoint", "sigkill", "hang"):  # mid-training: the run cannot complete before the fault lands
