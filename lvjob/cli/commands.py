@@ -99,8 +99,11 @@ def run(args) -> int:
         without_bitsandbytes()
     from lvjob.core.logs import run_log
     from lvjob.run.lock import RunBusy
+    from lvjob.run.runner import keep_freed_memory, pick_device
     from lvjob.run.runner import run as run_job
 
+    if pick_device(job.device) == "cpu":
+        keep_freed_memory()
     try:
         return run_job(job, log=run_log(job.run_id()))
     except RunBusy as e:

@@ -90,3 +90,18 @@ def test_loads_from_the_folder_with_autotokenizer_offline():
 
     tok = AutoTokenizer.from_pretrained(T.ensure_tokenizer(), local_files_only=True)
     assert tok.encode("0.5;", add_special_tokens=False) == [15, 13, 20, 26]
+
+
+def test_the_runs_tokenizer_is_the_one_autotokenizer_loads_from_the_folder(tokenizer):
+    """lvjob reads tokenizer.json in Rust (transformers' own loader rebuilds the BPE in Python): the same tokenizer."""
+    from transformers import AutoTokenizer
+
+    theirs = AutoTokenizer.from_pretrained(T.ensure_tokenizer(), local_files_only=True)
+    texts = ENGLISH + ["0.571,0.772;1.3,0.0;", "<|im_start|>user\nx<|im_end|><|endoftext|>"]
+    assert [tokenizer.encode(t) for t in texts] == [theirs.encode(t) for t in texts]
+    assert tokenizer.get_vocab() == theirs.get_vocab() and tokenizer.added_tokens_decoder == theirs.added_tokens_decoder
+    for setting in ("eos_token_id", "pad_token_id", "bos_token", "model_max_length", "padding_side", "all_special_ids"):
+        assert getattr(tokenizer, setting) == getattr(theirs, setting), setting
+    chat = [{"role": "user", "content": "0.5;"}]
+    assert tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == \
+        theirs.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)

@@ -236,3 +236,32 @@ def test_a_training_run_says_it_scored_the_validation_systems(trained):
     _, run_dir = trained
     assert json.loads((run_dir / "eval.json").read_text())["split"] == "validation"
     assert str(np.load(run_dir / "forecasts.npz")["split"]) == "validation"
+
+
+# --- the run process --------------------------------------------------------------------------------
+
+FREE_AND_REALLOCATE = """
+import ctypes, ctypes.util, resource, sys
+if sys.argv[1] == "kept":
+    from lvjob.run.runner import keep_freed_memory
+    keep_freed_memory()
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):  # 200 MB written, then freed: a training step's logits, softmax and gradients (torch's CPU allocator is malloc)
+    block = libc.malloc(200_000_000)
+    ctypes.memset(block, 1, 200_000_000)
+    libc.free(block)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_a_cpu_run_process_reuses_its_freed_large_blocks_instead_of_faulting_them_in_again():
+    import subprocess
+    import sys
+
+    faults = {how: int(subprocess.run([sys.executable, "-c", FREE_AND_REALLOCATE, how], check=True, capture_output=True,
+                                      text=True, timeout=120).stdout) for how in ("default", "kept")}
+    assert faults["default"] > 4 * 48_000  # 200 MB is ~49,000 pages: faulted in for each of the 5 blocks
+    assert faults["kept"] < 2 * 49_000  # faulted in once, then reused
