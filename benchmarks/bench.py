@@ -23,6 +23,7 @@ import runner_bench as rb
 from lvjob import data
 from lvjob.models.loading import ModelChoice, load_model
 from lvjob.data.tokenizer import load_tokenizer
+from lvjob.run.runner import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,12 +38,13 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for <machine>.md")
     args = p.parse_args()
     # --quick: a smoke run of every section (the test suite's), its numbers not for reading: one timing of
-    # each decoding mode, 128-token training steps, scaling over two lengths, no import timings.
+    # each decoding mode on 2 series, 64-token training steps, scaling over two lengths, no import timings.
     repeat, context, lengths = 3, 512, (64, 128, 256, 512)
     if args.quick:
-        args.series, args.single, args.decode_series, args.train_steps = 20, 2, 5, 1
-        repeat, context, lengths = 1, 128, (64, 128)
+        args.series, args.single, args.decode_series, args.train_steps = 20, 2, 2, 1
+        repeat, context, lengths = 1, 64, (32, 64)
 
+    keep_freed_memory()  # as in a run process on the CPU: its in-process timings are a run's
     torch.manual_seed(0)
     tok = load_tokenizer()
     model = load_model(ModelChoice("tiny")).eval()

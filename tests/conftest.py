@@ -12,6 +12,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 import torch  # noqa: E402  (after the thread count is set)
 
+from lvjob.run.runner import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # tests compute on the CPU in this process too: as in a run process, freed large blocks are reused
+
 # Every device this machine has: tests that take the `device` fixture run on each (CUDA where present),
 # so a GPU machine runs the same tests (`make device-check` selects them with `-m device`).
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

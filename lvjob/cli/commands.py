@@ -239,7 +239,9 @@ def prepare(args) -> int:
     print(f"tokenizer: {ensure_tokenizer()}")
     print(f"tiny model: {ensure_tiny_model()}")
     from lvjob.run.pretrain import ensure_demo_model
+    from lvjob.run.runner import keep_freed_memory
 
+    keep_freed_memory()  # pre-training runs on the CPU
     print(f"demo model (tiny, pre-trained on the training systems' text): {ensure_demo_model()}")
     return 0
 
