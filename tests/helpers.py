@@ -109,7 +109,7 @@ def evaluation(mae, mse, series=20, persistence=(0.5, 0.4), split="validation", 
 
 def small_overrides(data: Path) -> list[str]:
     """The demo scale cut further: every stage, one zero-shot prompt, a 2 x 2 grid and two contexts, a few steps each,
-    2 forecast series (each run costs ~8 s of CPU, mostly imports: the cluster tests run this study three times)."""
+    2 forecast series (each run costs ~6 s of CPU, two thirds of it imports: the cluster tests run this study three times)."""
     return ["model=tiny", f"data.path={data}", "zero_shot_prompts=[plain]", "data.systems=20", "data.points=30", "evaluation.series=2",
             "training.val_every=2", "training.val_chunks=2", "training.checkpoint_every=2",
             "default.steps=4", "default.context=64", "stage1.ranks=[2,4]", "stage1.lrs=[1e-3,1e-2]", "stage1.steps=4",
