@@ -290,7 +290,7 @@ def interrupted_runs(slurm, small_data, tmp_path_factory):
     preempted (USR2) while its runner runs in a container where SLURM cannot be reached."""
     tmp = tmp_path_factory.mktemp("faults")
     study = load_study(STUDY, scale="demo", overrides=small_overrides(small_data) + [
-        "default.steps=24", "training.checkpoint_every=10", "training.val_every=10"])
+        "default.steps=24", "default.context=32", "training.checkpoint_every=10", "training.val_every=10"])  # 32: half the CPU
     image = image_standin(tmp)  # the runner inside sees no scontrol and no slurm.conf
     out = {}
     for name in ("reference", "usr2", "requeue", "sigkill", "image"):
